@@ -1,0 +1,138 @@
+"""The typed schema of an experiment spec.
+
+Every value a run reads is declared here once, with its type and default. YAML specs
+and ``key=value`` overrides are merged onto ``OmegaConf.structured(ExperimentSpec)``,
+so an unknown key or a wrong type fails with the field's dotted path (see load.py).
+docs/spec-reference.md is generated from these docstrings' field comments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from starx.launch.config import LaunchConfig
+
+SEPARATORS = ("none", "token", "cluster", "fixed", "distinct")
+BACKENDS = ("auto", "cuda", "torch")
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelSpec:
+    """Backbone and STAR sequence layout (arguments of ``starx.models.create_model``)."""
+
+    name: str = "star_tiny"  # registered size: star_tiny | star_small | star_base | star_large | ...
+    img_size: int = 192  # pretraining input side (px)
+    patch_size: int = 16  # patch side (px)
+    cluster_size: int = 4  # patches per cluster side (ARM: 4 -> 16 patches a cluster)
+    in_chans: int = 3  # 1 for grey images
+    separator: str = "cluster"  # none | token | cluster | fixed | distinct
+    separator_len: Optional[int] = None  # tokens per separator; null = one cluster (cluster_size**2)
+    seq_multiplier: int = 4  # k: images per sequence (1 with separator none = ARM)
+    depth: Optional[int] = None  # encoder blocks; null = the size's default
+    embed_dim: Optional[int] = None  # encoder width; null = the size's default
+    decoder_dim: int = 512
+    decoder_depth: int = 4
+    decoder_heads: int = 8
+    backend: str = "auto"  # auto | cuda (mamba-ssm kernels) | torch (pure-PyTorch twin)
+
+
+@dataclass
+class DataSpec:
+    """Where images come from and how they are loaded (FFCV)."""
+
+    dataset: str = "embedded"  # embedded | idx:PATH | npz:PATH | imagefolder:PATH | path/to/file.beton
+    eval_dataset: Optional[str] = None  # null = same source as dataset, split eval_split
+    train_split: str = "train"
+    eval_split: str = "test"
+    cache_dir: str = "~/.cache/starx/datasets"  # where .beton files built from sources are kept
+    batch_size: int = 256  # pretraining images per optimizer step (global); a multiple of k
+    num_workers: int = 2
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # RandomResizedCrop scale
+    hflip: bool = True
+
+
+@dataclass
+class OptimSpec:
+    """Pretraining optimiser: AdamW, lr = base_lr x batch / 256, warm-up then cosine."""
+
+    base_lr: float = 1.5e-4
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    clip_grad: Optional[float] = 3.0  # max grad norm; null = no clipping
+    accum_steps: int = 1  # micro-batches per optimizer step (batch_size is split across them)
+
+
+@dataclass
+class PretrainStage:
+    """Autoregressive (next-cluster) pretraining."""
+
+    enabled: bool = True
+    epochs: float = 300  # may be fractional for smoke runs
+    warmup_epochs: float = 40
+
+
+@dataclass
+class FinetuneStage:
+    """Supervised fine-tuning of the bidirectional classifier (ARM recipe)."""
+
+    enabled: bool = True
+    init: str = "pretrain"  # pretrain (this run's weights) | none (from scratch) | path/to/checkpoint.pt
+    img_size: Optional[int] = None  # null = model.img_size (ARM: 224)
+    epochs: float = 100
+    warmup_epochs: float = 5
+    batch_size: int = 1024
+    base_lr: float = 5e-4  # lr = base_lr x batch / 256
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    layer_decay: float = 0.65
+    drop_path: float = 0.1
+    clip_grad: Optional[float] = None
+    ema_decay: Optional[float] = 0.99992  # null = no EMA
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    label_smoothing: float = 0.1
+    randaug: Optional[str] = "rand-m9-mstd0.5"  # timm RandAugment string; null = off
+    reprob: float = 0.25  # random erasing probability
+    eval_every_epochs: float = 1
+
+
+@dataclass
+class EvalStage:
+    """Held-out evaluation and baselines."""
+
+    enabled: bool = True
+    linear_baseline: bool = False  # also train a linear classifier on raw pixels (same split)
+    batch_size: int = 512
+
+
+@dataclass
+class CheckpointSpec:
+    every_steps: int = 500  # save every N optimizer steps (0 = only by time, signals and stage end)
+    every_minutes: float = 10.0
+
+
+@dataclass
+class ExperimentSpec:
+    """One experiment: what to train, on what, how, and where to run it."""
+
+    experiment: str = "default"  # results/<experiment>/<run_id>/
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
+    compile: bool = False  # torch.compile the model
+    deterministic: bool = False  # deterministic algorithms (exact resume on CPU)
+    output_dir: str = "results"
+    log_every: int = 10  # optimizer steps between metrics lines
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    pretrain: PretrainStage = field(default_factory=PretrainStage)
+    finetune: FinetuneStage = field(default_factory=FinetuneStage)
+    eval: EvalStage = field(default_factory=EvalStage)
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)

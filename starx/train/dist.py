@@ -1,0 +1,76 @@
+"""torch.distributed from the environment (torchrun or submitit set RANK, WORLD_SIZE, ...).
+
+One process per GPU; on CPU the gloo backend lets the same code run with several processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(preference: str, local_rank: int = 0) -> torch.device:
+    if preference == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    if preference == "cuda":
+        raise RuntimeError("field 'device': cuda was asked for but torch sees no CUDA device here")
+    return torch.device("cpu")
+
+
+def init(preference: str) -> DistInfo:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(preference, local_rank)
+    if world_size > 1 and not torch_dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch_dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        log.info("distributed: rank %d of %d on %s (%s)", rank, world_size, device, backend)
+    return DistInfo(rank, world_size, local_rank, device)
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        value = value.clone()
+        torch_dist.all_reduce(value)
+        value /= torch_dist.get_world_size()
+    return value
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        value = value.clone()
+        torch_dist.all_reduce(value)
+    return value
+
+
+def barrier() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
+def shutdown() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

@@ -1,0 +1,254 @@
+"""One training stage (pretrain or fine-tune): the step loop shared by both.
+
+Steps count optimizer updates of the global batch, so a checkpoint's ``step`` means the
+same thing whatever the number of processes. A stage resumes from
+``checkpoints/<stage>_last.pt``: model, optimizer, EMA, step and RNG state; the data
+loader is rebuilt for the saved epoch and skips the batches already seen, so an
+interrupted run continues with the same next-step loss as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+
+from starx.train import checkpoint, signals
+from starx.train.dist import DistInfo, all_reduce_mean
+from starx.train.metrics import MetricsLog
+from starx.train.progress import StageProgress
+from starx.train.schedule import lr_at
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class StageSpec:
+    """What a stage loop needs to know, computed by the job from the spec."""
+
+    name: str
+    total_steps: int
+    steps_per_epoch: int
+    warmup_steps: int
+    peak_lr: float
+    min_lr: float
+    clip_grad: Optional[float]
+    accum_steps: int
+    images_per_step: int  # global
+    tokens_per_image: int
+    log_every: int
+    checkpoint_every_steps: int
+    checkpoint_every_minutes: float
+    eval_every_steps: int = 0  # 0 = only at the end
+
+
+@dataclass
+class StageState:
+    step: int = 0
+    last_loss: float = float("nan")
+    losses: list[float] = field(default_factory=list)  # per logged interval, for the summary
+    evals: list[dict[str, Any]] = field(default_factory=list)
+
+
+StepFn = Callable[[Any], tuple[torch.Tensor, int]]  # micro-batch -> (loss, images in it)
+EvalFn = Callable[[], dict[str, float]]
+LoaderFn = Callable[[int, int], Iterable[Any]]  # (epoch, first batch) -> micro-batches of that epoch
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class StageLoop:
+    def __init__(self, spec: StageSpec, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 loader_fn: LoaderFn, step_fn: StepFn, dist: DistInfo, ckpt_dir: Path, metrics: MetricsLog,
+                 autocast_dtype: Optional[torch.dtype], ema: Optional[torch.nn.Module] = None,
+                 eval_fn: Optional[EvalFn] = None):
+        self.spec = spec
+        self.model = model
+        self.optimizer = optimizer
+        self.loader_fn = loader_fn
+        self.step_fn = step_fn
+        self.dist = dist
+        self.ckpt_path = ckpt_dir / f"{spec.name}_last.pt"
+        self.metrics = metrics
+        self.autocast_dtype = autocast_dtype
+        self.ema = ema
+        self.eval_fn = eval_fn
+        self.state = StageState()
+        self._last_save = time.monotonic()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _unwrapped(self) -> torch.nn.Module:
+        return getattr(self.model, "module", self.model)
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            state = {
+                "stage": self.spec.name,
+                "step": self.state.step,
+                "model": self._unwrapped().state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": _rng_state(),
+                "evals": self.state.evals,
+                "losses": self.state.losses,
+            }
+            if self.ema is not None:
+                state["ema"] = self.ema.state_dict()
+            checkpoint.save_atomic(state, self.ckpt_path)
+            log.info("%s: checkpoint at step %d -> %s", self.spec.name, self.state.step, self.ckpt_path)
+        self._last_save = time.monotonic()
+
+    def try_resume(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        state = checkpoint.load(self.ckpt_path)
+        self._unwrapped().load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        _set_rng_state(state["rng"])
+        self.state.step = int(state["step"])
+        self.state.evals = list(state.get("evals", []))
+        self.state.losses = list(state.get("losses", []))
+        # Lines written after this checkpoint by the interrupted process describe steps
+        # that will be run again: drop them so metrics.jsonl has each step once.
+        if self.dist.is_main:
+            self.metrics.truncate(self.spec.name, self.state.step)
+        log.info("%s: resumed from %s at step %d/%d", self.spec.name, self.ckpt_path, self.state.step,
+                 self.spec.total_steps)
+        return True
+
+    def _due_for_checkpoint(self) -> bool:
+        s = self.spec
+        by_steps = s.checkpoint_every_steps > 0 and self.state.step % s.checkpoint_every_steps == 0
+        by_time = (time.monotonic() - self._last_save) / 60.0 >= s.checkpoint_every_minutes > 0
+        return by_steps or by_time
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        s = self.spec
+        lr = lr_at(self.state.step, total_steps=s.total_steps, warmup_steps=s.warmup_steps, peak_lr=s.peak_lr,
+                   min_lr=s.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.dist.device.type, dtype=self.autocast_dtype)
+
+    def _optimizer_step(self, micro_batches: list[Any]) -> tuple[float, float, int]:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss = torch.zeros((), device=self.dist.device)
+        images = 0
+        for i, micro in enumerate(micro_batches):
+            # DDP: only the last micro-batch all-reduces gradients.
+            sync = i == len(micro_batches) - 1 or not hasattr(self.model, "no_sync")
+            ctx = nullcontext() if sync else self.model.no_sync()
+            with ctx:
+                with self._autocast():
+                    loss, n = self.step_fn(micro)
+                (loss / len(micro_batches)).backward()
+            total_loss += loss.detach().float() / len(micro_batches)
+            images += n
+        loss_value = float(all_reduce_mean(total_loss))
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss(
+                f"{self.spec.name}: non-finite loss ({loss_value}) at step {self.state.step}; "
+                f"the last good checkpoint is kept at {self.ckpt_path if self.ckpt_path.exists() else 'none yet'}")
+        clip = self.spec.clip_grad
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self._unwrapped(), step=self.state.step)
+        return loss_value, float(grad_norm), images
+
+    def _micro_batches(self, epoch: int, first_batch: int) -> Iterable[list[Any]]:
+        """Group the loader's batches into the micro-batches of one optimizer step."""
+        group: list[Any] = []
+        for batch in self.loader_fn(epoch, first_batch):
+            group.append(batch)
+            if len(group) == self.spec.accum_steps:
+                yield group
+                group = []
+
+    def run(self, progress: Optional[StageProgress] = None) -> StageState:
+        s = self.spec
+        self.try_resume()
+        interval_loss, interval_images, interval_start = [], 0, time.perf_counter()
+        if progress is not None:
+            progress.start(s.name, s.total_steps, self.state.step)
+        while self.state.step < s.total_steps:
+            epoch, first = divmod(self.state.step, s.steps_per_epoch)
+            for micro_batches in self._micro_batches(epoch, first):
+                lr = self._set_lr()
+                loss, grad_norm, images = self._optimizer_step(micro_batches)
+                self.state.step += 1
+                self.state.last_loss = loss
+                interval_loss.append(loss)
+                interval_images += images * self.dist.world_size
+                if progress is not None:
+                    progress.advance(loss)
+                if self.state.step % s.log_every == 0 or self.state.step == s.total_steps:
+                    if self.autocast_dtype is not None and self.dist.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    elapsed = time.perf_counter() - interval_start
+                    mean_loss = sum(interval_loss) / len(interval_loss)
+                    self.state.losses.append(mean_loss)
+                    record = {"stage": s.name, "step": self.state.step,
+                              "epoch": round(self.state.step / s.steps_per_epoch, 4),
+                              "loss": loss, "loss_mean": mean_loss, "lr": lr, "grad_norm": grad_norm,
+                              "images_per_s": interval_images / elapsed,
+                              "tokens_per_s": interval_images * s.tokens_per_image / elapsed}
+                    if self.dist.device.type == "cuda":
+                        record["mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+                    self.metrics.write(record)
+                    interval_loss, interval_images, interval_start = [], 0, time.perf_counter()
+                if self.eval_fn is not None and s.eval_every_steps and self.state.step % s.eval_every_steps == 0 \
+                        and self.state.step < s.total_steps:
+                    self._evaluate()
+                if signals.preempt_requested():
+                    self.save()
+                    raise signals.Preempted(signals.last_signal(), self.state.step)
+                if self.state.step >= s.total_steps:
+                    break
+                if self._due_for_checkpoint():
+                    self.save()
+        if self.eval_fn is not None:
+            self._evaluate()
+        self.save()
+        if progress is not None:
+            progress.finish()
+        return self.state
+
+    def _evaluate(self) -> None:
+        assert self.eval_fn is not None
+        result = {"stage": self.spec.name, "kind": "eval", "step": self.state.step,
+                  "epoch": round(self.state.step / self.spec.steps_per_epoch, 4), **self.eval_fn()}
+        self.state.evals.append(result)
+        self.metrics.write(result)
+        log.info("%s eval at step %d: %s", self.spec.name, self.state.step,
+                 ", ".join(f"{k}={v:.2f}" for k, v in result.items() if k.startswith("top1")))
