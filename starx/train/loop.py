@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+import numpy as np
 import torch
 
 from starx.train import checkpoint, signals
@@ -66,7 +67,11 @@ LoaderFn = Callable[[int, int], Iterable[Any]]  # (epoch, first batch) -> micro-
 
 
 def _rng_state() -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
+    # numpy's global generator drives timm's Mixup; its state is kept as tensors so that
+    # the checkpoint loads with weights_only=True.
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"cpu": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+             "numpy_rest": torch.tensor([pos, has_gauss, gauss], dtype=torch.float64)}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -74,6 +79,8 @@ def _rng_state() -> dict[str, torch.Tensor]:
 
 def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(state["cpu"])
+    pos, has_gauss, gauss = state["numpy_rest"].tolist()
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
@@ -186,10 +193,10 @@ class StageLoop:
             self.ema.update(self._unwrapped(), step=self.state.step)
         return loss_value, float(grad_norm), images
 
-    def _micro_batches(self, epoch: int, first_batch: int) -> Iterable[list[Any]]:
+    def _micro_batches(self, epoch: int, first_step: int) -> Iterable[list[Any]]:
         """Group the loader's batches into the micro-batches of one optimizer step."""
         group: list[Any] = []
-        for batch in self.loader_fn(epoch, first_batch):
+        for batch in self.loader_fn(epoch, first_step * self.spec.accum_steps):
             group.append(batch)
             if len(group) == self.spec.accum_steps:
                 yield group
@@ -198,9 +205,21 @@ class StageLoop:
     def run(self, progress: Optional[StageProgress] = None) -> StageState:
         s = self.spec
         self.try_resume()
-        interval_loss, interval_images, interval_start = [], 0, time.perf_counter()
         if progress is not None:
             progress.start(s.name, s.total_steps, self.state.step)
+        try:
+            self._run_steps(progress)
+        finally:
+            if progress is not None:
+                progress.finish()
+        if self.eval_fn is not None:
+            self._evaluate()
+        self.save()
+        return self.state
+
+    def _run_steps(self, progress: Optional[StageProgress]) -> None:
+        s = self.spec
+        interval_loss, interval_images, interval_start = [], 0, time.perf_counter()
         while self.state.step < s.total_steps:
             epoch, first = divmod(self.state.step, s.steps_per_epoch)
             for micro_batches in self._micro_batches(epoch, first):
@@ -237,12 +256,6 @@ class StageLoop:
                     break
                 if self._due_for_checkpoint():
                     self.save()
-        if self.eval_fn is not None:
-            self._evaluate()
-        self.save()
-        if progress is not None:
-            progress.finish()
-        return self.state
 
     def _evaluate(self) -> None:
         assert self.eval_fn is not None

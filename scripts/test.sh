@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install everything (scripts/install.sh), start a one-node SLURM cluster on localhost when
+# running as root (for the slurm-marked tests), then run the test suite.
+#   bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${STARX_VENV:-.venv}
+if [ "$(id -u)" = 0 ]; then export STARX_SLURM=1; fi
+bash scripts/install.sh
+if [ "${STARX_SLURM:-0}" = 1 ] && [ -x scripts/slurm/start_local_cluster.sh ]; then
+  bash scripts/slurm/start_local_cluster.sh || echo "[test] local SLURM cluster did not start: slurm tests will be skipped"
+fi
+exec "$VENV/bin/python" -m pytest -q "$@"

@@ -1,0 +1,175 @@
+"""The job entry point: ``run_job(run_dir)`` trains everything a run directory's spec asks for.
+
+It is what every launcher calls (in this process, a submitit local job or a SLURM task),
+so it takes only a path and reads the rest from ``run_dir/spec.yaml``. Calling it again
+on the same directory resumes: finished stages are skipped, a stage in progress continues
+from its last checkpoint, and a finished run returns its recorded result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from starx.spec import load_spec
+from starx.train import signals
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+STAGE_DONE = "checkpoints/{stage}.done.json"
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    import starx
+    from starx.ops import kernel_status
+
+    versions = {"starx": starx.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    kernels = kernel_status()
+    for name in ("mamba_ssm", "causal_conv1d"):
+        if kernels.get(name):
+            versions[name] = str(kernels[name])
+    return versions
+
+
+def _device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _stage_done(run_dir: Path, stage: str) -> dict | None:
+    path = run_dir / STAGE_DONE.format(stage=stage)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _mark_stage_done(run_dir: Path, stage: str, metrics: dict, is_main: bool) -> None:
+    if is_main:
+        _write_json(run_dir / STAGE_DONE.format(stage=stage), metrics)
+
+
+def _setup_run_logging(run_dir: Path, is_main: bool) -> logging.Handler | None:
+    if not is_main:
+        return None
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def run_job(run_dir: str | Path) -> dict[str, Any]:
+    """Train the run in ``run_dir`` to completion (or until preempted) and return result.json's content."""
+    import torch
+
+    from starx.data import dataset_info, ensure_dataset
+    from starx.train import dist as dist_mod
+    from starx.train.baseline import linear_baseline
+    from starx.train.metrics import MetricsLog
+    from starx.train.progress import StageProgress
+    from starx.train.stages import RunContext, run_finetune, run_pretrain
+
+    run_dir = Path(run_dir)
+    cfg = load_spec(run_dir / "spec.yaml")
+    previous = read_result(run_dir)
+    if previous and previous.get("status") == "done":
+        log.info("run %s is already done", run_dir)
+        return previous
+
+    dist = dist_mod.init(cfg.device)
+    handler = _setup_run_logging(run_dir, dist.is_main)
+    _seed_everything(cfg.seed, cfg.deterministic)
+    signals.reset()
+    signals.install()
+    started = time.time()
+    prior_wall = float(previous.get("wall_time_s", 0.0)) if previous else 0.0
+    result: dict[str, Any] = {"experiment": cfg.experiment, "run_id": run_dir.name, "run_dir": str(run_dir),
+                              "status": "running", "metrics": {}, "wall_time_s": prior_wall,
+                              "versions": _versions(), "device": _device_name(dist.device),
+                              "world_size": dist.world_size, "error": None, "started": started}
+
+    def record(status: str, error: str | None = None) -> None:
+        result.update(status=status, error=error, wall_time_s=round(prior_wall + time.time() - started, 2))
+        if dist.is_main:
+            _write_json(run_dir / RESULT_FILE, result)
+
+    record("running")
+    try:
+        precision = cfg.precision
+        if precision == "auto":
+            precision = "bf16" if dist.device.type == "cuda" else "fp32"
+        cache = Path(cfg.data.cache_dir).expanduser()
+        train_data = ensure_dataset(cfg.data.dataset, cache, cfg.data.train_split)
+        eval_data = ensure_dataset(cfg.data.eval_dataset or cfg.data.dataset, cache, cfg.data.eval_split)
+        num_train, num_classes = dataset_info(train_data)
+        ctx = RunContext(cfg=cfg, run_dir=run_dir, dist=dist, metrics=MetricsLog(run_dir / "metrics.jsonl", dist.is_main),
+                         train_data=train_data, eval_data=eval_data, num_train=num_train, num_classes=num_classes,
+                         autocast_dtype=torch.bfloat16 if precision == "bf16" else None)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        progress = StageProgress(enabled=dist.is_main)
+        stages = [("pretrain", cfg.pretrain.enabled, run_pretrain), ("finetune", cfg.finetune.enabled, run_finetune),
+                  ("linear_baseline", cfg.eval.linear_baseline, lambda c, p: linear_baseline(c))]
+        for name, enabled, fn in stages:
+            if not enabled:
+                continue
+            done = _stage_done(run_dir, name)
+            if done is None:
+                log.info("stage %s: starting", name)
+                done = fn(ctx, progress)
+                _mark_stage_done(run_dir, name, done, dist.is_main)
+            result["metrics"].update(done)
+            record("running")
+        record("done")
+        log.info("run done in %.0f s: %s", result["wall_time_s"],
+                 ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items() if isinstance(v, float)))
+        return result
+    except signals.Preempted as e:
+        record("preempted", str(e))
+        raise
+    except BaseException as e:
+        record("failed", f"{type(e).__name__}: {e}".strip()[:2000])
+        raise
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        dist_mod.shutdown()

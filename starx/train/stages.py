@@ -1,0 +1,222 @@
+"""The pretraining and fine-tuning stages: build model, data, optimiser and step for the loop."""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig
+
+from starx.train import checkpoint
+from starx.train.dist import DistInfo
+from starx.train.loop import StageLoop, StageSpec
+from starx.train.metrics import MetricsLog
+from starx.train.optim import adamw_finetune, adamw_pretrain
+from starx.train.progress import StageProgress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """Everything a stage needs besides the spec: where to write and what runs here."""
+
+    cfg: DictConfig
+    run_dir: Path
+    dist: DistInfo
+    metrics: MetricsLog
+    train_data: Path
+    eval_data: Path
+    num_train: int
+    num_classes: int
+    autocast_dtype: Optional[torch.dtype]
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The spec's model section as create_model arguments (nulls mean 'the size's default')."""
+    m = cfg.model
+    kwargs = {k: m[k] for k in ("img_size", "patch_size", "cluster_size", "in_chans", "separator", "separator_len",
+                                "seq_multiplier", "depth", "embed_dim", "decoder_dim", "decoder_depth",
+                                "decoder_heads", "backend")}
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _epoch_loader(ctx: RunContext, *, stage: str, per_rank_batch: int, img_size: int, k: int, **augment):
+    """A loader built once; ``fn(epoch, first_batch)`` iterates that epoch from a given batch."""
+    from starx.data import make_loader
+
+    cfg = ctx.cfg
+    loader = make_loader(ctx.train_data, stage=stage, batch_size=per_rank_batch, img_size=img_size,
+                         in_chans=cfg.model.in_chans, seq_multiplier=k, num_workers=cfg.data.num_workers,
+                         seed=cfg.seed, epoch=0, device=ctx.dist.device, rank=ctx.dist.rank,
+                         world_size=ctx.dist.world_size, **augment)
+
+    def batches(epoch: int, first_batch: int):
+        loader.set_epoch(epoch)
+        return loader.iter_from(first_batch)
+
+    return loader, batches
+
+
+def _steps(epochs: float, steps_per_epoch: int) -> int:
+    return max(1, math.ceil(epochs * steps_per_epoch))
+
+
+def _stage_spec(ctx: RunContext, name: str, *, global_batch: int, epochs: float, warmup_epochs: float, lr: float,
+                min_lr: float, clip: Optional[float], accum: int, tokens_per_image: int,
+                eval_every_epochs: float = 0.0) -> StageSpec:
+    cfg = ctx.cfg
+    steps_per_epoch = ctx.num_train // global_batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"{name}: the batch of {global_batch} images is larger than the {ctx.num_train} "
+                         f"training images of {ctx.train_data}")
+    return StageSpec(
+        name=name, total_steps=_steps(epochs, steps_per_epoch), steps_per_epoch=steps_per_epoch,
+        warmup_steps=round(warmup_epochs * steps_per_epoch), peak_lr=lr, min_lr=min_lr, clip_grad=clip,
+        accum_steps=accum, images_per_step=global_batch, tokens_per_image=tokens_per_image,
+        log_every=cfg.log_every, checkpoint_every_steps=cfg.checkpoint.every_steps,
+        checkpoint_every_minutes=cfg.checkpoint.every_minutes,
+        eval_every_steps=round(eval_every_epochs * steps_per_epoch) if eval_every_epochs else 0)
+
+
+def _maybe_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
+    if dist.world_size == 1:
+        return model
+    ids = [dist.device.index] if dist.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _maybe_compile(model: torch.nn.Module, cfg: DictConfig) -> torch.nn.Module:
+    return torch.compile(model) if cfg.compile else model
+
+
+def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
+    from starx.models import create_model
+
+    cfg = ctx.cfg
+    k = cfg.model.seq_multiplier
+    model = create_model(cfg.model.name, **model_kwargs(cfg)).to(ctx.dist.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("pretrain: %s, %.2fM parameters, %d tokens per sequence", cfg.model.name, n_params / 1e6, model.num_tokens)
+    global_batch = cfg.data.batch_size
+    per_rank = global_batch // ctx.dist.world_size // cfg.optim.accum_steps
+    if per_rank % k or per_rank == 0:
+        raise ValueError(f"data.batch_size={global_batch} split over {ctx.dist.world_size} processes and "
+                         f"{cfg.optim.accum_steps} micro-batches gives {per_rank} images, not a multiple of k={k}")
+    spec = _stage_spec(ctx, "pretrain", global_batch=global_batch, epochs=cfg.pretrain.epochs,
+                       warmup_epochs=cfg.pretrain.warmup_epochs, lr=cfg.optim.base_lr * global_batch / 256,
+                       min_lr=cfg.optim.min_lr, clip=cfg.optim.clip_grad, accum=cfg.optim.accum_steps,
+                       tokens_per_image=model.num_tokens // k)
+    optimizer = adamw_pretrain(model, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
+                               fused=ctx.dist.device.type == "cuda")
+    _, batches = _epoch_loader(ctx, stage="pretrain", per_rank_batch=per_rank, img_size=cfg.model.img_size, k=k,
+                               scale=tuple(cfg.data.crop_scale), hflip=cfg.data.hflip)
+    train_model = _maybe_ddp(_maybe_compile(model, cfg), ctx.dist)
+
+    def step(batch):
+        images, _ = batch
+        return train_model(images).loss, images.shape[0]
+
+    loop = StageLoop(spec, model=train_model, optimizer=optimizer, loader_fn=batches, step_fn=step, dist=ctx.dist,
+                     ckpt_dir=ctx.ckpt_dir, metrics=ctx.metrics, autocast_dtype=ctx.autocast_dtype)
+    state = loop.run(progress)
+    tail = state.losses[-max(1, len(state.losses) // 10):]
+    return {"pretrain_loss": state.last_loss, "pretrain_loss_tail": sum(tail) / len(tail) if tail else state.last_loss,
+            "pretrain_steps": spec.total_steps, "pretrain_images_seen": spec.total_steps * global_batch,
+            "params_m": round(n_params / 1e6, 3)}
+
+
+def _init_weights(ctx: RunContext) -> Optional[tuple[dict, str]]:
+    init = ctx.cfg.finetune.init
+    if init == "none":
+        return None
+    path = ctx.ckpt_dir / "pretrain_last.pt" if init == "pretrain" else Path(init).expanduser()
+    return checkpoint.model_state(checkpoint.load(path), path), str(path)
+
+
+@torch.no_grad()
+def evaluate_top1(model: torch.nn.Module, loader, device: torch.device, autocast_dtype) -> float:
+    model.eval()
+    correct = torch.zeros((), device=device)
+    total = 0
+    for images, labels in loader:
+        with torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
+            logits = model(images)
+        correct += (logits.argmax(-1) == labels).sum()
+        total += labels.numel()
+    return 100.0 * float(correct) / max(1, total)
+
+
+def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.utils import ModelEmaV3
+
+    from starx.data import make_loader
+    from starx.models import create_classifier, load_pretrained
+
+    cfg, ft = ctx.cfg, ctx.cfg.finetune
+    img_size = ft.img_size or cfg.model.img_size
+    kwargs = {k: v for k, v in model_kwargs(cfg).items()
+              if k in ("patch_size", "in_chans", "depth", "embed_dim", "backend")}
+    model = create_classifier(cfg.model.name, ctx.num_classes, img_size=img_size, drop_path=ft.drop_path, **kwargs)
+    init = _init_weights(ctx)
+    if init is not None:
+        report = load_pretrained(model, init[0])
+        log.info("finetune: weights from %s: %s", init[1], report.summary())
+    model = model.to(ctx.dist.device)
+    per_rank = ft.batch_size // ctx.dist.world_size
+    spec = _stage_spec(ctx, "finetune", global_batch=ft.batch_size, epochs=ft.epochs, warmup_epochs=ft.warmup_epochs,
+                       lr=ft.base_lr * ft.batch_size / 256, min_lr=ft.min_lr, clip=ft.clip_grad, accum=1,
+                       tokens_per_image=(img_size // cfg.model.patch_size) ** 2 + 1,
+                       eval_every_epochs=ft.eval_every_epochs)
+    optimizer = adamw_finetune(model, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay, betas=ft.betas,
+                               fused=ctx.dist.device.type == "cuda")
+    ema = ModelEmaV3(model, decay=ft.ema_decay) if ft.ema_decay else None
+    _, batches = _epoch_loader(ctx, stage="finetune", per_rank_batch=per_rank, img_size=img_size, k=1,
+                               scale=(0.08, 1.0), hflip=cfg.data.hflip, randaug=ft.randaug, reprob=ft.reprob)
+    eval_loader = make_loader(ctx.eval_data, stage="eval", batch_size=cfg.eval.batch_size, img_size=img_size,
+                              in_chans=cfg.model.in_chans, num_workers=cfg.data.num_workers, seed=cfg.seed,
+                              device=ctx.dist.device)
+    mixup = None
+    if ft.mixup > 0 or ft.cutmix > 0:
+        mixup = Mixup(mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix, label_smoothing=ft.label_smoothing,
+                      num_classes=ctx.num_classes)
+        criterion: torch.nn.Module = SoftTargetCrossEntropy()
+    elif ft.label_smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(ft.label_smoothing)
+    else:
+        criterion = torch.nn.CrossEntropyLoss()
+    train_model = _maybe_ddp(_maybe_compile(model, cfg), ctx.dist)
+
+    def step(batch):
+        images, labels = batch
+        if mixup is not None:
+            images, labels = mixup(images, labels)
+        return criterion(train_model(images), labels), images.shape[0]
+
+    def evaluate() -> dict[str, float]:
+        result = {"top1": evaluate_top1(model, eval_loader, ctx.dist.device, ctx.autocast_dtype)}
+        if ema is not None:
+            result["top1_ema"] = evaluate_top1(ema.module, eval_loader, ctx.dist.device, ctx.autocast_dtype)
+        return result
+
+    loop = StageLoop(spec, model=train_model, optimizer=optimizer, loader_fn=batches, step_fn=step, dist=ctx.dist,
+                     ckpt_dir=ctx.ckpt_dir, metrics=ctx.metrics, autocast_dtype=ctx.autocast_dtype, ema=ema,
+                     eval_fn=evaluate)
+    state = loop.run(progress)
+    final = state.evals[-1]
+    out = {"top1": final["top1"], "best_top1": max(e["top1"] for e in state.evals),
+           "finetune_loss": state.last_loss, "finetune_steps": spec.total_steps}
+    if "top1_ema" in final:
+        out["top1_ema"] = final["top1_ema"]
+    return out
