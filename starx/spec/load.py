@@ -120,6 +120,9 @@ def _positive(cfg: DictConfig, *keys: str, allow_zero: bool = False) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Checks that span several fields or need more than a type. Raises SpecError."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise SpecError(f"field '{missing[0]}': required, give it in the spec or as {missing[0]}=VALUE")
     _choice(cfg, "model.separator", SEPARATORS)
     _choice(cfg, "model.backend", BACKENDS)
     _choice(cfg, "precision", PRECISIONS)
