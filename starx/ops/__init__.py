@@ -1,0 +1,35 @@
+"""Kernel ops: the only place in starx that touches mamba-ssm / causal-conv1d.
+
+Every op takes ``backend`` = ``auto | cuda | torch``:
+  * ``torch``: the pure-PyTorch twin (any device, autograd, exact sequential semantics);
+  * ``cuda``: the fused kernels; raises KernelUnavailableError (with the install hint) where
+    they or CUDA can't load, never a silent fallback;
+  * ``auto``: the kernels for CUDA tensors when they import, else the twin.
+"""
+
+from starx.ops._kernels import (
+    BACKENDS,
+    INSTALL_HINT,
+    KernelUnavailableError,
+    check_backend,
+    kernel_status,
+    use_cuda_kernels,
+)
+from starx.ops.conv import causal_conv1d, causal_conv1d_torch
+from starx.ops.inner import mamba_inner
+from starx.ops.scan import selective_scan, selective_scan_ref, selective_scan_torch
+
+__all__ = [
+    "BACKENDS",
+    "INSTALL_HINT",
+    "KernelUnavailableError",
+    "causal_conv1d",
+    "causal_conv1d_torch",
+    "check_backend",
+    "kernel_status",
+    "mamba_inner",
+    "selective_scan",
+    "selective_scan_ref",
+    "selective_scan_torch",
+    "use_cuda_kernels",
+]

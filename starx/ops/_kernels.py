@@ -1,0 +1,120 @@
+"""Lazy loading of the CUDA kernels (mamba-ssm, causal-conv1d).
+
+This is the only module of starx that imports ``mamba_ssm`` or ``causal_conv1d``; it does so
+on first use, never at import time, so CPU installs work without them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "cuda", "torch"]
+BACKENDS: tuple[str, ...] = ("auto", "cuda", "torch")
+
+INSTALL_HINT = (
+    "install the kernels on a CUDA machine, after torch: "
+    "MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE "
+    "pip install --no-build-isolation mamba-ssm==2.3.2.post1 causal-conv1d==1.7.0"
+)
+
+
+class KernelUnavailableError(RuntimeError):
+    """The ``cuda`` backend was asked for but its kernels (or CUDA) cannot be used here."""
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    selective_scan_fn: Any
+    mamba_inner_fn: Any
+    causal_conv1d_fn: Any
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[_Kernels | None, str | None]:
+    """Import the kernels once; return (kernels, None) or (None, error text)."""
+    try:
+        ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+        cc = importlib.import_module("causal_conv1d")
+    except Exception as e:  # ImportError, but also OSError/undefined symbols from a bad build
+        return None, f"{type(e).__name__}: {e}"
+    return _Kernels(ssi.selective_scan_fn, ssi.mamba_inner_fn, cc.causal_conv1d_fn), None
+
+
+def kernels_or_raise() -> _Kernels:
+    """The loaded kernels, or KernelUnavailableError saying why and how to fix it."""
+    if not torch.cuda.is_available():
+        raise KernelUnavailableError(
+            "backend 'cuda' needs a CUDA device, and torch.cuda.is_available() is False here; "
+            "use backend='torch' (pure-PyTorch twin) or 'auto'"
+        )
+    kernels, err = _load()
+    if kernels is None:
+        raise KernelUnavailableError(
+            f"backend 'cuda' needs mamba-ssm and causal-conv1d, which failed to import ({err}); "
+            f"{INSTALL_HINT}"
+        )
+    return kernels
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def use_cuda_kernels(backend: str, *tensors: torch.Tensor | None) -> bool:
+    """Resolve a backend for these tensors: True -> fused kernels, False -> torch twin.
+
+    ``cuda`` raises if the kernels can't be used (never a silent fallback); ``auto`` picks the
+    kernels only when the tensors are on CUDA and the kernels import.
+    """
+    check_backend(backend)
+    if backend == "torch":
+        return False
+    on_cuda = all(t is None or t.is_cuda for t in tensors)
+    if backend == "cuda":
+        kernels_or_raise()
+        if not on_cuda:
+            raise KernelUnavailableError("backend 'cuda' was given tensors that are not on a CUDA device")
+        return True
+    return on_cuda and torch.cuda.is_available() and _load()[0] is not None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def kernel_status() -> dict[str, Any]:
+    """What loads here, for ``starx doctor``.
+
+    Keys: torch, cuda_available, cuda_version, device (name or None), mamba_ssm and
+    causal_conv1d (installed versions or None), kernels_ok (bool), error (import error text or
+    None), torch_twin (always True: the pure-PyTorch ops need nothing else), auto_backend
+    (what ``auto`` picks for CUDA tensors), install_hint.
+    """
+    cuda = torch.cuda.is_available()
+    kernels, err = _load()
+    return {
+        "torch": torch.__version__,
+        "cuda_available": cuda,
+        "cuda_version": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else None,
+        "mamba_ssm": _version("mamba-ssm") or _version("mamba_ssm"),
+        "causal_conv1d": _version("causal-conv1d") or _version("causal_conv1d"),
+        "kernels_ok": kernels is not None,
+        "error": err,
+        "torch_twin": True,
+        "auto_backend": "cuda" if (cuda and kernels is not None) else "torch",
+        "install_hint": None if kernels is not None else INSTALL_HINT,
+    }

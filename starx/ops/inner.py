@@ -1,0 +1,60 @@
+"""The Mamba mixer's inner computation (conv -> projections -> selective scan -> out_proj).
+
+Mirrors ``mamba_ssm.ops.selective_scan_interface.mamba_inner_fn`` with input-dependent B and C.
+On CUDA with the kernels it runs the fused ``mamba_inner_fn`` (one autograd node, recomputes the
+conv in the backward); without ``out_proj_weight`` (the bidirectional classifier sums
+directions before projecting) it composes ``causal_conv1d_fn`` and ``selective_scan_fn``.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
+from starx.ops.conv import causal_conv1d
+from starx.ops.scan import selective_scan
+
+
+def mamba_inner(
+    xz: Tensor,
+    conv1d_weight: Tensor,
+    conv1d_bias: Tensor | None,
+    x_proj_weight: Tensor,
+    delta_proj_weight: Tensor,
+    out_proj_weight: Tensor | None,
+    out_proj_bias: Tensor | None,
+    A: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    backend: str = "auto",
+) -> Tensor:
+    """xz (b, 2*d_inner, l) -> (b, l, d_model), or (b, d_inner, l) when out_proj_weight is None.
+
+    conv1d_weight is nn.Conv1d's (d_inner, 1, w); x_proj_weight (dt_rank + 2n, d_inner);
+    delta_proj_weight (d_inner, dt_rank); A (d_inner, n), already negative (-exp(A_log)).
+    """
+    use_kernels = use_cuda_kernels(backend, xz)
+    if use_kernels and out_proj_weight is not None:
+        return kernels_or_raise().mamba_inner_fn(
+            xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
+            out_proj_weight, out_proj_bias, A, None, None, D,
+            delta_bias=delta_bias, delta_softplus=delta_softplus,
+        )  # fmt: skip
+    inner = "cuda" if use_kernels else "torch"
+    L = xz.shape[-1]
+    dt_rank = delta_proj_weight.shape[1]
+    n = A.shape[1]
+    x, z = xz.chunk(2, dim=1)
+    x = causal_conv1d(x, rearrange(conv1d_weight, "d 1 w -> d w"), conv1d_bias, "silu", backend=inner)
+    x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), x_proj_weight)
+    dt, B, C = x_dbl.split([dt_rank, n, n], dim=-1)
+    dt = rearrange(F.linear(dt, delta_proj_weight), "(b l) d -> b d l", l=L)
+    B = rearrange(B, "(b l) n -> b n l", l=L).contiguous()
+    C = rearrange(C, "(b l) n -> b n l", l=L).contiguous()
+    y = selective_scan(x, dt, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, backend=inner)
+    if out_proj_weight is None:
+        return y
+    return F.linear(rearrange(y, "b d l -> b l d"), out_proj_weight, out_proj_bias)

@@ -1,0 +1,222 @@
+"""Selective scan (Mamba-1 S6): the sequential reference, the pure-PyTorch twin, the dispatcher.
+
+Semantics (mamba_ssm.ops.selective_scan_interface.selective_scan_fn), per batch b, channel d,
+state n, step t::
+
+    dt_t  = softplus(delta_t + delta_bias)      (bias / softplus optional)
+    h_t   = exp(dt_t * A[d, n]) * h_{t-1} + dt_t * B[b, n, t] * u_t,    h_{-1} = 0
+    y_t   = sum_n C[b, n, t] * h_t[n] + D[d] * u_t
+    out_t = y_t * silu(z_t)                     (z optional)
+
+Shapes: u, delta, z (b, d, l); A (d, n); B, C (b, n, l); D, delta_bias (d,). The state is
+computed in fp32 (fp64 if the inputs are fp64); the output has u's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _check_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
+    if u.dim() != 3 or delta.shape != u.shape:
+        raise ValueError(f"u and delta must both be (b, d, l); got {tuple(u.shape)}, {tuple(delta.shape)}")
+    b, d, l = u.shape
+    if A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f"A must be (d={d}, n); got {tuple(A.shape)}")
+    n = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if tuple(t.shape) != (b, n, l):
+            raise ValueError(f"{name} must be (b, n, l) = {(b, n, l)}; got {tuple(t.shape)}")
+
+
+def _prepare_delta(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, dtype: torch.dtype) -> Tensor:
+    delta = delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype)[:, None]
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype_out: torch.dtype) -> Tensor:
+    if D is not None:
+        y = y + u * D.to(y.dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y.to(dtype_out)
+
+
+def selective_scan_ref(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> Tensor:
+    """The scan written step by step from the equations: slow, the oracle for the twin and kernels."""
+    _check_shapes(u, delta, A, B, C)
+    dtype = _compute_dtype(u)
+    u_, A_, B_, C_ = u.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype)
+    dt = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    h = u_.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t in range(u.shape[2]):
+        decay = torch.exp(dt[:, :, t, None] * A_)  # (b, d, n)
+        h = decay * h + dt[:, :, t, None] * B_[:, None, :, t] * u_[:, :, t, None]
+        ys.append((h * C_[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1)
+    return _finish(y, u_, D, z, u.dtype)
+
+
+def _time_major(x: Tensor) -> Tensor:
+    return x.permute(2, 0, 1).contiguous()
+
+
+CHUNK_ELEMENTS = 1 << 19
+
+
+def _chunk_len(numel_per_step: int) -> int:
+    """Steps per chunk: a chunk's (T, b, d, n) temporaries hold about CHUNK_ELEMENTS each."""
+    return max(1, CHUNK_ELEMENTS // max(1, numel_per_step))
+
+
+class _ScanCore(torch.autograd.Function):
+    """y_t = C_t . h_t with h_t = exp(dt_t A) h_{t-1} + w_t B_t; hand-written backward.
+
+    Time-major (l, b, d, n) layout, so each step is one contiguous slab and one fused op:
+    the recurrence stays the plain sequential one (exact), and the Python loop costs
+    microseconds a step. Time is walked in chunks of a few steps whose (T, b, d, n)
+    temporaries stay in cache; the whole (l, b, d, n) state is never stored. Like the CUDA
+    kernel, the forward keeps only the state at chunk ends and the backward recomputes each
+    chunk's states from there, then runs the adjoint recurrence backwards in time,
+    g_t = dL/dh_t + a_{t+1} g_{t+1}; every gradient is a per-chunk contraction of g or of
+    q_t = g_t a_t h_{t-1} = dL/d(dt_t A).
+    """
+
+    @staticmethod
+    def forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, w: Tensor, chunk: int | None) -> Tensor:
+        # dt, w: (b, d, l); A: (d, n); B, C: (b, n, l); all in the compute dtype.
+        dt_l, w_l, B_l, C_l = (_time_major(t) for t in (dt, w, B, C))  # (l, b, d|n)
+        L, b, d = dt_l.shape
+        n = A.shape[1]
+        T = min(chunk or _chunk_len(b * d * n), L)
+        y = dt_l.new_empty(L, b, d)
+        starts = range(0, L, T)
+        ends = dt_l.new_empty(len(starts), b, d, n)  # h at the last step of each chunk
+        a, h, tmp = (dt_l.new_empty(T, b, d, n) for _ in range(3))
+        for c, s in enumerate(starts):
+            e = min(s + T, L)
+            ac, hc = a[: e - s], h[: e - s]
+            _chunk_states(ac, hc, dt_l[s:e], w_l[s:e], A, B_l[s:e], ends[c - 1] if c else None)
+            ends[c].copy_(hc[-1])
+            # (mul + sum beats bmm for these many tiny mat-vecs on CPU)
+            torch.sum(torch.mul(hc, C_l[s:e, :, None, :], out=tmp[: e - s]), -1, out=y[s:e])
+        ctx.save_for_backward(dt_l, A, B_l, C_l, w_l, ends)
+        ctx.chunk = T
+        return y.permute(1, 2, 0)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        dt_l, A, B_l, C_l, w_l, ends = ctx.saved_tensors
+        T = ctx.chunk
+        dy_l = _time_major(dy)
+        L, b, d = dt_l.shape
+        n = A.shape[1]
+        ddt, dw = torch.empty_like(dt_l), torch.empty_like(dt_l)
+        dB, dC = torch.empty_like(B_l), torch.empty_like(C_l)
+        dA = torch.zeros_like(A)
+        a, h, g, tmp = (dt_l.new_empty(T, b, d, n) for _ in range(4))
+        carry = None  # a_e * g_e from the chunk after this one
+        for c, s in reversed(list(enumerate(range(0, L, T)))):
+            e = min(s + T, L)
+            ac, hc, gc, tc = a[: e - s], h[: e - s], g[: e - s], tmp[: e - s]
+            h0 = ends[c - 1] if c else None
+            _chunk_states(ac, hc, dt_l[s:e], w_l[s:e], A, B_l[s:e], h0)
+            torch.mul(dy_l[s:e, :, :, None], C_l[s:e, :, None, :], out=gc)  # direct dL/dh_t
+            if carry is not None:
+                gc[-1].add_(carry)
+            for i in range(e - s - 2, -1, -1):
+                gc[i].addcmul_(ac[i + 1], gc[i + 1])
+            carry = ac[0] * gc[0]
+            torch.sum(torch.mul(gc, B_l[s:e, :, None, :], out=tc), -1, out=dw[s:e])
+            torch.bmm(w_l[s:e].view(-1, 1, d), gc.view(-1, d, n), out=dB[s:e].view(-1, 1, n))
+            torch.bmm(dy_l[s:e].view(-1, 1, d), hc.view(-1, d, n), out=dC[s:e].view(-1, 1, n))
+            q = ac.mul_(gc)  # q_t = g_t a_t h_{t-1}, in a's memory
+            q[1:].mul_(hc[:-1])
+            if h0 is None:
+                q[0].zero_()
+            else:
+                q[0].mul_(h0)
+            torch.sum(torch.mul(q, A, out=tc), -1, out=ddt[s:e])
+            dA += torch.mul(q, dt_l[s:e, :, :, None], out=tc).sum((0, 1))
+        return ddt.permute(1, 2, 0), dA, dB.permute(1, 2, 0), dC.permute(1, 2, 0), dw.permute(1, 2, 0), None
+
+
+def _chunk_states(a: Tensor, h: Tensor, dt: Tensor, w: Tensor, A: Tensor, B: Tensor, h0: Tensor | None) -> None:
+    """Fill a with exp(dt A) and h with the states of one chunk, starting from state h0."""
+    torch.mul(dt[..., None], A, out=a).exp_()
+    torch.mul(w[..., None], B[:, :, None, :], out=h)  # x_t = w_t B_t
+    if h0 is not None:
+        h[0].addcmul_(a[0], h0)
+    for i in range(1, h.shape[0]):
+        h[i].addcmul_(a[i], h[i - 1])
+
+
+def selective_scan_torch(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    chunk_len: int | None = None,
+) -> Tensor:
+    """Pure-PyTorch twin of ``selective_scan_fn``: same signature, same result, autograd-ready.
+
+    ``chunk_len`` (time steps per cache-sized chunk) only changes speed; None picks it from
+    the batch size, width and state size.
+    """
+    _check_shapes(u, delta, A, B, C)
+    dtype = _compute_dtype(u)
+    u_ = u.to(dtype)
+    dt = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    y = _ScanCore.apply(dt, A.to(dtype), B.to(dtype), C.to(dtype), dt * u_, chunk_len)
+    return _finish(y, u_, D, z, u.dtype)
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str = "auto",
+) -> Tensor:
+    """Selective scan on the chosen backend (``auto | cuda | torch``); see the module docstring.
+
+    ``cuda`` runs mamba_ssm's ``selective_scan_fn`` and raises KernelUnavailableError where it
+    can't; ``auto`` uses it for CUDA tensors when it loads, else the torch twin.
+    """
+    if use_cuda_kernels(backend, u):
+        return kernels_or_raise().selective_scan_fn(
+            u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus
+        )
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

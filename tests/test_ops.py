@@ -1,0 +1,170 @@
+"""The torch twins of the kernel ops against plain references written from the equations."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from starx.ops import (
+    KernelUnavailableError,
+    causal_conv1d,
+    causal_conv1d_torch,
+    kernel_status,
+    mamba_inner,
+    selective_scan,
+    selective_scan_ref,
+    selective_scan_torch,
+)
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def scan_inputs(b, d, l, n, dtype, seed=0, with_D=True, with_z=True, with_bias=True):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    t = {
+        "u": r(b, d, l),
+        "delta": 0.5 * r(b, d, l),
+        "A": -torch.exp(0.5 * r(d, n)),  # negative real, like -exp(A_log)
+        "B": r(b, n, l),
+        "C": r(b, n, l),
+        "D": r(d) if with_D else None,
+        "z": r(b, d, l) if with_z else None,
+        "delta_bias": 0.3 * r(d) if with_bias else None,
+    }
+    return {k: (v.to(dtype).requires_grad_() if v is not None else None) for k, v in t.items()}
+
+
+def grads(out, inputs, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out.shape, generator=g, dtype=out.dtype)
+    live = [v for v in inputs.values() if v is not None]
+    return torch.autograd.grad((out * weight).sum(), live)
+
+
+@pytest.mark.parametrize(
+    "shape,chunk",
+    [((2, 3, 1, 4), None), ((1, 5, 17, 3), 4), ((3, 4, 33, 16), 7), ((2, 8, 64, 16), None), ((2, 2, 9, 2), 1)],
+)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
+@pytest.mark.parametrize("softplus", [True, False])
+def test_scan_twin_matches_sequential_reference(shape, chunk, dtype, tol, softplus):
+    inputs = scan_inputs(*shape, dtype, seed=sum(shape))
+    if not softplus:  # keep dt positive without softplus, as the model would
+        inputs["delta"] = inputs["delta"].detach().abs().requires_grad_()
+    ref = selective_scan_ref(**inputs, delta_softplus=softplus)
+    out = selective_scan_torch(**inputs, delta_softplus=softplus, chunk_len=chunk)
+    assert out.dtype == dtype and out.shape == shape[:3]
+    scale = ref.abs().max().item() + 1e-12
+    assert (out - ref).abs().max().item() <= tol * scale
+    for name, gr, go in zip(NAMES, grads(ref, inputs), grads(out, inputs)):
+        err = (gr - go).abs().max().item() / (gr.abs().max().item() + 1e-12)
+        assert err <= tol * 10, f"d{name}: rel err {err:.2e}"
+
+
+@pytest.mark.parametrize("with_D,with_z,with_bias", [(False, False, False), (True, False, True), (False, True, False)])
+def test_scan_optional_inputs(with_D, with_z, with_bias):
+    inputs = scan_inputs(2, 3, 11, 4, torch.float64, with_D=with_D, with_z=with_z, with_bias=with_bias)
+    ref = selective_scan_ref(**inputs, delta_softplus=True)
+    out = selective_scan(**inputs, delta_softplus=True, backend="torch")
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_scan_gradcheck_across_chunks():
+    inputs = scan_inputs(2, 3, 7, 2, torch.float64)
+    fn = lambda *a: selective_scan_torch(*a, delta_softplus=True, chunk_len=3)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, tuple(inputs[k] for k in NAMES))
+
+
+def test_scan_low_precision_inputs_compute_in_fp32():
+    inputs = scan_inputs(2, 4, 20, 8, torch.float32)
+    low = {k: (v.detach().to(torch.bfloat16) if v is not None else None) for k, v in inputs.items()}
+    out = selective_scan_torch(**low, delta_softplus=True)
+    ref = selective_scan_ref(**{k: (v.float() if v is not None else None) for k, v in low.items()}, delta_softplus=True)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_scan_rejects_bad_shapes():
+    inputs = scan_inputs(2, 3, 5, 4, torch.float32)
+    inputs["B"] = inputs["B"][:, :, :4]
+    with pytest.raises(ValueError, match="B must be"):
+        selective_scan_torch(**inputs)
+
+
+def conv_loop(x, weight, bias, activation):
+    b, d, l = x.shape
+    w = weight.shape[1]
+    out = torch.zeros_like(x)
+    for t in range(l):
+        for k in range(w):
+            src = t - (w - 1) + k
+            if src >= 0:
+                out[:, :, t] += weight[:, k] * x[:, :, src]
+    if bias is not None:
+        out = out + bias[:, None]
+    return F.silu(out) if activation else out
+
+
+@pytest.mark.parametrize("activation", [None, "silu", "swish"])
+@pytest.mark.parametrize("shape,width", [((2, 3, 9), 4), ((1, 5, 2), 4), ((2, 4, 6), 2)])
+def test_causal_conv_twin_matches_loop(activation, shape, width):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(shape[1], width, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(shape[1], generator=g, dtype=torch.float64, requires_grad=True)
+    ref = conv_loop(x, weight, bias, activation)
+    out = causal_conv1d(x, weight, bias, activation, backend="torch")
+    torch.testing.assert_close(out, ref)
+    gr = torch.autograd.grad(ref.sum(), (x, weight, bias))
+    go = torch.autograd.grad(out.sum(), (x, weight, bias))
+    for a, b in zip(gr, go):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(causal_conv1d_torch(x, weight), conv_loop(x, weight, None, None))
+
+
+def test_causal_conv_rejects_unknown_activation():
+    with pytest.raises(ValueError, match="activation"):
+        causal_conv1d(torch.zeros(1, 2, 3), torch.zeros(2, 4), activation="relu", backend="torch")
+
+
+def test_mamba_inner_torch_matches_composition():
+    g = torch.Generator().manual_seed(0)
+    b, dm, di, l, n, r, w = 2, 6, 6, 13, 4, 2, 4
+    rnd = lambda *s: 0.5 * torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    xz, conv_w, conv_b = rnd(b, 2 * di, l), rnd(di, 1, w), rnd(di)
+    x_proj, dt_proj, out_proj = rnd(r + 2 * n, di), rnd(di, r), rnd(dm, di)
+    A, D, dt_bias = -torch.exp(rnd(di, n)), rnd(di), rnd(di)
+    out = mamba_inner(xz, conv_w, conv_b, x_proj, dt_proj, out_proj, None, A, D, dt_bias, backend="torch")
+    x, z = xz.chunk(2, dim=1)
+    x = conv_loop(x, conv_w[:, 0], conv_b, "silu")
+    x_dbl = torch.einsum("bdl,ed->ble", x, x_proj)
+    dt = torch.einsum("blr,dr->bdl", x_dbl[..., :r], dt_proj)
+    B, C = x_dbl[..., r : r + n].transpose(1, 2), x_dbl[..., r + n :].transpose(1, 2)
+    y = selective_scan_ref(x, dt, A, B, C, D, z, dt_bias, delta_softplus=True)
+    torch.testing.assert_close(out, torch.einsum("bdl,ed->ble", y, out_proj))
+    no_proj = mamba_inner(xz, conv_w, conv_b, x_proj, dt_proj, None, None, A, D, dt_bias, backend="torch")
+    torch.testing.assert_close(no_proj, y)
+
+
+def test_backend_choice():
+    x = torch.zeros(1, 2, 3)
+    w = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="backend"):
+        causal_conv1d(x, w, backend="triton")
+    causal_conv1d(x, w, backend="auto")  # CPU tensors: the twin, whatever is installed
+    status = kernel_status()
+    assert status["torch_twin"] is True
+    assert {"torch", "cuda_available", "mamba_ssm", "causal_conv1d", "kernels_ok", "error"} <= status.keys()
+    if not status["kernels_ok"] or not status["cuda_available"]:
+        with pytest.raises(KernelUnavailableError, match="mamba-ssm==2.3.2.post1|CUDA"):
+            causal_conv1d(x, w, backend="cuda")
+        assert status["auto_backend"] == "torch"
+
+
+def test_importing_ops_does_not_import_kernels():
+    code = "import sys, starx.ops, starx.models; print('mamba_ssm' in sys.modules or 'causal_conv1d' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
