@@ -1,0 +1,117 @@
+"""A stand-in engine for fast launcher/sweep tests: same run-dir files, no torch.
+
+``fake_prepare(spec, overrides)`` mimics ``starx.api.prepare`` for a small YAML spec with a
+``fake:`` section; ``fake_run_job(run_dir)`` mimics ``starx.train.job.run_job``: it honours the
+preemption flag of ``starx.train.signals`` (checkpoint at a step boundary, raise ``Preempted``),
+resumes from ``checkpoints/last.json``, writes metrics.jsonl and result.json.
+
+Spec keys used::
+
+    experiment: fake
+    root: /tmp/results           # results root
+    seed: 0
+    x: 1.0                       # any numbers: the objective is a function of them
+    fake: {steps: 5, sleep_s: 0.0, fail: false, fail_at_step: -1}
+    launch: {...}                # starx.launch.config.LaunchConfig
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import records
+
+
+@dataclass
+class FakePrepared:
+    experiment: str
+    run_id: str
+    run_dir: Path
+    cfg: Any
+    derived: dict = field(default_factory=dict)
+
+
+def fake_prepare(spec: str | Path, overrides: Sequence[str] = ()) -> FakePrepared:
+    from omegaconf import OmegaConf
+
+    from .config import LaunchConfig
+
+    base = OmegaConf.load(str(spec))
+    schema = OmegaConf.create({"launch": OmegaConf.structured(LaunchConfig)})
+    cfg = OmegaConf.merge(schema, base, OmegaConf.from_dotlist(list(overrides)))
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    # like the engine: the launch section does not change the run identity
+    ident = {k: v for k, v in resolved.items() if k not in ("launch", "root")}
+    run_id = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+    run_dir = Path(resolved.get("root", "results")) / str(resolved["experiment"]) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.yaml").write_text(OmegaConf.to_yaml(cfg))
+    derived = {"experiment": resolved["experiment"], "run_id": run_id}
+    records.write_json_atomic(run_dir / "derived.json", derived)
+    OmegaConf.set_readonly(cfg, True)
+    return FakePrepared(str(resolved["experiment"]), run_id, run_dir, cfg, derived)
+
+
+def objective_of(cfg: dict) -> float:
+    """A smooth function of the numeric top-level keys and ``params``: the 'top1' metric."""
+    x = float(cfg.get("x", 0.0))
+    y = float(cfg.get("y", 0.0))
+    k = float(cfg.get("k", 1.0))
+    return 80.0 - (x - 2.0) ** 2 - 0.5 * (y - 1.0) ** 2 + math.log2(max(k, 1e-9))
+
+
+def fake_run_job(run_dir: str) -> dict:
+    import yaml
+
+    from starx.train import signals
+
+    t0 = time.time()
+    run_dir_p = Path(run_dir)
+    cfg = yaml.safe_load((run_dir_p / "spec.yaml").read_text())
+    fake = {"steps": 5, "sleep_s": 0.0, "fail": False, "fail_at_step": -1, **(cfg.get("fake") or {})}
+    signals.reset()
+    signals.install()
+    ckpt = run_dir_p / "checkpoints" / "last.json"
+    start = 0
+    resumed_from = None
+    if ckpt.exists():
+        start = json.loads(ckpt.read_text())["step"]
+        resumed_from = start
+    base = {"experiment": cfg["experiment"], "run_id": run_dir_p.name,
+            "versions": {"fake": "1"}, "device": "cpu"}
+    records.write_json_atomic(run_dir_p / "result.json", {**base, "status": "running", "metrics": {},
+                                                          "wall_time_s": None, "error": None})
+    top1 = objective_of(cfg)
+    metrics_f = run_dir_p / "metrics.jsonl"
+    for step in range(start, int(fake["steps"])):
+        if signals.preempt_requested():
+            ckpt.parent.mkdir(exist_ok=True)
+            records.write_json_atomic(ckpt, {"step": step})
+            records.write_json_atomic(run_dir_p / "result.json", {
+                **base, "status": "preempted", "metrics": {}, "wall_time_s": time.time() - t0,
+                "error": None})
+            raise signals.Preempted(signals.last_signal(), step)
+        if step == int(fake["fail_at_step"]) or (fake["fail"] and step == start):
+            raise RuntimeError(f"fake failure at step {step}")
+        time.sleep(float(fake["sleep_s"]))
+        loss = 1.0 / (1 + step) + 0.01 * (80.0 - top1)
+        records.append_jsonl(metrics_f, {"stage": "pretrain", "step": step, "epoch": step / 10,
+                                         "loss": loss, "lr": 1e-3, "time": time.time(),
+                                         "resumed_from": resumed_from})
+        ckpt.parent.mkdir(exist_ok=True)
+        records.write_json_atomic(ckpt, {"step": step + 1})
+    records.append_jsonl(metrics_f, {"stage": "finetune", "kind": "eval", "epoch": 1,
+                                     "top1": top1, "top1_ema": top1 - 0.1, "time": time.time()})
+    result = {**base, "status": "done",
+              "metrics": {"pretrain_loss": 1.0 / max(1, int(fake["steps"])), "top1": top1,
+                          "top1_ema": top1 - 0.1, "resumed_from": resumed_from},
+              "wall_time_s": time.time() - t0, "error": None, "pid": os.getpid()}
+    records.write_json_atomic(run_dir_p / "result.json", result)
+    return result
