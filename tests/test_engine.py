@@ -1,0 +1,148 @@
+"""The engine end to end on CPU at tiny sizes: run directory, resume after kill -9, preemption,
+non-finite loss, corrupt checkpoints, and a golden loss curve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from starx.api import prepare
+from starx.train.job import run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "specs" / "quickstart.yaml"
+GOLDEN = ROOT / "tests" / "golden" / "pretrain_loss_tiny.json"
+
+
+def tiny(tmp_path: Path, *extra: str) -> list[str]:
+    """Overrides that shrink the quickstart to seconds on one core: same code paths, tiny widths."""
+    return [f"output_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=1",
+            "model.depth=2", "model.embed_dim=32", "model.decoder_dim=32", "model.decoder_depth=1",
+            "model.decoder_heads=2", "data.batch_size=64", "pretrain.epochs=0.07", "pretrain.warmup_epochs=0.02",
+            "finetune.batch_size=64", "finetune.epochs=0.07", "finetune.warmup_epochs=0.02", "eval.batch_size=500",
+            "eval.linear_baseline=false", "log_every=1", "deterministic=true", *extra]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run_dir: Path, stage: str = "pretrain") -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in metrics(run_dir) if r["stage"] == stage and "loss" in r}
+
+
+def test_tiny_run_writes_the_full_run_directory(tmp_path):
+    run = prepare(QUICKSTART, tiny(tmp_path, "finetune.ema_decay=0.99", "finetune.mixup=0.8", "finetune.cutmix=1.0"))
+    result = run_job(run.run_dir)
+    assert result["status"] == "done"
+    for name in ("spec.yaml", "derived.json", "metrics.jsonl", "result.json", "train.log",
+                 "checkpoints/pretrain_last.pt", "checkpoints/finetune_last.pt"):
+        assert (run.run_dir / name).exists(), name
+    m = result["metrics"]
+    assert m["pretrain_steps"] == 11 and m["finetune_steps"] == 11  # ceil(0.07 * 10000 // 64)
+    assert 0 <= m["top1"] <= 100 and 0 <= m["top1_ema"] <= 100
+    records = metrics(run.run_dir)
+    steps = [r["step"] for r in records if r["stage"] == "pretrain"]
+    assert steps == list(range(1, 12))
+    first = records[0]
+    assert {"loss", "lr", "grad_norm", "images_per_s", "tokens_per_s", "epoch"} <= set(first)
+    assert any(r.get("kind") == "eval" and "top1_ema" in r for r in records)
+    on_disk = json.loads((run.run_dir / "result.json").read_text())
+    assert on_disk["metrics"] == m and on_disk["versions"]["torch"]
+    # Running it again returns the recorded result without training.
+    before = (run.run_dir / "metrics.jsonl").read_text()
+    assert run_job(run.run_dir)["metrics"] == m
+    assert (run.run_dir / "metrics.jsonl").read_text() == before
+
+
+def _start(run_dir: Path) -> subprocess.Popen:
+    code = "import sys; from starx.train.job import run_job; run_job(sys.argv[1])"
+    return subprocess.Popen([sys.executable, "-c", code, str(run_dir)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def _wait_for_step(proc: subprocess.Popen, run_dir: Path, step: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"job ended early: {proc.stderr.read().decode()[-2000:]}")
+        path = run_dir / "metrics.jsonl"
+        if path.exists() and any(r.get("step", 0) >= step for r in metrics(run_dir)):
+            return
+        time.sleep(0.05)
+    raise AssertionError("job did not reach the step in time")
+
+
+def test_kill_minus_9_resumes_with_the_same_losses(tmp_path):
+    common = ["pretrain.epochs=0.13", "finetune.enabled=false", "checkpoint.every_steps=5"]
+    reference = prepare(QUICKSTART, tiny(tmp_path / "a", *common))
+    run_job(reference.run_dir)
+    expected = losses(reference.run_dir)
+
+    killed = prepare(QUICKSTART, tiny(tmp_path / "b", *common))
+    proc = _start(killed.run_dir)
+    _wait_for_step(proc, killed.run_dir, 7)  # past the checkpoint at step 5
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert max(losses(killed.run_dir)) < len(expected), "killed too late to test resume"
+    result = run_job(killed.run_dir)
+    assert result["status"] == "done"
+    resumed = losses(killed.run_dir)
+    assert sorted(resumed) == sorted(expected)  # each step logged once
+    for step, loss in expected.items():
+        assert resumed[step] == pytest.approx(loss, rel=1e-6, abs=1e-7), step
+
+
+def test_preemption_signal_saves_and_resumes(tmp_path):
+    run = prepare(QUICKSTART, tiny(tmp_path, "pretrain.epochs=0.2", "finetune.enabled=false",
+                                   "checkpoint.every_steps=1000"))
+    proc = _start(run.run_dir)
+    _wait_for_step(proc, run.run_dir, 3)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=60) != 0
+    result = json.loads((run.run_dir / "result.json").read_text())
+    assert result["status"] == "preempted" and "SIGUSR1" in result["error"]
+    assert (run.run_dir / "checkpoints/pretrain_last.pt").exists()
+    saved_step = max(losses(run.run_dir))
+    final = run_job(run.run_dir)
+    assert final["status"] == "done" and final["metrics"]["pretrain_steps"] == max(losses(run.run_dir)) > saved_step
+
+
+def test_non_finite_loss_aborts_and_keeps_the_last_checkpoint(tmp_path):
+    run = prepare(QUICKSTART, tiny(tmp_path, "optim.base_lr=1e30", "optim.clip_grad=null", "finetune.enabled=false",
+                                   "checkpoint.every_steps=1"))
+    with pytest.raises(Exception, match="non-finite loss"):
+        run_job(run.run_dir)
+    result = json.loads((run.run_dir / "result.json").read_text())
+    assert result["status"] == "failed" and "non-finite loss" in result["error"]
+
+
+def test_corrupt_checkpoint_is_named_and_left_in_place(tmp_path):
+    run = prepare(QUICKSTART, tiny(tmp_path, "finetune.enabled=false"))
+    ckpt = run.run_dir / "checkpoints" / "pretrain_last.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match=r"corrupt or unreadable checkpoint .*pretrain_last.pt"):
+        run_job(run.run_dir)
+    assert ckpt.read_bytes() == b"not a checkpoint"
+
+
+def test_golden_loss_curve(tmp_path):
+    """The first steps of a fixed-seed tiny run match tests/golden (regenerate only with a stated reason:
+    STARX_UPDATE_GOLDEN=1 pytest tests/test_engine.py -k golden)."""
+    run = prepare(QUICKSTART, tiny(tmp_path, "finetune.enabled=false"))
+    run_job(run.run_dir)
+    curve = [losses(run.run_dir)[s] for s in sorted(losses(run.run_dir))]
+    if os.environ.get("STARX_UPDATE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps({"spec": "specs/quickstart.yaml + tests/test_engine.py:tiny()",
+                                      "pretrain_loss": curve}, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())["pretrain_loss"]
+    assert curve == pytest.approx(golden, rel=2e-3)
