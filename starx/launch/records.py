@@ -34,10 +34,11 @@ EVENTS = "events.jsonl"
 RESULT_JSON = "result.json"
 
 # Our state vocabulary (what ``starx status`` prints).
-QUEUED, RUNNING, DONE, FAILED, PREEMPTED, LOST, PREPARED = (
-    "queued", "running", "done", "failed", "preempted", "lost", "prepared",
+QUEUED, RUNNING, DONE, FAILED, PREEMPTED, LOST, PREPARED, UNKNOWN = (
+    "queued", "running", "done", "failed", "preempted", "lost", "prepared", "unknown",
 )
-ACTIVE_STATES = (QUEUED, RUNNING)
+# unknown: the scheduler could not be asked; treated as active (never submit twice).
+ACTIVE_STATES = (QUEUED, RUNNING, UNKNOWN)
 FINAL_STATES = (DONE, FAILED)
 
 # SLURM job states -> ours. Anything not listed counts as finished-without-result.
@@ -166,31 +167,46 @@ def _slurm_available() -> bool:
     return shutil.which("squeue") is not None
 
 
-def query_slurm(job_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+def query_slurm(job_ids: Iterable[str]) -> Optional[dict[str, tuple[str, str]]]:
     """{job_id: (STATE, reason)} for the given SLURM jobs still known to the controller.
 
-    One ``squeue`` call for all; jobs the controller has forgotten are simply absent.
-    Finished jobs stay visible for MinJobAge seconds (``--states=all``).
+    One ``squeue`` call for all; jobs the controller has forgotten are simply absent
+    (finished jobs stay visible for MinJobAge seconds thanks to ``--states=all``).
+    None when the controller could not be asked (not an answer: decide nothing from it).
     """
     ids = sorted({str(j) for j in job_ids if j})
-    if not ids or not _slurm_available():
+    if not ids:
         return {}
-    out: dict[str, tuple[str, str]] = {}
+    if not _slurm_available():
+        return None
 
-    def run(sel: list[str]) -> Optional[str]:
+    def run(sel: list[str]) -> tuple[Optional[str], bool]:
+        """(stdout or None, whether the failure was only an unknown job id)"""
         try:
             p = subprocess.run(
                 ["squeue", "-h", "--states=all", "-o", "%i|%T|%r", "-j", ",".join(sel)],
                 capture_output=True, text=True, timeout=30,
             )
         except (OSError, subprocess.TimeoutExpired):
-            return None
-        return p.stdout if p.returncode == 0 else None
+            return None, False
+        if p.returncode == 0:
+            return p.stdout, False
+        return None, "invalid job id" in (p.stderr or "").lower()
 
-    text = run(ids)
-    if text is None and len(ids) > 1:  # one unknown id fails the whole call on some versions
-        text = "".join(t for t in (run([i]) for i in ids) if t)
-    for line in (text or "").splitlines():
+    text, unknown_id = run(ids)
+    if text is None:
+        if not unknown_id:
+            return None
+        # one forgotten id fails the whole call: ask one by one
+        parts = []
+        for i in ids:
+            t, unknown_id = run([i])
+            if t is None and not unknown_id:
+                return None
+            parts.append(t or "")
+        text = "".join(parts)
+    out: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) >= 2:
             out[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
@@ -237,6 +253,8 @@ def job_info(launch: Optional[dict], slurm_states: Optional[dict] = None) -> Opt
     jid = launch.get("job_id")
     if backend == "slurm":
         states = slurm_states if slurm_states is not None else query_slurm([jid])
+        if states is None:
+            return JobInfo(backend, jid, UNKNOWN, "UNKNOWN", "the SLURM controller did not answer")
         if jid in states:
             raw, reason = states[jid]
             return JobInfo(backend, jid, _SLURM_ACTIVE.get(raw.upper()), raw, reason)

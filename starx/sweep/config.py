@@ -1,0 +1,354 @@
+"""Sweep files (``sweeps/*.yaml``): a base spec, fixed overrides, a search space, an objective.
+
+```yaml
+name: seq_multiplier            # results/<name>/ holds the study; default: the file's stem
+spec: specs/fmnist_gpu.yaml     # base spec (relative to the cwd, else to the repo holding sweeps/)
+overrides:                      # fixed dotted overrides for every trial (a list, or a mapping)
+  - pretrain.epochs=20
+params:                         # search space over dotted spec keys
+  model.seq_multiplier: [1, 2, 4, 8]                         # a list is a choice
+  model.separator: {type: choice, values: [none, token, cluster]}
+  optim.base_lr: {type: logfloat, low: 1.0e-4, high: 1.0e-3}   # or {type: float, log: true, ...}
+  data.batch_size: {type: int, low: 128, high: 512, step: 128}
+  recipe:                       # a choice whose values bundle several overrides (label -> overrides)
+    type: choice
+    values:
+      short: {pretrain.epochs: 10, optim.base_lr: 3.0e-4}
+      long: {pretrain.epochs: 40, optim.base_lr: 1.5e-4}
+objective: {metric: top1, direction: maximize}   # a key of result.json "metrics"
+sampler: grid                   # grid (every cell once) | tpe | random
+seed: 0                         # sampler seed
+n_trials: null                  # grid: the grid size (default and maximum); tpe/random: required
+n_parallel: 2                   # trials in flight at once; a new one starts as soon as one ends
+max_failures: 3                 # stop starting trials after more failures than this
+poll_s: 5                       # how often the driver looks at running trials
+```
+
+Trials go where the spec's ``launch`` section says (add ``launch.kind=slurm`` to
+``overrides``); ``launch.kind=local`` becomes ``subprocess`` for sweeps, so trials run in
+parallel and survive the driver. Which fields may change between a run and its resume:
+``n_trials`` (tpe/random), ``n_parallel``, ``max_failures``, ``poll_s``; the others define
+the study and must stay as they were.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from starx.spec import SpecError
+
+PARAM_TYPES = ("choice", "int", "float", "logfloat")
+SAMPLERS = ("grid", "tpe", "random")
+DIRECTIONS = ("maximize", "minimize")
+# Fields that may change when a sweep is resumed (the rest define the study).
+RESUMABLE_CHANGES = ("n_trials", "n_parallel", "max_failures", "poll_s")
+
+
+class SweepError(SpecError):
+    """A sweep file that cannot be used; the message names the file and the field."""
+
+
+@dataclass
+class Param:
+    name: str
+    type: str = "choice"
+    values: Optional[list[Any]] = None  # choice: the values (or labels of bundles)
+    bundles: Optional[dict[str, dict[str, Any]]] = None  # choice of override bundles: label -> {key: value}
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None
+    log: bool = False
+
+    def distribution(self):
+        import optuna.distributions as d
+
+        if self.type == "choice":
+            return d.CategoricalDistribution(list(self.values or []))
+        if self.type == "int":
+            return d.IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return d.FloatDistribution(float(self.low), float(self.high), step=self.step,
+                                   log=self.log or self.type == "logfloat")
+
+    def grid_values(self) -> list[Any]:
+        """Every value of this parameter, for the grid sampler."""
+        if self.type == "choice":
+            return list(self.values or [])
+        if self.type == "int" and not self.log:
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None or self.log or self.type == "logfloat":
+            raise ValueError("needs a step and a linear scale (or a list of values)")
+        n = int(math.floor((float(self.high) - float(self.low)) / float(self.step) + 1e-9)) + 1
+        return [round(float(self.low) + i * float(self.step), 12) for i in range(n)]
+
+    def overrides(self, value: Any) -> list[str]:
+        """Dotted overrides for one value of this parameter."""
+        if self.bundles is not None:
+            return [f"{k}={format_value(v)}" for k, v in self.bundles[str(value)].items()]
+        return [f"{self.name}={format_value(value)}"]
+
+
+@dataclass
+class Objective:
+    metric: str = "top1"
+    direction: str = "maximize"
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    spec: str
+    overrides: list[str] = field(default_factory=list)
+    params: dict[str, Param] = field(default_factory=dict)
+    objective: Objective = field(default_factory=Objective)
+    sampler: str = "grid"
+    seed: int = 0
+    n_trials: Optional[int] = None
+    n_parallel: int = 1
+    max_failures: int = 3
+    poll_s: float = 5.0
+    source: Optional[str] = None  # the file it was read from
+
+    # ------------------------------------------------------------------ derived
+    def grid(self) -> dict[str, list[Any]]:
+        return {name: p.grid_values() for name, p in self.params.items()}
+
+    def grid_cells(self) -> list[dict[str, Any]]:
+        grid = self.grid()
+        names = sorted(grid)
+        return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+
+    def total_trials(self) -> int:
+        if self.sampler == "grid":
+            size = len(self.grid_cells())
+            return min(self.n_trials, size) if self.n_trials else size
+        assert self.n_trials is not None
+        return self.n_trials
+
+    def trial_overrides(self, params: dict[str, Any]) -> list[str]:
+        out = list(self.overrides)
+        for name, p in self.params.items():
+            if name in params:
+                out += p.overrides(params[name])
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the study (compared on resume)."""
+        d = self.to_dict()
+        for key in (*RESUMABLE_CHANGES, "source"):
+            d.pop(key, None)
+        if self.sampler == "grid":
+            d.pop("n_trials", None)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["params"] = {n: {k: v for k, v in asdict(p).items() if v not in (None, False) and k != "name"}
+                       for n, p in self.params.items()}
+        return d
+
+
+def format_value(v: Any) -> str:
+    """A value as the right-hand side of a dotted override (YAML scalar syntax)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(format_value(x) for x in v) + "]"
+    return str(v)
+
+
+# ---------------------------------------------------------------------- parsing
+_TOP = ("name", "spec", "overrides", "params", "objective", "sampler", "seed", "n_trials",
+        "n_parallel", "max_failures", "poll_s")
+_PARAM_KEYS = ("type", "values", "low", "high", "step", "log")
+
+
+def _unknown(where: str, key: str, allowed: tuple[str, ...]) -> SweepError:
+    hint = difflib.get_close_matches(key, allowed, n=1)
+    extra = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})"
+    return SweepError(f"{where}: unknown field '{key}'{extra}")
+
+
+def _scalar_ok(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _parse_param(where: str, name: str, raw: Any) -> Param:
+    w = f"{where}: params.{name}"
+    if isinstance(raw, list):
+        raw = {"type": "choice", "values": raw}
+    if not isinstance(raw, dict):
+        raise SweepError(f"{w}: expected a list of values or a mapping with 'type', got {raw!r}")
+    for key in raw:
+        if key not in _PARAM_KEYS:
+            raise _unknown(w, str(key), _PARAM_KEYS)
+    ptype = str(raw.get("type", "choice"))
+    if ptype == "log-float":
+        ptype = "logfloat"
+    if ptype not in PARAM_TYPES:
+        raise SweepError(f"{w}.type: '{ptype}' is not one of {', '.join(PARAM_TYPES)}")
+    p = Param(name=name, type=ptype, log=bool(raw.get("log", False)))
+    if ptype == "choice":
+        values = raw.get("values")
+        if isinstance(values, dict):
+            if not values:
+                raise SweepError(f"{w}.values: empty")
+            bundles = {}
+            for label, ov in values.items():
+                if not isinstance(ov, dict) or not ov:
+                    raise SweepError(f"{w}.values.{label}: a bundle maps dotted keys to values")
+                bundles[str(label)] = dict(ov)
+            p.values, p.bundles = list(bundles), bundles
+        elif isinstance(values, list) and values:
+            bad = [v for v in values if not _scalar_ok(v)]
+            if bad:
+                raise SweepError(f"{w}.values: only scalars (str, int, float, bool, null), got {bad[0]!r}")
+            if len(set(map(repr, values))) != len(values):
+                raise SweepError(f"{w}.values: duplicates in {values}")
+            p.values = list(values)
+        else:
+            raise SweepError(f"{w}.values: a non-empty list (or a mapping label -> overrides) is required")
+        for key in ("low", "high", "step"):
+            if raw.get(key) is not None:
+                raise SweepError(f"{w}.{key}: not used by a choice")
+        return p
+    for key in ("low", "high"):
+        if raw.get(key) is None:
+            raise SweepError(f"{w}.{key}: required for type {ptype}")
+    try:
+        conv = int if ptype == "int" else float
+        p.low, p.high = conv(raw["low"]), conv(raw["high"])
+        p.step = None if raw.get("step") is None else conv(raw["step"])
+    except (TypeError, ValueError):
+        raise SweepError(f"{w}: low/high/step must be numbers") from None
+    if ptype == "int" and any(isinstance(raw.get(k), float) and not float(raw[k]).is_integer()
+                              for k in ("low", "high", "step")):
+        raise SweepError(f"{w}: an int parameter takes integer low/high/step")
+    if not p.low < p.high:
+        raise SweepError(f"{w}: low ({p.low}) must be below high ({p.high})")
+    if (p.log or ptype == "logfloat") and p.low <= 0:
+        raise SweepError(f"{w}.low: a log scale needs low > 0")
+    if (p.log or ptype == "logfloat") and p.step is not None:
+        raise SweepError(f"{w}.step: a log-scale parameter takes no step")
+    if p.step is not None and p.step <= 0:
+        raise SweepError(f"{w}.step: must be > 0")
+    return p
+
+
+def _parse_overrides(where: str, raw: Any) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        return [f"{k}={format_value(v)}" for k, v in raw.items()]
+    if isinstance(raw, list):
+        out = []
+        for item in raw:
+            if not isinstance(item, str) or "=" not in item:
+                raise SweepError(f"{where}: overrides: expected 'dotted.key=value', got {item!r}")
+            out.append(item)
+        return out
+    raise SweepError(f"{where}: overrides: a list of 'key=value' strings or a mapping")
+
+
+def parse_sweep(data: dict, *, source: str = "<sweep>", default_name: str = "sweep") -> SweepConfig:
+    where = source
+    if not isinstance(data, dict):
+        raise SweepError(f"{where}: expected a mapping at the top level")
+    for key in data:
+        if key not in _TOP:
+            raise _unknown(where, str(key), _TOP)
+    if not data.get("spec"):
+        raise SweepError(f"{where}: spec: the base spec path is required")
+    raw_params = data.get("params") or {}
+    if not isinstance(raw_params, dict) or not raw_params:
+        raise SweepError(f"{where}: params: at least one parameter is required")
+    params = {str(n): _parse_param(where, str(n), v) for n, v in raw_params.items()}
+    raw_obj = data.get("objective") or {}
+    if isinstance(raw_obj, str):
+        raw_obj = {"metric": raw_obj}
+    for key in raw_obj:
+        if key not in ("metric", "direction"):
+            raise _unknown(f"{where}: objective", str(key), ("metric", "direction"))
+    obj = Objective(metric=str(raw_obj.get("metric", "top1")),
+                    direction=str(raw_obj.get("direction", "maximize")))
+    if obj.direction not in DIRECTIONS:
+        raise SweepError(f"{where}: objective.direction: '{obj.direction}' is not maximize or minimize")
+    sampler = str(data.get("sampler", "grid"))
+    if sampler not in SAMPLERS:
+        hint = difflib.get_close_matches(sampler, SAMPLERS, n=1)
+        raise SweepError(f"{where}: sampler: '{sampler}' is not one of {', '.join(SAMPLERS)}"
+                         + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+
+    def _int(key: str, default: Any, minimum: int) -> Any:
+        v = data.get(key, default)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise SweepError(f"{where}: {key}: expected an integer >= {minimum}, got {v!r}")
+        return v
+
+    cfg = SweepConfig(
+        name=str(data.get("name") or default_name),
+        spec=str(data["spec"]),
+        overrides=_parse_overrides(where, data.get("overrides")),
+        params=params,
+        objective=obj,
+        sampler=sampler,
+        seed=_int("seed", 0, 0),
+        n_trials=_int("n_trials", None, 1),
+        n_parallel=_int("n_parallel", 1, 1),
+        max_failures=_int("max_failures", 3, 0),
+        poll_s=float(data.get("poll_s", 5.0)),
+        source=source,
+    )
+    if not cfg.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise SweepError(f"{where}: name: '{cfg.name}' must be letters, digits, '-', '_' or '.'")
+    if cfg.poll_s <= 0:
+        raise SweepError(f"{where}: poll_s: must be > 0")
+    if sampler == "grid":
+        for p in params.values():
+            try:
+                p.grid_values()
+            except ValueError as e:
+                raise SweepError(f"{where}: params.{p.name}: the grid sampler {e}") from None
+    elif cfg.n_trials is None:
+        raise SweepError(f"{where}: n_trials: required for the {sampler} sampler")
+    keys = [k for p in params.values() for k in ([k for b in p.bundles.values() for k in b] if p.bundles else [p.name])]
+    fixed = [o.split("=", 1)[0] for o in cfg.overrides]
+    clash = sorted(set(keys) & set(fixed))
+    if clash:
+        raise SweepError(f"{where}: {clash[0]} is both a fixed override and a swept parameter")
+    return cfg
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SweepError(f"sweep file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise SweepError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_sweep(data, source=str(path), default_name=path.stem)
+
+
+def resolve_spec_path(cfg: SweepConfig) -> Path:
+    """The base spec: as given (absolute or from the cwd), else next to the sweep file's repo."""
+    p = Path(cfg.spec).expanduser()
+    if p.is_absolute() or p.exists() or cfg.source is None:
+        return p
+    src = Path(cfg.source).resolve().parent
+    for base in (src, src.parent):
+        if (base / p).exists():
+            return base / p
+    return p

@@ -1,0 +1,380 @@
+"""The sweep driver: an Optuna study on disk, N trials in flight, resumable.
+
+One driver process per sweep (a lock file says so) asks the study for a trial, prepares its
+run directory (``starx.api.prepare``), launches it (``starx.launch.launch``), and polls the
+run directories; as soon as one trial ends its result is told to the study and the next
+trial starts (no waiting for a whole batch). Everything lives under ``<output_dir>/<name>/``:
+
+- ``study.journal``  the Optuna study (JournalFileBackend: append-only, survives kill -9);
+- ``sweep.yaml``     the sweep file as parsed;
+- ``trials.json``    a plain-JSON mirror of the trials (what ``starx results`` reads);
+- ``driver.lock``    held (flock) by the running driver.
+
+Resume (running the same sweep again, or ``--resume``): trials the study records as running
+are re-attached to their jobs when those are still queued/running, told when their run
+directory already holds a final result, and relaunched (they resume from their checkpoints)
+when their job vanished. Finished trials are never run again: a trial whose run directory is
+already done is told its recorded result without launching anything.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from starx.launch import records
+
+from .config import SweepConfig, SweepError, resolve_spec_path
+
+log = logging.getLogger(__name__)
+
+MAX_RELAUNCHES = 2  # a trial whose job vanishes more often than this fails
+
+
+@dataclass
+class _InFlight:
+    number: int
+    trial_id: int
+    params: dict[str, Any]
+    run_dir: Path
+    relaunches: int = 0
+    lost_polls: int = 0
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class SweepSummary:
+    name: str
+    dir: Path
+    n_trials: int
+    complete: int
+    failed: int
+    running: int
+    best: Optional[dict]
+    stopped: str  # "finished" | "too many failures" | "time limit" | "detached"
+
+    @property
+    def ok(self) -> bool:
+        return self.stopped in ("finished", "time limit", "detached")
+
+
+def sweep_root(cfg: SweepConfig) -> Path:
+    """The results root of a sweep: its base spec's ``output_dir`` after the fixed overrides."""
+    from starx.spec import load_spec
+
+    spec = load_spec(resolve_spec_path(cfg), cfg.overrides)
+    return Path(spec.output_dir).expanduser()
+
+
+def _normalise(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+class SweepDriver:
+    def __init__(self, cfg: SweepConfig, *, root: Optional[Path] = None,
+                 prepare: Optional[Callable[..., Any]] = None, entry: Optional[str] = None,
+                 max_wall_s: Optional[float] = None, detach: bool = False):
+        """cfg: the parsed sweep; root: results root (default: the base spec's output_dir);
+        prepare/entry: injectable for tests (default: starx.api.prepare, the engine's run_job);
+        max_wall_s: return after this long, leaving trials running (resume later);
+        detach: return once the last trials are launched, without waiting for them."""
+        from starx.launch.job import DEFAULT_ENTRY
+
+        if prepare is None:
+            from starx.api import prepare as api_prepare
+
+            prepare = api_prepare
+        self.cfg = cfg
+        self.root = Path(root) if root is not None else sweep_root(cfg)
+        self.dir = self.root / cfg.name
+        self.prepare = prepare
+        self.entry = entry or DEFAULT_ENTRY
+        self.max_wall_s = max_wall_s
+        self.detach = detach
+        self.spec_path = resolve_spec_path(cfg)
+        self.inflight: dict[int, _InFlight] = {}
+        self._lock_file = None
+
+    # ------------------------------------------------------------------ study
+    def _open_study(self):
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = str(self.dir / "study.journal")
+        storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path, grace_period=5)))
+        existing = [s.study_name for s in storage.get_all_studies()]
+        n_before = 0
+        if self.cfg.name in existing:
+            study = optuna.load_study(study_name=self.cfg.name, storage=storage)
+            saved = study.user_attrs.get("sweep")
+            if saved is not None and _normalise(saved) != _normalise(self.cfg.identity()):
+                diff = sorted(k for k in set(saved) | set(self.cfg.identity())
+                              if _normalise(saved.get(k)) != _normalise(self.cfg.identity().get(k)))
+                raise SweepError(
+                    f"{self.cfg.source}: {', '.join(diff)} changed since the study in {self.dir} was created; "
+                    f"use a new name, or delete {self.dir} to start over")
+            n_before = len(study.trials)
+        else:
+            study = optuna.create_study(study_name=self.cfg.name, storage=storage,
+                                        direction=self.cfg.objective.direction)
+            study.set_user_attr("sweep", _normalise(self.cfg.identity()))
+        study.sampler = self._sampler(n_before)
+        return study
+
+    def _sampler(self, n_before: int):
+        import optuna
+
+        if self.cfg.sampler == "grid":
+            class _Grid(optuna.samplers.GridSampler):
+                def after_trial(self, study, trial, state, values):  # noqa: ARG002
+                    pass  # the driver decides when to stop (GridSampler calls study.stop())
+
+            return _Grid(self.cfg.grid(), seed=self.cfg.seed)
+        seed = self.cfg.seed + n_before  # a resumed sweep must not replay the first draws
+        if self.cfg.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=self.cfg.n_parallel > 1)
+
+    def _distributions(self) -> dict[str, Any]:
+        return {name: p.distribution() for name, p in self.cfg.params.items()}
+
+    def _set_attrs(self, study, trial_id: int, **attrs: Any) -> None:
+        for k, v in attrs.items():
+            study._storage.set_trial_user_attr(trial_id, k, _normalise(v))
+
+    # ------------------------------------------------------------------ lock
+    def _acquire(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.dir / "driver.lock", "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            who = f.read().strip()
+            f.close()
+            raise SweepError(f"another driver is running the sweep in {self.dir} ({who})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        f.flush()
+        self._lock_file = f
+
+    def _release(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ------------------------------------------------------------------ trials
+    def _launch(self, study, t: _InFlight, overrides: list[str]) -> None:
+        """Prepare and launch (or attach to / reuse) the run of a trial; fail it on a spec error."""
+        from starx.launch import launch
+        from starx.launch.config import LaunchKind
+
+        try:
+            prepared = self.prepare(self.spec_path, overrides)
+        except ValueError as e:  # SpecError: this point of the space is not a valid spec
+            self._fail(study, t, f"spec: {e}")
+            return
+        t.run_dir = Path(prepared.run_dir).resolve()
+        self._set_attrs(study, t.trial_id, run_dir=str(t.run_dir), run_id=prepared.run_id,
+                        experiment=prepared.experiment, overrides=overrides)
+        st = records.run_state(t.run_dir)
+        if st.state == records.DONE:
+            log.info("trial %d: %s is already done; using its result", t.number, t.run_dir.name)
+            self._set_attrs(study, t.trial_id, reused=True)
+            self.inflight[t.number] = t
+            return
+        kind = prepared.cfg.launch.kind if "launch" in prepared.cfg else "local"
+        kind = getattr(kind, "value", kind)
+        if kind == LaunchKind.local.value:
+            kind = LaunchKind.subprocess.value  # trials run beside the driver and outlive it
+        try:
+            handle = launch(prepared, kind=kind, entry=self.entry)
+        except Exception as e:  # noqa: BLE001 - a submission error fails this trial only
+            self._fail(study, t, f"launch: {type(e).__name__}: {e}")
+            return
+        self._set_attrs(study, t.trial_id, backend=handle.kind, job_id=handle.job_id)
+        self.inflight[t.number] = t
+        verb = "attached to" if handle.attached else "launched"
+        log.info("trial %d %s: %s -> %s job %s", t.number, verb, _fmt_params(t.params), handle.kind, handle.job_id)
+
+    def _fail(self, study, t: _InFlight, reason: str) -> None:
+        from optuna.trial import TrialState
+
+        reason = reason.strip()
+        self._set_attrs(study, t.trial_id, fail_reason=reason[-2000:])
+        study.tell(t.number, state=TrialState.FAIL)
+        self.inflight.pop(t.number, None)
+        log.warning("trial %d failed: %s", t.number, reason.splitlines()[-1] if reason else "")
+
+    def _complete(self, study, t: _InFlight, result: dict) -> None:
+        metrics = result.get("metrics") or {}
+        metric = self.cfg.objective.metric
+        value = metrics.get(metric)
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._set_attrs(study, t.trial_id, metrics=numeric, wall_time_s=result.get("wall_time_s"))
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            have = ", ".join(sorted(metrics)) or "none"
+            self._fail(study, t, f"objective metric '{metric}' is {value!r} in result.json (metrics: {have})")
+            return
+        study.tell(t.number, float(value))
+        self.inflight.pop(t.number, None)
+        best = self._best(study)
+        log.info("trial %d done: %s=%.4g  (best: %s)", t.number, metric, value,
+                 f"trial {best['number']}, {best['value']:.4g}" if best else "-")
+
+    def _poll(self, study) -> None:
+        slurm_ids = []
+        for t in self.inflight.values():
+            rec = records.read_launch(t.run_dir)
+            if rec and rec.get("backend") == "slurm" and rec.get("job_id"):
+                slurm_ids.append(rec["job_id"])
+        states = records.query_slurm(slurm_ids) if slurm_ids else {}
+        if states is None:
+            return  # the controller did not answer: decide nothing this round
+        for t in list(self.inflight.values()):
+            st = records.run_state(t.run_dir, states)
+            if st.state == records.DONE:
+                self._complete(study, t, st.result or {})
+            elif st.state == records.FAILED:
+                self._fail(study, t, "\n".join(st.error_tail) or st.detail or "failed")
+            elif st.active:
+                t.lost_polls = 0
+            else:  # preempted without requeue, lost, or never launched: relaunch (it resumes)
+                t.lost_polls += 1
+                if t.lost_polls < 2:
+                    continue  # look once more before deciding (a result may be landing)
+                if t.relaunches >= MAX_RELAUNCHES:
+                    self._fail(study, t, f"job {st.state} {t.relaunches + 1} times: {st.detail}")
+                    continue
+                t.relaunches += 1
+                t.lost_polls = 0
+                self._set_attrs(study, t.trial_id, relaunches=t.relaunches)
+                log.warning("trial %d: run is %s (%s); relaunching it (%d/%d)", t.number, st.state,
+                            st.detail, t.relaunches, MAX_RELAUNCHES)
+                self.inflight.pop(t.number, None)
+                self._launch(study, t, self.cfg.trial_overrides(t.params))
+
+    def _reattach(self, study) -> None:
+        from optuna.trial import TrialState
+
+        for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            ua = ft.user_attrs
+            t = _InFlight(ft.number, ft._trial_id, dict(ft.params), Path(ua.get("run_dir", ".")),
+                          relaunches=int(ua.get("relaunches", 0)))
+            if "run_dir" not in ua:  # the driver died between ask and launch
+                log.info("trial %d: launching (the previous driver stopped before it did)", ft.number)
+                self._launch(study, t, self.cfg.trial_overrides(t.params))
+                continue
+            self.inflight[t.number] = t
+            log.info("trial %d: re-attached (%s)", t.number, records.run_state(t.run_dir).state)
+
+    def _best(self, study) -> Optional[dict]:
+        from optuna.trial import TrialState
+
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not done:
+            return None
+        pick = max if self.cfg.objective.direction == "maximize" else min
+        b = pick(done, key=lambda ft: ft.value)
+        return {"number": b.number, "value": b.value, "params": b.params, "run_dir": b.user_attrs.get("run_dir")}
+
+    # ------------------------------------------------------------------ mirror
+    def write_trials_json(self, study) -> None:
+        trials = []
+        for ft in study.get_trials(deepcopy=False):
+            ua = ft.user_attrs
+            trials.append({
+                "number": ft.number, "state": ft.state.name, "params": ft.params, "value": ft.value,
+                "run_dir": ua.get("run_dir"), "run_id": ua.get("run_id"), "experiment": ua.get("experiment"),
+                "backend": ua.get("backend"), "job_id": ua.get("job_id"), "fail_reason": ua.get("fail_reason"),
+                "metrics": ua.get("metrics"), "wall_time_s": ua.get("wall_time_s"),
+                "relaunches": ua.get("relaunches", 0), "reused": ua.get("reused", False),
+                "started": ft.datetime_start.timestamp() if ft.datetime_start else None,
+                "finished": ft.datetime_complete.timestamp() if ft.datetime_complete else None,
+            })
+        records.write_json_atomic(self.dir / "trials.json", {
+            "name": self.cfg.name, "spec": str(self.spec_path), "source": self.cfg.source,
+            "objective": {"metric": self.cfg.objective.metric, "direction": self.cfg.objective.direction},
+            "sampler": self.cfg.sampler, "params": list(self.cfg.params), "n_trials": self.cfg.total_trials(),
+            "n_parallel": self.cfg.n_parallel, "updated": time.time(), "best": self._best(study),
+            "trials": trials,
+        })
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> SweepSummary:
+        from optuna.trial import TrialState
+
+        self._acquire()
+        try:
+            study = self._open_study()
+            import yaml
+
+            (self.dir / "sweep.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            self._reattach(study)
+            self.write_trials_json(study)
+            total = self.cfg.total_trials()
+            dists = self._distributions()
+            t0 = time.time()
+            stopped = "finished"
+            while True:
+                self._poll(study)
+                trials = study.get_trials(deepcopy=False)
+                started = sum(ft.state != TrialState.WAITING for ft in trials)
+                failed = sum(ft.state == TrialState.FAIL for ft in trials)
+                too_many = failed > self.cfg.max_failures
+                if too_many:
+                    stopped = "too many failures"
+                while not too_many and started < total and len(self.inflight) < self.cfg.n_parallel:
+                    trial = study.ask(dists)
+                    started += 1
+                    t = _InFlight(trial.number, trial._trial_id, dict(trial.params), Path("."))
+                    self._launch(study, t, self.cfg.trial_overrides(t.params))
+                    if t.number not in self.inflight:  # failed at once (spec error) or reused
+                        failed = sum(ft.state == TrialState.FAIL for ft in study.get_trials(deepcopy=False))
+                        too_many = failed > self.cfg.max_failures
+                self.write_trials_json(study)
+                if not self.inflight:
+                    break
+                if self.detach and (started >= total or too_many):
+                    stopped = "detached"
+                    break
+                if self.max_wall_s is not None and time.time() - t0 > self.max_wall_s:
+                    stopped = "time limit"
+                    break
+                time.sleep(self.cfg.poll_s)
+            trials = study.get_trials(deepcopy=False)
+            if stopped == "too many failures":
+                log.error("sweep %s stopped: %d trials failed (max_failures=%d)", self.cfg.name,
+                          sum(ft.state == TrialState.FAIL for ft in trials), self.cfg.max_failures)
+            self.write_trials_json(study)
+            return SweepSummary(
+                name=self.cfg.name, dir=self.dir, n_trials=total,
+                complete=sum(ft.state == TrialState.COMPLETE for ft in trials),
+                failed=sum(ft.state == TrialState.FAIL for ft in trials),
+                running=sum(ft.state == TrialState.RUNNING for ft in trials),
+                best=self._best(study), stopped=stopped)
+        finally:
+            self._release()
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def run_sweep(sweep: str | Path | SweepConfig, **kwargs: Any) -> SweepSummary:
+    """Drive (or resume) a sweep to its end; see :class:`SweepDriver` for the keyword arguments."""
+    from .config import load_sweep
+
+    cfg = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep)
+    return SweepDriver(cfg, **kwargs).run()
