@@ -1,0 +1,32 @@
+"""Run records on disk, tables (rich / CSV / Markdown) and plots.
+
+Reads only run directories (spec.yaml, result.json, metrics.jsonl, launch.json) and a
+sweep's trials.json: no torch, no optuna. Lazy: importing the package imports nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "resolve": "starx.results.records",
+    "load_runs": "starx.results.records",
+    "load_sweep_record": "starx.results.records",
+    "ResultsError": "starx.results.records",
+    "sweep_table": "starx.results.table",
+    "runs_table": "starx.results.table",
+    "to_csv": "starx.results.table",
+    "to_markdown": "starx.results.table",
+    "plot_sweep": "starx.results.plot",
+    "plot_runs": "starx.results.plot",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'starx.results' has no attribute {name!r}")

@@ -27,8 +27,8 @@ poll_s: 5                       # how often the driver looks at running trials
 Trials go where the spec's ``launch`` section says (add ``launch.kind=slurm`` to
 ``overrides``); ``launch.kind=local`` becomes ``subprocess`` for sweeps, so trials run in
 parallel and survive the driver. Which fields may change between a run and its resume:
-``n_trials`` (tpe/random), ``n_parallel``, ``max_failures``, ``poll_s``; the others define
-the study and must stay as they were.
+``n_trials`` (tpe/random), ``n_parallel``, ``max_failures``, ``poll_s`` and ``launch.*``
+overrides; the others define the study and must stay as they were.
 """
 
 from __future__ import annotations
@@ -143,6 +143,8 @@ class SweepConfig:
         d = self.to_dict()
         for key in (*RESUMABLE_CHANGES, "source"):
             d.pop(key, None)
+        # where trials run does not change what they compute
+        d["overrides"] = [o for o in d["overrides"] if not o.startswith("launch.")]
         if self.sampler == "grid":
             d.pop("n_trials", None)
         return d

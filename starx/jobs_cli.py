@@ -1,0 +1,154 @@
+"""``starx sweep``, ``starx status`` and ``starx results``: typer command functions.
+
+The main app (starx.cli) registers them; heavy imports (optuna, submitit, matplotlib) stay
+inside the functions, and ``results``/``status`` never import torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+RootOpt = typer.Option(None, "--root", help="Results root (default: $STARX_RESULTS or ./results).",
+                       show_default=False)
+
+
+def _root(root: Optional[Path]) -> Path:
+    return Path(root) if root is not None else Path(os.environ.get("STARX_RESULTS", "results"))
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _usage(msg: str) -> None:
+    _console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/quickstart.yaml"),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="Extra fixed overrides for every trial, e.g. launch.kind=slurm launch.slurm.partition=gpu"),
+    resume: bool = typer.Option(False, "--resume", help="Require an existing study and continue it "
+                                "(running a sweep again continues it anyway)."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", "-j", help="Trials in flight (overrides n_parallel)."),
+    detach: bool = typer.Option(False, "--detach", help="Return once the last trials are launched; "
+                                "run the sweep again later to collect them."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Return after this long, "
+                                                "leaving trials running (resume later)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the search space / grid cells and exit."),
+):
+    """Run an ablation or hyper-parameter search: an Optuna study on disk, N trials in flight, resumable."""
+    import dataclasses
+
+    from starx.sweep.config import load_sweep
+    from starx.sweep.driver import SweepDriver
+
+    cfg = load_sweep(sweep_file)
+    if overrides:
+        cfg = dataclasses.replace(cfg, overrides=[*cfg.overrides, *overrides])
+    if parallel is not None:
+        if parallel < 1:
+            _usage("--parallel must be >= 1")
+        cfg = dataclasses.replace(cfg, n_parallel=parallel)
+    console = _console()
+    if dry_run:
+        console.print(f"sweep [bold]{cfg.name}[/]: spec {cfg.spec}, sampler {cfg.sampler}, "
+                      f"{cfg.total_trials()} trials, {cfg.n_parallel} in flight, "
+                      f"objective {cfg.objective.metric} ({cfg.objective.direction})", highlight=False)
+        if cfg.sampler == "grid":
+            for i, cell in enumerate(cfg.grid_cells()):
+                console.print(f"  {i:3d}  " + " ".join(cfg.trial_overrides(cell)[len(cfg.overrides):]),
+                              highlight=False, markup=False)
+        else:
+            for name, p in cfg.params.items():
+                console.print(f"  {name}: {p.type} {p.values if p.type == 'choice' else (p.low, p.high)}"
+                              + (" log" if p.log or p.type == "logfloat" else ""), highlight=False, markup=False)
+        return
+    driver = SweepDriver(cfg, max_wall_s=None if max_minutes is None else max_minutes * 60, detach=detach)
+    if resume and not (driver.dir / "study.journal").exists():
+        _usage(f"nothing to resume: no study in {driver.dir}")
+    summary = driver.run()
+    from starx.results.records import load_sweep_record
+    from starx.results.table import render_rich, sweep_table
+
+    render_rich(sweep_table(load_sweep_record(driver.root, cfg.name)), console)
+    console.print(f"study: {summary.dir}   ({summary.complete} done, {summary.failed} failed, "
+                  f"{summary.running} running; {summary.stopped})", highlight=False)
+    if summary.running:
+        console.print(f"trials still running: run `starx sweep {sweep_file}` again to collect them", highlight=False)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def status(
+    name: Optional[str] = typer.Argument(None, help="Experiment or sweep (default: every run under the root)."),
+    root: Optional[Path] = RootOpt,
+    lines: int = typer.Option(5, "--lines", "-n", help="Error lines shown per failed run."),
+):
+    """List launched runs with their state: queued, running, done, failed (with the error's last lines)."""
+    from starx.results.records import ResultsError
+    from starx.results.status import job_rows, status_table
+    from starx.results.table import render_rich
+
+    try:
+        rows = job_rows(_root(root), name)
+    except ResultsError as e:
+        _usage(str(e))
+    render_rich(status_table(rows, lines), _console())
+
+
+def results(
+    name: Optional[str] = typer.Argument(None, help="Experiment or sweep name (or its directory)."),
+    sort: Optional[str] = typer.Option(None, "--sort", "-s", help="Sort by a column (the objective: best first)."),
+    reverse: bool = typer.Option(False, "--reverse", "-r", help="Reverse the sort order."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table (every metric) as CSV."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", "--md", help="Also write a Markdown table."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: objective vs parameters, loss curves."),
+    all_metrics: bool = typer.Option(False, "--all-metrics", "-a", help="Show every metric column."),
+    root: Optional[Path] = RootOpt,
+):
+    """Tables of runs or sweep trials (parameters, objective, key metrics, state, wall time)."""
+    from starx.results.records import ResultsError, resolve, varying_keys
+    from starx.results.table import render_rich, runs_table, sort_rows, sweep_table, to_csv, to_markdown
+
+    console = _console()
+    try:
+        kind, obj = resolve(_root(root), name)
+    except ResultsError as e:
+        _usage(str(e))
+    if kind == "sweep":
+        table = sweep_table(obj, all_metrics=all_metrics)
+    else:
+        if not obj:
+            console.print(f"no runs under {_root(root)}/")
+            return
+        table = runs_table(obj, all_metrics=all_metrics)
+    if sort:
+        try:
+            sort_rows(table, sort, reverse=(None if not reverse else not (sort == table.objective and table.maximize)))
+        except ValueError as e:
+            _usage(str(e))
+    elif reverse:
+        table.rows.reverse()
+    render_rich(table, console)
+    if csv:
+        to_csv(table, csv)
+        console.print(f"wrote {csv}")
+    if markdown:
+        Path(markdown).write_text(to_markdown(table))
+        console.print(f"wrote {markdown}")
+    if plot:
+        from starx.results.plot import plot_runs, plot_sweep
+
+        if kind == "sweep":
+            plot_sweep(obj, plot)
+        else:
+            plot_runs(obj, plot, varying_keys(r.spec for r in obj))
+        console.print(f"wrote {plot}")

@@ -1,0 +1,156 @@
+"""PNG figures from run directories: objective against each swept parameter, loss and eval curves.
+
+matplotlib is imported here only (Agg backend), so the results table stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from starx.launch.records import read_jsonl
+
+from .records import RunRecord, SweepRecord
+
+
+def _curves(run_dir: Path) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float]]]:
+    """({stage: [(step, loss)]}, [(epoch, top1)]) from metrics.jsonl."""
+    losses: dict[str, list[tuple[float, float]]] = {}
+    evals: list[tuple[float, float]] = []
+    for r in read_jsonl(Path(run_dir) / "metrics.jsonl"):
+        if r.get("kind") == "eval" and isinstance(r.get("top1"), (int, float)):
+            evals.append((float(r.get("epoch", len(evals))), float(r["top1"])))
+        elif isinstance(r.get("loss"), (int, float)) and "step" in r:
+            losses.setdefault(str(r.get("stage", "train")), []).append((float(r["step"]), float(r["loss"])))
+    return losses, evals
+
+
+def _smooth(ys: list[float], n: int) -> list[float]:
+    if n <= 1 or len(ys) < 3 * n:
+        return ys
+    out, acc = [], ys[0]
+    a = 2.0 / (n + 1)
+    for y in ys:
+        acc = a * y + (1 - a) * acc
+        out.append(acc)
+    return out
+
+
+def _plot_curves(ax_loss, ax_eval, labelled_dirs: list[tuple[str, Path]]) -> bool:
+    any_eval = False
+    for label, d in labelled_dirs:
+        losses, evals = _curves(d)
+        pre = losses.get("pretrain")
+        if pre:
+            xs, ys = zip(*pre)
+            ax_loss.plot(xs, _smooth(list(ys), max(1, len(ys) // 50)), label=label, lw=1.2)
+        if evals and ax_eval is not None:
+            xs, ys = zip(*evals)
+            ax_eval.plot(xs, ys, marker="o", ms=3, label=label, lw=1.2)
+            any_eval = True
+    ax_loss.set_xlabel("pretrain step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("pretraining loss")
+    if ax_loss.lines:
+        ax_loss.legend(fontsize=7)
+    if ax_eval is not None:
+        ax_eval.set_xlabel("fine-tune epoch")
+        ax_eval.set_ylabel("top-1 (%)")
+        ax_eval.set_title("fine-tune eval")
+        if ax_eval.lines:
+            ax_eval.legend(fontsize=7)
+    return any_eval
+
+
+def _param_order(sw: SweepRecord, name: str, values: list[Any]) -> list[Any]:
+    spec = None
+    try:
+        import yaml
+
+        spec = yaml.safe_load((sw.dir / "sweep.yaml").read_text())
+    except Exception:  # noqa: BLE001 - ordering only
+        pass
+    declared = (((spec or {}).get("params") or {}).get(name) or {}).get("values")
+    if isinstance(declared, dict):
+        declared = list(declared)
+    if isinstance(declared, list):
+        return [v for v in declared if v in values] + [v for v in values if v not in declared]
+    try:
+        return sorted(set(values))
+    except TypeError:
+        return list(dict.fromkeys(values))
+
+
+def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = sw.param_names or ["trial"]
+    n = len(params) + 2
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    axes = axes[0]
+    metric = sw.metric
+    for ax, p in zip(axes, params):
+        done = [t for t in sw.trials if t.status == "done" and t.value is not None]
+        failed = [t for t in sw.trials if t.status == "failed"]
+        vals = [t.params.get(p, t.number) if p != "trial" else t.number for t in sw.trials]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals if v is not None)
+        order = _param_order(sw, p, [v for v in vals if v is not None])
+        pos = (lambda v: v) if numeric else (lambda v: order.index(v) if v in order else -1)
+        xs = [pos(t.params.get(p, t.number) if p != "trial" else t.number) for t in done]
+        ys = [t.value for t in done]
+        ax.scatter(xs, ys, zorder=3)
+        if numeric and len(set(xs)) < len(xs):  # repeated values (seeds): show the mean
+            by: dict[Any, list[float]] = {}
+            for x, y in zip(xs, ys):
+                by.setdefault(x, []).append(y)
+            kx = sorted(by)
+            ax.plot(kx, [sum(by[k]) / len(by[k]) for k in kx], color="gray", lw=1)
+        elif len(xs) > 1:
+            pts = sorted(zip(xs, ys))
+            ax.plot([a for a, _ in pts], [b for _, b in pts], color="gray", lw=1, zorder=2)
+        if failed and ys:
+            fx = [pos(t.params.get(p, t.number) if p != "trial" else t.number) for t in failed]
+            ax.scatter(fx, [min(ys)] * len(fx), marker="x", color="red", label="failed", zorder=3)
+            ax.legend(fontsize=7)
+        if not numeric:
+            ax.set_xticks(range(len(order)))
+            ax.set_xticklabels([str(v) for v in order], rotation=30 if len(order) > 4 else 0)
+        elif all(isinstance(v, (int, float)) and v > 0 for v in vals) and max(vals) / max(min(vals), 1e-300) > 50:
+            ax.set_xscale("log")
+        ax.set_xlabel(p)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} vs {p}")
+        ax.grid(alpha=0.3)
+    labelled = [(" ".join(f"{k.split('.')[-1]}={v}" for k, v in t.params.items()) or f"trial {t.number}",
+                 t.run.run_dir) for t in sorted(sw.trials, key=lambda t: t.number) if t.run is not None]
+    _plot_curves(axes[-2], axes[-1], labelled)
+    fig.suptitle(f"sweep {sw.name}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_runs(runs: list[RunRecord], path: str | Path, varying: Optional[list[str]] = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    varying = varying or []
+
+    def label(r: RunRecord) -> str:
+        parts = [f"{k.split('.')[-1]}={r.spec.get(k)}" for k in varying[:3]]
+        return " ".join(parts) or f"{r.experiment}/{r.run_id}"
+
+    _plot_curves(a1, a2, [(label(r), r.run_dir) for r in runs])
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

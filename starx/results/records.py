@@ -1,0 +1,237 @@
+"""Run and sweep records read back from disk: only the run directories and a sweep's trials.json.
+
+Stdlib + PyYAML only (no torch, no optuna, no omegaconf), so ``starx results`` and
+``starx status`` answer fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from starx.launch import records as lr
+
+# Metrics shown by default, in this order, when present.
+KEY_METRICS = ("top1", "top1_ema", "best_top1", "linear_top1", "pretrain_loss", "pretrain_loss_tail",
+               "finetune_loss")
+# Spec keys that never distinguish runs (where they run, how often they log).
+_SPEC_NOISE = ("launch.", "output_dir", "data.cache_dir", "data.num_workers", "log_every", "checkpoint.",
+               "root", "experiment")
+
+
+class ResultsError(ValueError):
+    """A name that is neither an experiment nor a sweep under the results root."""
+
+
+@dataclass
+class RunRecord:
+    experiment: str
+    run_id: str
+    run_dir: Path
+    spec: dict = field(default_factory=dict)  # flattened: dotted key -> value
+    state: Optional[lr.RunState] = None
+
+    @property
+    def result(self) -> dict:
+        return (self.state.result if self.state else None) or {}
+
+    @property
+    def metrics(self) -> dict:
+        return {k: v for k, v in (self.result.get("metrics") or {}).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    @property
+    def wall_time_s(self) -> Optional[float]:
+        return self.result.get("wall_time_s")
+
+    @property
+    def status(self) -> str:
+        return self.state.state if self.state else "?"
+
+    def events(self) -> list[dict]:
+        return lr.read_events(self.run_dir)
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    optuna_state: str  # RUNNING / COMPLETE / FAIL / WAITING
+    params: dict
+    value: Optional[float]
+    fail_reason: Optional[str]
+    run: Optional[RunRecord]
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.optuna_state == "COMPLETE":
+            return "done"
+        if self.optuna_state == "FAIL":
+            return "failed"
+        if self.run is not None and self.run.state is not None:
+            return self.run.status
+        return self.optuna_state.lower()
+
+    @property
+    def metrics(self) -> dict:
+        if self.run is not None and self.run.metrics:
+            return self.run.metrics
+        return dict(self.raw.get("metrics") or {})
+
+    @property
+    def wall_time_s(self) -> Optional[float]:
+        if self.run is not None and self.run.wall_time_s is not None:
+            return self.run.wall_time_s
+        return self.raw.get("wall_time_s")
+
+
+@dataclass
+class SweepRecord:
+    name: str
+    dir: Path
+    info: dict
+    trials: list[TrialRecord]
+
+    @property
+    def metric(self) -> str:
+        return self.info.get("objective", {}).get("metric", "value")
+
+    @property
+    def maximize(self) -> bool:
+        return self.info.get("objective", {}).get("direction", "maximize") == "maximize"
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.info.get("params") or [])
+
+
+# ----------------------------------------------------------------------------- helpers
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and v:
+                out.update(flatten(v, key + "."))
+            else:
+                out[key] = v
+    return out
+
+
+def read_spec(run_dir: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(run_dir) / "spec.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return flatten(data or {})
+
+
+def varying_keys(specs: Iterable[dict]) -> list[str]:
+    """Spec keys whose values differ between the given (flattened) specs, noise excluded."""
+    specs = list(specs)
+    if len(specs) < 2:
+        return []
+    keys = sorted({k for s in specs for k in s})
+    out = []
+    for k in keys:
+        if any(k == n or k.startswith(n) for n in _SPEC_NOISE):
+            continue
+        vals = {repr(s.get(k)) for s in specs}
+        if len(vals) > 1:
+            out.append(k)
+    return out
+
+
+def is_run_dir(p: Path) -> bool:
+    return (p / "spec.yaml").is_file()
+
+
+def _states(run_dirs: list[Path]) -> dict[Path, lr.RunState]:
+    """Run states for many run dirs with one squeue call."""
+    launches = {d: lr.read_launch(d) for d in run_dirs}
+    ids = [rec["job_id"] for rec in launches.values()
+           if rec and rec.get("backend") == "slurm" and rec.get("job_id")]
+    slurm = lr.query_slurm(ids) if ids else {}
+    return {d: lr.run_state(d, slurm) for d in run_dirs}
+
+
+def load_runs(run_dirs: Iterable[Path], with_spec: bool = True) -> list[RunRecord]:
+    run_dirs = [Path(d) for d in run_dirs]
+    states = _states(run_dirs)
+    return [RunRecord(d.parent.name, d.name, d, read_spec(d) if with_spec else {}, states[d]) for d in run_dirs]
+
+
+def experiment_run_dirs(root: Path, experiment: Optional[str] = None) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    exps = [root / experiment] if experiment else sorted(p for p in root.iterdir() if p.is_dir())
+    out = []
+    for e in exps:
+        if e.is_dir():
+            out += sorted(p for p in e.iterdir() if p.is_dir() and is_run_dir(p))
+    return out
+
+
+def list_sweeps(root: Path) -> list[str]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "trials.json").is_file())
+
+
+def list_experiments(root: Path) -> list[str]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(is_run_dir(c) for c in p.iterdir()
+                                                                     if c.is_dir()))
+
+
+def load_sweep_record(root: Path, name: str) -> SweepRecord:
+    d = Path(root) / name
+    info = lr.read_json(d / "trials.json")
+    if info is None:
+        raise ResultsError(f"{d}/trials.json is missing or unreadable")
+    raw_trials = info.get("trials") or []
+    run_dirs = [Path(t["run_dir"]) for t in raw_trials if t.get("run_dir") and Path(t["run_dir"]).is_dir()]
+    runs = {r.run_dir: r for r in load_runs(run_dirs, with_spec=False)}
+    trials = []
+    for t in raw_trials:
+        rd = Path(t["run_dir"]) if t.get("run_dir") else None
+        trials.append(TrialRecord(int(t["number"]), str(t.get("state", "?")), dict(t.get("params") or {}),
+                                  t.get("value"), t.get("fail_reason"), runs.get(rd) if rd else None, t))
+    return SweepRecord(name, d, info, trials)
+
+
+def resolve(root: Path, name: Optional[str]) -> tuple[str, Any]:
+    """("sweep", SweepRecord) | ("experiment", [RunRecord]) | ("all", [RunRecord])."""
+    root = Path(root)
+    if name is None:
+        return "all", load_runs(experiment_run_dirs(root))
+    if (root / name / "trials.json").is_file():
+        return "sweep", load_sweep_record(root, name)
+    # a path to a sweep or experiment directory works too
+    p = Path(name)
+    if p.is_dir() and (p / "trials.json").is_file():
+        return "sweep", load_sweep_record(p.parent, p.name)
+    if p.is_dir() and is_run_dir(p):
+        return "experiment", load_runs([p])
+    dirs = experiment_run_dirs(root, name)
+    if not dirs and p.is_dir():
+        dirs = experiment_run_dirs(p.parent, p.name)
+    if dirs:
+        return "experiment", load_runs(dirs)
+    known = list_experiments(root) + list_sweeps(root)
+    hint = difflib.get_close_matches(name, known, n=1)
+    where = f"under {root}/" if root.is_dir() else f"({root}/ does not exist)"
+    msg = f"no experiment or sweep named '{name}' {where}"
+    if hint:
+        msg += f" (did you mean '{hint[0]}'?)"
+    elif known:
+        msg += f"; have: {', '.join(known[:12])}"
+    raise ResultsError(msg)
