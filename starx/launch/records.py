@@ -268,9 +268,9 @@ def job_info(launch: Optional[dict], slurm_states: Optional[dict] = None) -> Opt
         if launch.get("host") not in (None, socket.gethostname()):
             return JobInfo(backend, jid, None, "ELSEWHERE")
         pid = int(launch.get("pid") or 0)
+        # our own pid: the run was launched from this process and has returned (or this
+        # process is the run itself, where the state is never asked)
         alive = pid > 0 and pid != os.getpid() and _pid_alive(pid)
-        if pid == os.getpid():
-            alive = True
         return JobInfo(backend, jid, RUNNING if alive else None, "RUNNING" if alive else "EXITED")
     return JobInfo(str(backend), jid, None)
 

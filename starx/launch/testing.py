@@ -11,7 +11,7 @@ Spec keys used::
     root: /tmp/results           # results root
     seed: 0
     x: 1.0                       # any numbers: the objective is a function of them
-    fake: {steps: 5, sleep_s: 0.0, fail: false, fail_at_step: -1}
+    fake: {steps: 5, sleep_s: 0.0, fail: false, fail_at_step: -1, invalid: false}
     launch: {...}                # starx.launch.config.LaunchConfig
 """
 
@@ -48,6 +48,8 @@ def fake_prepare(spec: str | Path, overrides: Sequence[str] = ()) -> FakePrepare
     cfg = OmegaConf.merge(schema, base, OmegaConf.from_dotlist(list(overrides)))
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     # like the engine: the launch section does not change the run identity
+    if (resolved.get("fake") or {}).get("invalid"):
+        raise ValueError("field 'fake.invalid': this point is not a valid spec")
     ident = {k: v for k, v in resolved.items() if k not in ("launch", "root")}
     run_id = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
     run_dir = Path(resolved.get("root", "results")) / str(resolved["experiment"]) / run_id
