@@ -38,14 +38,30 @@ class _Kernels:
     causal_conv1d_fn: Any
 
 
+def _try_import(module: str) -> tuple[Any, str | None]:
+    try:
+        return importlib.import_module(module), None
+    except Exception as e:  # ImportError, but also OSError / undefined symbols from a mismatched build
+        return None, f"{type(e).__name__}: {e}"
+
+
+@functools.lru_cache(maxsize=1)
+def _import_errors() -> dict[str, str | None]:
+    """Import each kernel package once; map distribution name -> error text (None = loads)."""
+    _, cc_err = _try_import("causal_conv1d")
+    _, ms_err = _try_import("mamba_ssm.ops.selective_scan_interface")
+    return {"causal_conv1d": cc_err, "mamba_ssm": ms_err}
+
+
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[_Kernels | None, str | None]:
-    """Import the kernels once; return (kernels, None) or (None, error text)."""
-    try:
-        ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
-        cc = importlib.import_module("causal_conv1d")
-    except Exception as e:  # ImportError, but also OSError/undefined symbols from a bad build
-        return None, f"{type(e).__name__}: {e}"
+    """The kernels, or (None, error text)."""
+    errors = _import_errors()
+    failed = "; ".join(f"{name}: {err}" for name, err in errors.items() if err)
+    if failed:
+        return None, failed
+    ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+    cc = importlib.import_module("causal_conv1d")
     return _Kernels(ssi.selective_scan_fn, ssi.mamba_inner_fn, cc.causal_conv1d_fn), None
 
 
@@ -99,12 +115,14 @@ def kernel_status() -> dict[str, Any]:
     """What loads here, for ``starx doctor``.
 
     Keys: torch, cuda_available, cuda_version, device (name or None), mamba_ssm and
-    causal_conv1d (installed versions or None), kernels_ok (bool), error (import error text or
-    None), torch_twin (always True: the pure-PyTorch ops need nothing else), auto_backend
-    (what ``auto`` picks for CUDA tensors), install_hint.
+    causal_conv1d (installed versions or None), mamba_ssm_error and causal_conv1d_error (import
+    error text or None), kernels_ok (bool), error (combined error text or None), torch_twin
+    (always True: the pure-PyTorch ops need nothing else), auto_backend (what ``auto`` picks
+    for CUDA tensors here), install_hint (None when the kernels load).
     """
     cuda = torch.cuda.is_available()
     kernels, err = _load()
+    errors = _import_errors()
     return {
         "torch": torch.__version__,
         "cuda_available": cuda,
@@ -112,6 +130,8 @@ def kernel_status() -> dict[str, Any]:
         "device": torch.cuda.get_device_name(0) if cuda else None,
         "mamba_ssm": _version("mamba-ssm") or _version("mamba_ssm"),
         "causal_conv1d": _version("causal-conv1d") or _version("causal_conv1d"),
+        "mamba_ssm_error": errors["mamba_ssm"],
+        "causal_conv1d_error": errors["causal_conv1d"],
         "kernels_ok": kernels is not None,
         "error": err,
         "torch_twin": True,

@@ -1,0 +1,125 @@
+"""Building blocks: patch embedding, SwiGLU, the MambaMLP encoder block, the cross-attention
+decoder block, and ARM's weight initialisation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, lecun_normal_, trunc_normal_
+from torch import Tensor
+
+
+class PatchEmbed(nn.Module):
+    """(N, C, H, W) -> (N, gh*gw, D), patches in raster order."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        lecun_normal_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class SwiGLU(nn.Module):
+    """w3(silu(w1 x) * w2 x), ARM's MLP (names w1, w2, w3)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden)
+        self.w2 = nn.Linear(dim, hidden)
+        self.w3 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w3(F.silu(self.w1(x)) * self.w2(x))
+
+
+class MambaMLPBlock(nn.Module):
+    """x + Mamba(LN(x)), then x + SwiGLU(LN(x)); drop path on both branches.
+
+    ``mixer_kwargs`` of forward go to the mixer (the 4-direction one needs the column order).
+    """
+
+    def __init__(self, dim: int, mixer: nn.Module, mlp_hidden: int, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.mixer = mixer
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = SwiGLU(dim, mlp_hidden)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, **mixer_kwargs) -> Tensor:
+        x = x + self.drop_path(self.mixer(self.norm1(x), **mixer_kwargs))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries over encoder features, with a boolean mask (True = may attend)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, dim * 2)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
+        B, Nq, C = q.shape
+        h = self.num_heads
+        q = self.q(q).view(B, Nq, h, C // h).transpose(1, 2)
+        k, v = self.kv(kv).view(B, kv.shape[1], 2, h, C // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(B, Nq, C))
+
+
+class DecoderBlock(nn.Module):
+    """ARM's decoder block: q + attn(LN(q), LN(kv)), then q + MLP(LN(q)) (GELU, ratio 4)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.attn = CrossAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
+        q = q + self.attn(self.norm_q(q), self.norm_kv(kv), mask)
+        return q + self.mlp(self.norm2(q))
+
+
+def init_mamba_weights(module: nn.Module, depth: int) -> None:
+    """ARM / mamba-ssm model init, applied with ``model.apply``: zero Linear biases (except
+    dt_proj's, marked _no_reinit) and rescale each mixer's out_proj by 1/sqrt(depth)."""
+    if isinstance(module, nn.Linear) and module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+        nn.init.zeros_(module.bias)
+    out_proj = getattr(module, "out_proj", None)
+    if isinstance(out_proj, nn.Linear) and hasattr(module, "A_log"):
+        nn.init.kaiming_uniform_(out_proj.weight, a=math.sqrt(5))
+        with torch.no_grad():
+            out_proj.weight /= math.sqrt(depth)
+
+
+def init_decoder_weights(module: nn.Module) -> None:
+    """Xavier-uniform Linear weights with zero bias; LayerNorm to identity (MAE / ARM decoder)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def init_token(p: nn.Parameter) -> None:
+    trunc_normal_(p, std=0.02)
+
+
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Stochastic depth rising linearly from 0 (first block) to ``rate`` (last block)."""
+    return [rate * i / max(1, depth - 1) for i in range(depth)]

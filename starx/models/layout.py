@@ -1,0 +1,83 @@
+"""Where every token of a STAR pretraining sequence sits, which patches are targets, and the
+decoder's block-causal mask. Pure index arithmetic, computed once per model.
+
+A sequence of k images is ``[sep_0, image_0, sep_1, image_1, ..., sep_{k-1}, image_{k-1}]``;
+each separator has S tokens (S = 0 for ``none``), each image N patches in cluster order: clusters
+in raster order, the P = c*c patches of a cluster in raster order. The encoder reads the whole
+sequence except the last cluster of the last image (nothing is predicted from it, as in ARM).
+
+Target rule: an image cluster is a target iff the decoder may see at least one encoder token for
+it; its queries see exactly the tokens strictly before the cluster's first token (separators,
+earlier clusters, and with ``cross_image`` earlier images; without it only the cluster's own
+image and separator). So with a separator every cluster of every image is a target; with
+``none``, k = 1 this is ARM (clusters 2..n predicted from 1..n-1); with ``none``, k > 1 the first
+cluster of image i > 0 is a target predicted from the earlier images when ``cross_image`` is on,
+and not a target when it is off (nothing visible).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from starx.models.config import STARConfig
+
+
+def cluster_order(grid_h: int, grid_w: int, c: int) -> Tensor:
+    """Raster patch index of each position in cluster order, (grid_h * grid_w,)."""
+    raster = torch.arange(grid_h * grid_w).view(grid_h // c, c, grid_w // c, c)
+    return raster.permute(0, 2, 1, 3).flatten()  # (cluster row, cluster col, row in, col in)
+
+
+@dataclass(frozen=True)
+class SequenceLayout:
+    sep_len: int  # S
+    image_tokens: int  # N
+    cluster_tokens: int  # P
+    k: int
+    order: Tensor  # (N,) raster index of each cluster-ordered patch
+    target_index: Tensor  # (T,) index into the k*N cluster-ordered image patches of a sequence
+    target_raster: Tensor  # (T,) raster index (within its image) of each target patch
+    mask: Tensor  # (T, num_tokens) bool, True where a target's query may read an encoder token
+
+    @property
+    def segment(self) -> int:
+        return self.sep_len + self.image_tokens
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens of the full sequence (separators + images)."""
+        return self.k * self.segment
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the encoder reads: the sequence minus its last cluster."""
+        return self.seq_len - self.cluster_tokens
+
+    @property
+    def num_targets(self) -> int:
+        return int(self.target_index.numel())
+
+
+def build_layout(cfg: STARConfig) -> SequenceLayout:
+    S, N, P, k = cfg.sep_len, cfg.num_patches, cfg.cluster_tokens, cfg.seq_multiplier
+    seg = S + N
+    num_tokens = k * seg - P
+    order = cluster_order(*cfg.grid, cfg.cluster_size)
+    index, raster, rows = [], [], []
+    key_pos = torch.arange(num_tokens)
+    for i in range(k):
+        lo = 0 if cfg.decoder_cross_image else i * seg
+        for j in range(N // P):
+            start = i * seg + S + j * P
+            if start <= lo:  # nothing visible: not a target
+                continue
+            patches = torch.arange(j * P, (j + 1) * P)
+            index.append(i * N + patches)
+            raster.append(order[patches])
+            rows.append(((key_pos >= lo) & (key_pos < start)).expand(P, num_tokens))
+    if not index:
+        raise ValueError("this layout has no targets (one image, one cluster, no separator)")
+    return SequenceLayout(S, N, P, k, order, torch.cat(index), torch.cat(raster), torch.cat(rows))

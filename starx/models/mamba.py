@@ -1,0 +1,150 @@
+"""Mamba mixers: the unidirectional one (pretraining) and ARM's 4-direction one (fine-tuning).
+
+Parameter names, shapes and initialisation follow ``mamba_ssm.modules.mamba_simple.Mamba``
+(in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj), so state_dicts move between the CUDA
+kernels and the torch twin, and to / from mamba-ssm itself. The 4-direction variant adds ARM's
+(``bimamba_type="v3"``) per-direction copies: suffix ``_b`` (rows backwards), ``_c`` (columns),
+``_c_b`` (columns backwards), e.g. conv1d_c_b, x_proj_b, dt_proj_c, A_c_b_log, D_b.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+from torch import Tensor
+
+from starx.ops import check_backend, mamba_inner
+
+DIRECTIONS = ("", "_b", "_c", "_c_b")  # ARM's suffixes: rows fwd / bwd, columns fwd / bwd
+
+
+def _init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4) -> None:
+    # Weight ~ U(-r^-1/2, r^-1/2); bias = softplus^-1(dt) with dt log-uniform in [dt_min, dt_max].
+    std = dt_rank**-0.5
+    nn.init.uniform_(dt_proj.weight, -std, std)
+    d = dt_proj.out_features
+    dt = torch.exp(torch.rand(d) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
+    with torch.no_grad():
+        dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+    dt_proj.bias._no_reinit = True  # the model-level init zeroes Linear biases except this one
+
+
+def _a_log(d_inner: int, d_state: int) -> nn.Parameter:
+    # S4D-real init: A = -(1..n) for every channel, stored as log(1..n), kept in fp32.
+    A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1)
+    p = nn.Parameter(torch.log(A))
+    p._no_weight_decay = True
+    return p
+
+
+def _d_skip(d_inner: int) -> nn.Parameter:
+    p = nn.Parameter(torch.ones(d_inner))
+    p._no_weight_decay = True
+    return p
+
+
+class Mamba(nn.Module):
+    """Unidirectional (causal) Mamba-1 mixer: (b, l, d_model) -> (b, l, d_model).
+
+    ``backend``: ``auto | cuda | torch`` (see starx.ops). On CUDA with the kernels this is
+    mamba_ssm's fused ``mamba_inner_fn``; elsewhere the torch twin of the same computation.
+    """
+
+    directions: tuple[str, ...] = ("",)
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 1,
+        dt_rank: int | str = "auto",
+        conv_bias: bool = True,
+        bias: bool = False,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        check_backend(backend)
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.backend = backend
+        self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias)
+        for suffix in self.directions:
+            self._add_direction(suffix, conv_bias)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+
+    def _add_direction(self, suffix: str, conv_bias: bool) -> None:
+        di = self.d_inner
+        conv = nn.Conv1d(di, di, self.d_conv, groups=di, padding=self.d_conv - 1, bias=conv_bias)
+        dt_proj = nn.Linear(self.dt_rank, di, bias=True)
+        _init_dt_proj(dt_proj, self.dt_rank)
+        setattr(self, f"conv1d{suffix}", conv)
+        setattr(self, f"x_proj{suffix}", nn.Linear(di, self.dt_rank + 2 * self.d_state, bias=False))
+        setattr(self, f"dt_proj{suffix}", dt_proj)
+        setattr(self, f"A{suffix}_log", _a_log(di, self.d_state))
+        setattr(self, f"D{suffix}", _d_skip(di))
+
+    def _in_proj(self, x: Tensor) -> Tensor:
+        # One matmul straight into (b, 2*d_inner, l) with l contiguous, the layout the kernels want.
+        L = x.shape[1]
+        xz = rearrange(self.in_proj.weight @ rearrange(x, "b l d -> d (b l)"), "d (b l) -> b d l", l=L)
+        if self.in_proj.bias is not None:
+            xz = xz + self.in_proj.bias.to(xz.dtype)[:, None]
+        return xz
+
+    def _direction(self, xz: Tensor, suffix: str, project: bool) -> Tensor:
+        return mamba_inner(
+            xz,
+            getattr(self, f"conv1d{suffix}").weight,
+            getattr(self, f"conv1d{suffix}").bias,
+            getattr(self, f"x_proj{suffix}").weight,
+            getattr(self, f"dt_proj{suffix}").weight,
+            self.out_proj.weight if project else None,
+            self.out_proj.bias if project else None,
+            -torch.exp(getattr(self, f"A{suffix}_log").float()),
+            getattr(self, f"D{suffix}").float(),
+            delta_bias=getattr(self, f"dt_proj{suffix}").bias.float(),
+            delta_softplus=True,
+            backend=self.backend,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._direction(self._in_proj(x), "", project=True)
+
+
+class BiMamba4(Mamba):
+    """ARM's fine-tuning mixer: four scans (rows forwards / backwards, columns forwards /
+    backwards) with their own conv / x_proj / dt_proj / A / D, sharing in_proj and out_proj;
+    the four outputs are summed and divided by 4 before out_proj.
+
+    ``forward(x, col_perm, col_inv)``: x (b, l, d) in the classifier's token order (raster
+    patches with the cls token in the middle); ``col_perm`` (l,) reorders it column by column
+    (cls kept in place, see ``column_order``) and ``col_inv`` is its inverse.
+    """
+
+    directions = DIRECTIONS
+
+    def forward(self, x: Tensor, col_perm: Tensor, col_inv: Tensor) -> Tensor:
+        xz = self._in_proj(x)
+        rows = self._direction(xz, "", False) + self._direction(xz.flip(-1), "_b", False).flip(-1)
+        xc = xz[..., col_perm]
+        cols = self._direction(xc, "_c", False) + self._direction(xc.flip(-1), "_c_b", False).flip(-1)
+        y = rows + cols[..., col_inv]
+        return nn.functional.linear(rearrange(y / 4, "b d l -> b l d"), self.out_proj.weight, self.out_proj.bias)
+
+
+def column_order(grid_h: int, grid_w: int, cls_pos: int | None) -> Tensor:
+    """Index (l,) that reorders raster tokens (cls inserted at ``cls_pos``) column by column.
+
+    The cls token stays at ``cls_pos``; ARM does the same with a transpose for square grids.
+    """
+    raster = torch.arange(grid_h * grid_w).view(grid_h, grid_w)
+    cols = raster.t().flatten()  # raster index of the j-th patch in column order
+    if cls_pos is None:
+        return cols
+    seq_of_patch = torch.where(cols < cls_pos, cols, cols + 1)  # position in the sequence with cls
+    return torch.cat([seq_of_patch[:cls_pos], torch.tensor([cls_pos]), seq_of_patch[cls_pos:]])
