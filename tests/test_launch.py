@@ -195,3 +195,15 @@ def test_run_states_lost_unknown_and_prepared(tmp_path, monkeypatch):
     monkeypatch.setattr(records, "query_slurm", lambda ids: {"12345": ("TIMEOUT", "None")})
     st = records.run_state(prepared.run_dir)
     assert st.state == "failed" and "TIMEOUT" in st.detail
+
+
+def test_multi_task_jobs_get_torch_distributed_env(tmp_path):
+    """tasks_per_node=2: each task gets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* and gloo all-reduces."""
+    pytest.importorskip("torch")
+    prepared = fake_prepare(write_spec(tmp_path), ["launch.kind=subprocess", "launch.subprocess.tasks_per_node=2"])
+    h = launch(prepared, entry="starx.launch.testing:fake_dist_job")
+    st = h.wait(poll_s=0.2, timeout_s=120)
+    assert st.state == "done", (st, records.tail(h.log_paths()[0], 20))
+    assert st.result["metrics"] == {"sum": 3.0, "world_size": 2}
+    env = st.result["env"]
+    assert env["RANK"] == "0" and env["WORLD_SIZE"] == "2" and env["LOCAL_RANK"] == "0" and env["MASTER_PORT"]

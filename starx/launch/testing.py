@@ -117,3 +117,22 @@ def fake_run_job(run_dir: str) -> dict:
               "wall_time_s": time.time() - t0, "error": None, "pid": os.getpid()}
     records.write_json_atomic(run_dir_p / "result.json", result)
     return result
+
+
+def fake_dist_job(run_dir: str) -> dict:
+    """Joins a gloo process group from the env vars the launcher exported and all-reduces rank+1."""
+    import torch
+    import torch.distributed as dist
+
+    env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    dist.init_process_group("gloo", init_method="env://")
+    try:
+        t = torch.tensor([float(dist.get_rank() + 1)])
+        dist.all_reduce(t)
+        out = {"status": "done", "metrics": {"sum": float(t.item()), "world_size": dist.get_world_size()},
+               "env": env, "experiment": "fake", "run_id": Path(run_dir).name, "error": None}
+        if dist.get_rank() == 0:
+            records.write_json_atomic(Path(run_dir) / "result.json", out)
+        return out
+    finally:
+        dist.destroy_process_group()
