@@ -106,6 +106,16 @@ class _ScanCore(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, w: Tensor, chunk: int | None) -> Tensor:
         # dt, w: (b, d, l); A: (d, n); B, C: (b, n, l); all in the compute dtype.
+        with torch.autocast(dt.device.type, enabled=False):  # the state stays in the compute dtype
+            return _ScanCore._forward(ctx, dt, A, B, C, w, chunk)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        with torch.autocast(dy.device.type, enabled=False):
+            return _ScanCore._backward(ctx, dy.to(ctx.saved_tensors[0].dtype))
+
+    @staticmethod
+    def _forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, w: Tensor, chunk: int | None) -> Tensor:
         dt_l, w_l, B_l, C_l = (_time_major(t) for t in (dt, w, B, C))  # (l, b, d|n)
         L, b, d = dt_l.shape
         n = A.shape[1]
@@ -126,7 +136,7 @@ class _ScanCore(torch.autograd.Function):
         return y.permute(1, 2, 0)
 
     @staticmethod
-    def backward(ctx, dy: Tensor):
+    def _backward(ctx, dy: Tensor):
         dt_l, A, B_l, C_l, w_l, ends = ctx.saved_tensors
         T = ctx.chunk
         dy_l = _time_major(dy)
