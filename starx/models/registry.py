@@ -72,7 +72,7 @@ def count_encoder_params(cfg: STARConfig) -> int:
 def describe_models() -> list[dict[str, Any]]:
     """One row per registered size: name, embed_dim, depth, encoder_params_m (at its defaults)."""
     rows = []
-    for name in list_models():
+    for name in _REGISTRY:  # registration order: smallest first
         cfg = get_config(name)
         rows.append({"name": name, "embed_dim": cfg.embed_dim, "depth": cfg.depth,
                      "encoder_params_m": count_encoder_params(cfg) / 1e6})

@@ -182,6 +182,11 @@ def _chunk_states(a: Tensor, h: Tensor, dt: Tensor, w: Tensor, A: Tensor, B: Ten
         h[i].addcmul_(a[i], h[i - 1])
 
 
+@torch.compiler.disable  # an opaque call for torch.compile: its step loop would unroll into a huge graph
+def _scan_core(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, w: Tensor, chunk: int | None) -> Tensor:
+    return _ScanCore.apply(dt, A, B, C, w, chunk)
+
+
 def selective_scan_torch(
     u: Tensor,
     delta: Tensor,
@@ -204,7 +209,7 @@ def selective_scan_torch(
     dtype = _compute_dtype(u)
     u_ = u.to(dtype)
     dt = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
-    y = _ScanCore.apply(dt, A.to(dtype), B.to(dtype), C.to(dtype), dt * u_, chunk_len)
+    y = _scan_core(dt, A.to(dtype), B.to(dtype), C.to(dtype), dt * u_, chunk_len)
     return _finish(y, u_, D, z, u.dtype)
 
 
