@@ -61,8 +61,8 @@ def _epoch_loader(ctx: RunContext, *, stage: str, per_rank_batch: int, img_size:
                          world_size=ctx.dist.world_size, **augment)
 
     def batches(epoch: int, first_batch: int):
-        loader.set_epoch(epoch)
-        return loader.iter_from(first_batch)
+        loader.set_epoch(epoch, start_batch=first_batch)
+        return loader
 
     return loader, batches
 
