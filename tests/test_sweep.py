@@ -136,6 +136,7 @@ def test_grid_runs_every_cell_once_with_n_in_flight(tmp_path):
     # running the sweep again starts nothing
     again = drive(path, tmp_path)
     assert again.complete == 4 and len(trials(tmp_path)) == 4
+    assert [t["params"]["fake.steps"] for t in sorted(ts, key=lambda t: t["number"])] == [1, 10, 20, 30]
     assert all(records.read_launch(Path(t["run_dir"]))["submissions"] == 1 for t in ts)
 
 
@@ -154,7 +155,9 @@ def test_failure_limit_stops_starting_trials(tmp_path):
     path = setup_sweep(tmp_path, params={"fake.fail_at_step": [0, 1, 2]}, max_failures=0, n_parallel=1)
     summary = drive(path, tmp_path)
     assert summary.stopped == "too many failures" and not summary.ok
-    assert summary.failed == 1 and len(trials(tmp_path)) == 1
+    ts = trials(tmp_path)
+    assert summary.failed == 1 and [t["state"] for t in ts] == ["FAIL", "WAITING", "WAITING"]
+    assert [t["params"]["fake.fail_at_step"] for t in ts] == [0, 1, 2]  # the declared order
 
 
 def test_random_sampler_and_resume_with_more_trials(tmp_path):

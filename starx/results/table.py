@@ -155,7 +155,7 @@ def sort_rows(t: Tabular, key: str, reverse: Optional[bool] = None) -> None:
 
 # ----------------------------------------------------------------------------- output
 _STATE_STYLE = {"done": "green", "failed": "red", "running": "cyan", "queued": "yellow",
-                "preempted": "magenta", "lost": "red", "unknown": "yellow"}
+                "preempted": "magenta", "lost": "red", "unknown": "yellow", "waiting": "dim"}
 
 
 def _cell(col: str, v: Any) -> str:

@@ -120,8 +120,9 @@ class SweepConfig:
         return {name: p.grid_values() for name, p in self.params.items()}
 
     def grid_cells(self) -> list[dict[str, Any]]:
+        """Every cell, in the declared order (the first parameter varies slowest)."""
         grid = self.grid()
-        names = sorted(grid)
+        names = list(grid)
         return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
 
     def total_trials(self) -> int:

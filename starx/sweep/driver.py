@@ -127,6 +127,11 @@ class SweepDriver:
         else:
             study = optuna.create_study(study_name=self.cfg.name, storage=storage,
                                         direction=self.cfg.objective.direction)
+            if self.cfg.sampler == "grid":
+                # every cell queued up front, in the declared order (baseline first): ask() hands
+                # them out one by one, and a resumed driver finds the rest still waiting
+                for cell in self.cfg.grid_cells()[: self.cfg.total_trials()]:
+                    study.enqueue_trial(cell, skip_if_exists=False)
             study.set_user_attr("sweep", _normalise(self.cfg.identity()))
         study.sampler = self._sampler(n_before)
         return study
@@ -295,7 +300,8 @@ class SweepDriver:
         for ft in study.get_trials(deepcopy=False):
             ua = ft.user_attrs
             trials.append({
-                "number": ft.number, "state": ft.state.name, "params": ft.params, "value": ft.value,
+                "number": ft.number, "state": ft.state.name,
+                "params": ft.params or dict(ft.system_attrs.get("fixed_params") or {}), "value": ft.value,
                 "run_dir": ua.get("run_dir"), "run_id": ua.get("run_id"), "experiment": ua.get("experiment"),
                 "backend": ua.get("backend"), "job_id": ua.get("job_id"), "fail_reason": ua.get("fail_reason"),
                 "metrics": ua.get("metrics"), "wall_time_s": ua.get("wall_time_s"),
