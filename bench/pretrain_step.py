@@ -1,0 +1,172 @@
+"""Pretraining step benchmark for STAR-B / ARM-B on one GPU, through the real engine.
+
+For each k (images per sequence) it builds the model and optimiser exactly as a run of
+specs/star_base_in1k.yaml does (starx.train.stages.model_kwargs, starx.train.optim), then:
+
+1. runs the engine's own step loop (starx.train.loop.StageLoop) on a batch already on the GPU
+   and reads its images/s and memory from the metrics it writes;
+2. splits one step with CUDA events: encoder forward, decoder forward, loss, backward,
+   optimizer step;
+3. reports MFU = 6 x params x tokens/s over the bf16 matmul rate measured on the same device.
+
+Data wait is measured by bench/loader_bench.py (FFCV); a loader that delivers more images/s
+than the step consumes hides it completely (FFCV prefetches on its own threads).
+
+    python bench/pretrain_step.py --k 1 2 4 8 --batch 256 --steps 30 [--compile] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from starx.models import create_model  # noqa: E402
+from starx.spec import load_spec  # noqa: E402
+from starx.train.dist import DistInfo  # noqa: E402
+from starx.train.loop import StageLoop, StageSpec  # noqa: E402
+from starx.train.metrics import MetricsLog  # noqa: E402
+from starx.train.optim import adamw_pretrain  # noqa: E402
+from starx.train.stages import model_kwargs  # noqa: E402
+
+
+def matmul_tflops(n: int = 8192, reps: int = 20) -> float:
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
+
+
+def build(k: int, backend: str, compile_: bool):
+    overrides = [f"model.seq_multiplier={k}", f"model.backend={backend}", "data.batch_size=2048"]
+    if k == 1:
+        overrides.append("model.separator=none")  # k=1 without separator is ARM
+    cfg = load_spec(ROOT / "specs/star_base_in1k.yaml", overrides)
+    model = create_model(cfg.model.name, **model_kwargs(cfg)).cuda()
+    opt = adamw_pretrain(model, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, fused=True)
+    run_model = torch.compile(model) if compile_ else model
+    return cfg, model, run_model, opt
+
+
+def engine_throughput(model, run_model, opt, images, steps: int, workdir: Path) -> dict:
+    """images/s and memory as the engine's own loop measures them (data already on the GPU)."""
+    dist = DistInfo(0, 1, 0, torch.device("cuda"))
+    spec = StageSpec(name="bench", total_steps=steps, steps_per_epoch=steps, warmup_steps=1, peak_lr=1e-4,
+                     min_lr=0.0, clip_grad=3.0, accum_steps=1, images_per_step=images.shape[0],
+                     tokens_per_image=model.num_tokens // model.cfg.seq_multiplier, log_every=steps // 2,
+                     checkpoint_every_steps=0, checkpoint_every_minutes=0)
+    metrics = MetricsLog(workdir / "metrics.jsonl")
+
+    def loader_fn(epoch, first):
+        return ((images, None) for _ in range(steps - first))
+
+    def step(batch):
+        return run_model(batch[0]).loss, batch[0].shape[0]
+
+    loop = StageLoop(spec, model=run_model, optimizer=opt, loader_fn=loader_fn, step_fn=step, dist=dist,
+                     ckpt_dir=workdir, metrics=metrics, autocast_dtype=torch.bfloat16)
+    torch.cuda.reset_peak_memory_stats()
+    loop._run_steps(None)  # the step loop itself; no checkpoint at the end
+    last = metrics.read()[-1]  # second half of the steps: warm (compilation, allocator) excluded
+    return {"images_per_s": last["images_per_s"], "tokens_per_s": last["tokens_per_s"],
+            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def split_step(model, opt, images, reps: int) -> dict:
+    """Median ms of each part of one step, timed with CUDA events."""
+    names = ("encoder_fwd", "decoder_fwd", "loss", "backward", "optimizer")
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(reps + 3):
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(len(names) + 1)]
+        opt.zero_grad(set_to_none=True)
+        ev[0].record()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            feats = model.encode(images)
+            ev[1].record()
+            pred = model.decode(feats)
+            ev[2].record()
+            target = model.targets(images)
+            loss = (pred.float() - target.float()).pow(2).mean()
+            ev[3].record()
+        loss.backward()
+        ev[4].record()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+        opt.step()
+        ev[5].record()
+        torch.cuda.synchronize()
+        for i, n in enumerate(names):
+            times[n].append(ev[i].elapsed_time(ev[i + 1]))
+    return {n: statistics.median(t[3:]) for n, t in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--batch", type=int, default=256, help="images per step on this GPU")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--backend", default="cuda")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    peak = matmul_tflops()
+    rows = []
+    for k in args.k:
+        torch.manual_seed(0)
+        cfg, model, run_model, opt = build(k, args.backend, args.compile)
+        images = torch.randn(args.batch, 3, cfg.model.img_size, cfg.model.img_size, device="cuda")
+        params = sum(p.numel() for p in model.parameters())
+        with tempfile.TemporaryDirectory() as tmp:
+            eng = engine_throughput(model, run_model, opt, images, args.steps, Path(tmp))
+        parts = split_step(model, opt, images, reps=10)
+        step_ms = sum(parts.values())
+        tokens_per_s = eng["images_per_s"] / k * model.num_tokens
+        rows.append({"k": k, "separator": cfg.model.separator, "tokens_per_seq": model.num_tokens,
+                     "images_per_s": round(eng["images_per_s"], 1), "tokens_per_s": round(tokens_per_s),
+                     "mfu": round(6 * params * tokens_per_s / (peak * 1e12), 4),
+                     "params_m": round(params / 1e6, 2), "peak_mem_gb": round(eng["peak_mem_gb"], 2),
+                     "us_per_image": round(1e6 / eng["images_per_s"], 1),
+                     "split_ms": {n: round(v, 2) for n, v in parts.items()}, "split_total_ms": round(step_ms, 2)})
+        del model, run_model, opt
+        torch.cuda.empty_cache()
+    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
+            "batch_images": args.batch, "compile": args.compile, "backend": args.backend,
+            "command": " ".join(["python"] + sys.argv)}
+    try:
+        import mamba_ssm, causal_conv1d  # noqa: E401
+
+        info.update(mamba_ssm=mamba_ssm.__version__, causal_conv1d=causal_conv1d.__version__)
+    except ImportError:
+        pass
+    print(json.dumps(info))
+    print(f"{'k':>2} {'tokens':>6} {'img/s':>8} {'us/img':>7} {'MFU':>6} {'mem GB':>7}  split ms (enc/dec/loss/bwd/opt)")
+    for r in rows:
+        s = r["split_ms"]
+        print(f"{r['k']:>2} {r['tokens_per_seq']:>6} {r['images_per_s']:>8.0f} {r['us_per_image']:>7.1f} "
+              f"{r['mfu']:>6.1%} {r['peak_mem_gb']:>7.1f}  {s['encoder_fwd']:.1f}/{s['decoder_fwd']:.1f}/"
+              f"{s['loss']:.1f}/{s['backward']:.1f}/{s['optimizer']:.1f}")
+    if args.out:
+        args.out.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
