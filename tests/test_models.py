@@ -20,7 +20,7 @@ from starx.models import (
 from starx.models.layout import build_layout, cluster_order
 from starx.models.mamba import column_order
 from starx.models.star import decoder_taps, patchify
-from starx.ops import selective_scan_ref
+from starx.ops import mamba_inner, selective_scan_ref
 
 # A tiny model: 8x8 px, patch 2 -> 4x4 grid, cluster 2 -> 4 clusters of 4 patches.
 TINY = dict(embed_dim=16, depth=2, img_size=8, patch_size=2, cluster_size=2, in_chans=1,
@@ -243,8 +243,13 @@ def test_bimamba4_matches_arm_v3_square_grid():
     perm = column_order(side, side, L // 2)
     out = m(x, col_perm=perm, col_inv=torch.argsort(perm))
     # ARM's mamba_simple v3: transpose the patch grid around the middle cls token
-    xz, t = m._in_proj(x), L // 2
-    run = lambda s, seq: m._direction(seq, s, project=False)  # noqa: E731
+    xz, t = (x @ m.in_proj.weight.t()).transpose(1, 2), L // 2
+
+    def run(s, seq):  # one direction in the kernels' (b, d, l) layout, through the public op
+        p = lambda name: getattr(m, name.replace("*", s))  # noqa: E731
+        return mamba_inner(seq, p("conv1d*").weight, p("conv1d*").bias, p("x_proj*").weight, p("dt_proj*").weight,
+                           None, None, -p("A*_log").exp(), p("D*"), p("dt_proj*").bias, backend="torch")
+
     rows = run("", xz) + run("_b", xz.flip(-1)).flip(-1)
     cls, rest = xz[..., t : t + 1], torch.cat([xz[..., :t], xz[..., t + 1 :]], -1)
     xc = rest.reshape(2, 2 * d, side, side).transpose(2, 3).reshape(2, 2 * d, -1)

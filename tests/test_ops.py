@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from starx.ops import (
     KernelUnavailableError,
     causal_conv1d,
+    causal_conv1d_time_major,
     causal_conv1d_torch,
     kernel_status,
     mamba_inner,
@@ -123,6 +124,8 @@ def test_causal_conv_twin_matches_loop(activation, shape, width):
     for a, b in zip(gr, go):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(causal_conv1d_torch(x, weight), conv_loop(x, weight, None, None))
+    tm = causal_conv1d_time_major(x.permute(2, 0, 1), weight, bias, activation).permute(1, 2, 0)
+    torch.testing.assert_close(tm, ref)
 
 
 def test_causal_conv_rejects_unknown_activation():

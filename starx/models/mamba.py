@@ -10,13 +10,15 @@ kernels and the torch twin, and to / from mamba-ssm itself. The 4-direction vari
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from starx.ops import check_backend, mamba_inner
+from starx.ops import check_backend, mamba_inner, mamba_inner_time_major, use_cuda_kernels
 
 DIRECTIONS = ("", "_b", "_c", "_c_b")  # ARM's suffixes: rows fwd / bwd, columns fwd / bwd
 
@@ -88,17 +90,19 @@ class Mamba(nn.Module):
         setattr(self, f"A{suffix}_log", _a_log(di, self.d_state))
         setattr(self, f"D{suffix}", _d_skip(di))
 
-    def _in_proj(self, x: Tensor) -> Tensor:
-        # One matmul straight into (b, 2*d_inner, l) with l contiguous, the layout the kernels want.
+    def _in_proj(self, x: Tensor, kernels: bool) -> Tensor:
+        """xz in the layout of the backend: (b, 2*d_inner, l) for the kernels, (l, b, 2*d_inner)
+        (time-major) for the torch twin, each without a transpose copy of the 2*d_inner-wide output."""
+        if not kernels:
+            return F.linear(x.transpose(0, 1), self.in_proj.weight, self.in_proj.bias)
         L = x.shape[1]
         xz = rearrange(self.in_proj.weight @ rearrange(x, "b l d -> d (b l)"), "d (b l) -> b d l", l=L)
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias.to(xz.dtype)[:, None]
         return xz
 
-    def _direction(self, xz: Tensor, suffix: str, project: bool) -> Tensor:
-        return mamba_inner(
-            xz,
+    def _direction(self, xz: Tensor, suffix: str, project: bool, kernels: bool) -> Tensor:
+        args = (
             getattr(self, f"conv1d{suffix}").weight,
             getattr(self, f"conv1d{suffix}").bias,
             getattr(self, f"x_proj{suffix}").weight,
@@ -107,13 +111,17 @@ class Mamba(nn.Module):
             self.out_proj.bias if project else None,
             -torch.exp(getattr(self, f"A{suffix}_log").float()),
             getattr(self, f"D{suffix}").float(),
-            delta_bias=getattr(self, f"dt_proj{suffix}").bias.float(),
-            delta_softplus=True,
-            backend=self.backend,
+            getattr(self, f"dt_proj{suffix}").bias.float(),
+            True,  # delta_softplus
         )
+        if kernels:
+            return mamba_inner(xz, *args, backend="cuda")
+        return mamba_inner_time_major(xz, *args)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._direction(self._in_proj(x), "", project=True)
+        kernels = use_cuda_kernels(self.backend, x)
+        out = self._direction(self._in_proj(x, kernels), "", project=True, kernels=kernels)
+        return out if kernels else out.transpose(0, 1)
 
 
 class BiMamba4(Mamba):
@@ -129,12 +137,17 @@ class BiMamba4(Mamba):
     directions = DIRECTIONS
 
     def forward(self, x: Tensor, col_perm: Tensor, col_inv: Tensor) -> Tensor:
-        xz = self._in_proj(x)
-        rows = self._direction(xz, "", False) + self._direction(xz.flip(-1), "_b", False).flip(-1)
-        xc = xz[..., col_perm]
-        cols = self._direction(xc, "_c", False) + self._direction(xc.flip(-1), "_c_b", False).flip(-1)
-        y = rows + cols[..., col_inv]
-        return nn.functional.linear(rearrange(y / 4, "b d l -> b l d"), self.out_proj.weight, self.out_proj.bias)
+        kernels = use_cuda_kernels(self.backend, x)
+        t = -1 if kernels else 0  # the time axis of the backend's layout
+        xz = self._in_proj(x, kernels)
+        run = partial(self._direction, project=False, kernels=kernels)
+        rows = run(xz, "") + run(xz.flip(t), "_b").flip(t)
+        xc = xz.index_select(t % xz.dim(), col_perm)
+        cols = run(xc, "_c") + run(xc.flip(t), "_c_b").flip(t)
+        y = (rows + cols.index_select(t % xz.dim(), col_inv)) / 4
+        if kernels:
+            return F.linear(rearrange(y, "b d l -> b l d"), self.out_proj.weight, self.out_proj.bias)
+        return F.linear(y, self.out_proj.weight, self.out_proj.bias).transpose(0, 1)
 
 
 def column_order(grid_h: int, grid_w: int, cls_pos: int | None) -> Tensor:

@@ -6,6 +6,7 @@ Shapes: x (b, d, l); weight (d, w); bias (d,); activation None, "silu" or "swish
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -28,6 +29,23 @@ def causal_conv1d_torch(x: Tensor, weight: Tensor, bias: Tensor | None = None, a
     _check(x, weight, bias, activation)
     width = weight.shape[1]
     out = F.conv1d(x, weight[:, None, :], bias, padding=width - 1, groups=x.shape[1])[..., : x.shape[-1]]
+    return F.silu(out) if activation is not None else out
+
+
+def causal_conv1d_time_major(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None
+) -> Tensor:
+    """The twin in time-major layout: x (l, b, d) -> (l, b, d), as w shifted multiply-adds
+    (cheaper here than transposing to the (b, d, l) layout a grouped conv wants)."""
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    width, L = weight.shape[1], x.shape[0]
+    xp = torch.cat([x.new_zeros(width - 1, *x.shape[1:]), x])  # zeros before t = 0
+    out = xp[width - 1 :] * weight[:, width - 1]
+    if bias is not None:
+        out = out + bias
+    for k in range(width - 1):
+        out = torch.addcmul(out, xp[k : k + L], weight[:, k])
     return F.silu(out) if activation is not None else out
 
 

@@ -13,8 +13,8 @@ from einops import rearrange
 from torch import Tensor
 
 from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
-from starx.ops.conv import causal_conv1d
-from starx.ops.scan import selective_scan
+from starx.ops.conv import causal_conv1d, causal_conv1d_time_major
+from starx.ops.scan import selective_scan, selective_scan_time_major
 
 
 def mamba_inner(
@@ -37,24 +37,52 @@ def mamba_inner(
     delta_proj_weight (d_inner, dt_rank); A (d_inner, n), already negative (-exp(A_log)).
     """
     use_kernels = use_cuda_kernels(backend, xz)
-    if use_kernels and out_proj_weight is not None:
+    if use_kernels and out_proj_weight is not None:  # the fused path
         return kernels_or_raise().mamba_inner_fn(
             xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
             out_proj_weight, out_proj_bias, A, None, None, D,
             delta_bias=delta_bias, delta_softplus=delta_softplus,
         )  # fmt: skip
-    inner = "cuda" if use_kernels else "torch"
-    L = xz.shape[-1]
-    dt_rank = delta_proj_weight.shape[1]
-    n = A.shape[1]
-    x, z = xz.chunk(2, dim=1)
-    x = causal_conv1d(x, rearrange(conv1d_weight, "d 1 w -> d w"), conv1d_bias, "silu", backend=inner)
-    x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), x_proj_weight)
-    dt, B, C = x_dbl.split([dt_rank, n, n], dim=-1)
-    dt = rearrange(F.linear(dt, delta_proj_weight), "(b l) d -> b d l", l=L)
-    B = rearrange(B, "(b l) n -> b n l", l=L).contiguous()
-    C = rearrange(C, "(b l) n -> b n l", l=L).contiguous()
-    y = selective_scan(x, dt, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, backend=inner)
+    if use_kernels:  # no out_proj: compose the two kernels
+        L, dt_rank, n = xz.shape[-1], delta_proj_weight.shape[1], A.shape[1]
+        x, z = xz.chunk(2, dim=1)
+        x = causal_conv1d(x, rearrange(conv1d_weight, "d 1 w -> d w"), conv1d_bias, "silu", backend="cuda")
+        x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), x_proj_weight)
+        dt, B, C = x_dbl.split([dt_rank, n, n], dim=-1)
+        dt = rearrange(F.linear(dt, delta_proj_weight), "(b l) d -> b d l", l=L)
+        B = rearrange(B, "(b l) n -> b n l", l=L).contiguous()
+        C = rearrange(C, "(b l) n -> b n l", l=L).contiguous()
+        return selective_scan(x, dt, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                              backend="cuda")
+    out = mamba_inner_time_major(
+        xz.permute(2, 0, 1), conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
+        out_proj_weight, out_proj_bias, A, D, delta_bias, delta_softplus,
+    )  # fmt: skip
+    return out.transpose(0, 1) if out_proj_weight is not None else out.permute(1, 2, 0)
+
+
+def mamba_inner_time_major(
+    xz: Tensor,
+    conv1d_weight: Tensor,
+    conv1d_bias: Tensor | None,
+    x_proj_weight: Tensor,
+    delta_proj_weight: Tensor,
+    out_proj_weight: Tensor | None,
+    out_proj_bias: Tensor | None,
+    A: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+) -> Tensor:
+    """The torch twin of ``mamba_inner`` in time-major layout, which it computes in:
+    xz (l, b, 2*d_inner) -> (l, b, d_model), or (l, b, d_inner) without out_proj_weight."""
+    dt_rank, n = delta_proj_weight.shape[1], A.shape[1]
+    x, z = xz.chunk(2, dim=-1)
+    x = causal_conv1d_time_major(x, conv1d_weight[:, 0], conv1d_bias, "silu")
+    x_dbl = F.linear(x, x_proj_weight)  # (l, b, dt_rank + 2n)
+    dt = F.linear(x_dbl[..., :dt_rank], delta_proj_weight)
+    B, C = x_dbl[..., dt_rank : dt_rank + n], x_dbl[..., dt_rank + n :]
+    y = selective_scan_time_major(x, dt, A, B, C, D, z, delta_bias, delta_softplus)
     if out_proj_weight is None:
         return y
-    return F.linear(rearrange(y, "b d l -> b l d"), out_proj_weight, out_proj_bias)
+    return F.linear(y, out_proj_weight, out_proj_bias)
