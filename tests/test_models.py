@@ -161,7 +161,7 @@ def test_registry():
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_size_builds_and_trains(name):
-    depth = {"star_tiny": None, "star_small": 2}.get(name, 1)  # real widths; fewer blocks for speed
+    depth = {"star_tiny": 2, "star_small": 2}.get(name, 1)  # real widths; fewer blocks for speed
     kw = dict(img_size=32, patch_size=8, cluster_size=2, seq_multiplier=2, backend="torch", depth=depth)
     model = create_model(name, **kw)
     width = {"star_tiny": 192, "star_small": 384, "star_base": 768, "star_large": 1024, "star_huge": 1536}[name]

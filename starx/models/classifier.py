@@ -95,7 +95,10 @@ class STARClassifier(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """Layer groups for layer-wise lr decay: embeddings, one group per block, then the head."""
-        return {"stem": r"^cls_token|^pos_embed|^patch_embed", "blocks": [(r"^layers\.(\d+)", None), (r"^norm_f", (99999,))]}
+        return {
+            "stem": r"^cls_token|^pos_embed|^patch_embed",
+            "blocks": [(r"^layers\.(\d+)", None), (r"^norm_f", (99999,))],
+        }
 
 
 @dataclass
@@ -158,7 +161,8 @@ def _resize_pos(pos: Tensor, classifier: STARClassifier, report: LoadReport) -> 
         report.notes.append(f"pos_embed {tuple(pos.shape)} not a square grid: re-made as sin-cos")
         return None
     grid = pos[0].reshape(side, side, -1).permute(2, 0, 1)[None].float()
-    grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)[0].permute(1, 2, 0).reshape(gh * gw, -1)
+    grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+    grid = grid[0].permute(1, 2, 0).reshape(gh * gw, -1)
     c = classifier.cls_pos
     report.notes.append(f"pos_embed interpolated {side}x{side} -> {gh}x{gw}")
     return torch.cat([grid[:c], grid.new_zeros(1, grid.shape[1]), grid[c:]])[None]

@@ -22,7 +22,8 @@ class STARConfig:
     one cluster = cluster_size**2 for the other kinds; 0 for ``none``).
     ``decoder_cross_image``: whether the decoder may read encoder features of earlier images
     (True) or only of the target's own image and its separator (False).
-    ``drop_path`` is the stochastic-depth rate of the last block (linear from 0).
+    ``norm_pix_loss``: targets normalised per patch (ARM). ``drop_path`` is the stochastic-depth
+    rate of the last block (linear from 0). ``backend``: auto | cuda | torch (see starx.ops).
     """
 
     embed_dim: int = 768
@@ -136,4 +137,6 @@ class STARConfig:
                 f"{self.patch_size}) must be divisible by cluster_size {c}"
             )
         if self.seq_multiplier == 1 and self.sep_len == 0 and self.clusters_per_image < 2:
-            raise ValueError("invalid model config: with one image, no separator and one cluster there is nothing to predict")
+            raise ValueError(
+                "invalid model config: with one image, no separator and one cluster there is nothing to predict"
+            )
