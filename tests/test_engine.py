@@ -97,7 +97,7 @@ def test_kill_minus_9_resumes_with_the_same_losses(tmp_path):
     resumed = losses(killed.run_dir)
     assert sorted(resumed) == sorted(expected)  # each step logged once
     for step, loss in expected.items():
-        assert resumed[step] == pytest.approx(loss, rel=1e-6, abs=1e-7), step
+        assert resumed[step] == pytest.approx(loss, rel=1e-6, abs=1e-7), (step, resumed, expected)
 
 
 def test_preemption_signal_saves_and_resumes(tmp_path):
