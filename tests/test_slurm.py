@@ -48,13 +48,20 @@ def slurm_cluster():
         pytest.skip("no SLURM controller answers (start one with scripts/slurm/start_local_cluster.sh)")
 
 
-def tiny(tmp_path: Path, *extra: str) -> list[str]:
-    """The quick-start spec shrunk to seconds on one core, sent to SLURM."""
-    return [f"output_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """One dataset cache for the module: the embedded split is written once (about 7 s)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny(tmp_path: Path, cache: Path, *extra: str) -> list[str]:
+    """The quick-start spec shrunk to seconds on one core, pretraining only (the engine's tests
+    cover fine-tuning), sent to SLURM."""
+    return [f"output_dir={tmp_path / 'results'}", f"data.cache_dir={cache}", "data.num_workers=0",
             "model.depth=2", "model.embed_dim=32", "model.decoder_dim=32", "model.decoder_depth=1",
             "model.decoder_heads=2", "data.batch_size=64", "pretrain.epochs=0.07", "pretrain.warmup_epochs=0.02",
             "finetune.batch_size=64", "finetune.epochs=0.07", "finetune.warmup_epochs=0.02", "eval.batch_size=500",
-            "eval.linear_baseline=false", "log_every=1",
+            "eval.linear_baseline=false", "log_every=1", "finetune.enabled=false",
             "launch.kind=slurm", "launch.slurm.cpus_per_task=1", "launch.slurm.timeout_min=15",
             "launch.slurm.signal_delay_s=60", *extra]
 
@@ -82,12 +89,12 @@ def explain(run_dir: Path) -> str:
     return f"{st.state}: {st.detail}\nevents: {records.read_events(run_dir)}\n{logs}"
 
 
-def test_slurm_run_returns_at_once_and_finishes(tmp_path):
+def test_slurm_run_returns_at_once_and_finishes(tmp_path, cache_dir):
     from starx.api import prepare
     from starx.launch import launch
     from starx.results.status import job_rows
 
-    prepared = prepare(QUICKSTART, tiny(tmp_path))
+    prepared = prepare(QUICKSTART, tiny(tmp_path, cache_dir))
     t0 = time.time()
     handle = launch(prepared)
     assert time.time() - t0 < 10 and handle.kind == "slurm" and handle.job_id.isdigit()
@@ -96,17 +103,17 @@ def test_slurm_run_returns_at_once_and_finishes(tmp_path):
     st = handle.wait(poll_s=0.5, timeout_s=300)
     assert st.state == "done", explain(prepared.run_dir)
     m = st.result["metrics"]
-    assert 0 <= m["top1"] <= 100 and m["pretrain_steps"] == 11
+    assert m["pretrain_steps"] == 11 and m["pretrain_loss"] > 0
     rows = job_rows(tmp_path / "results", "quickstart")
     assert [(r.backend, r.job_id, r.run.status) for r in rows] == [("slurm", handle.job_id, "done")]
 
 
-def test_slurm_sweep_keeps_two_trials_in_flight(tmp_path):
+def test_slurm_sweep_keeps_two_trials_in_flight(tmp_path, cache_dir):
     from starx.sweep.driver import run_sweep
 
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({
-        "name": "slurm_sweep", "spec": str(QUICKSTART), "overrides": tiny(tmp_path, "finetune.enabled=false"),
+        "name": "slurm_sweep", "spec": str(QUICKSTART), "overrides": tiny(tmp_path, cache_dir),
         "params": {"model.separator": ["cluster", "token"]}, "objective": {"metric": "pretrain_loss",
                                                                           "direction": "minimize"},
         "sampler": "grid", "n_parallel": 2, "poll_s": 0.5, "max_failures": 0}))
@@ -124,15 +131,14 @@ def test_slurm_sweep_keeps_two_trials_in_flight(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["scontrol_requeue", "usr2"])
-def test_slurm_preemption_requeues_and_resumes_from_the_checkpoint(tmp_path, how):
+def test_slurm_preemption_requeues_and_resumes_from_the_checkpoint(tmp_path, cache_dir, how):
     """scontrol requeue: SLURM sends SIGTERM, the engine saves and exits, SLURM requeues.
     scancel --signal=USR2 (what --signal sends before the time limit): the engine saves and
     the job requeues itself. Either way the next start resumes: every step is logged once."""
     from starx.api import prepare
     from starx.launch import launch
 
-    prepared = prepare(QUICKSTART, tiny(tmp_path, "pretrain.epochs=0.25", "finetune.enabled=false",
-                                        "checkpoint.every_steps=1000"))
+    prepared = prepare(QUICKSTART, tiny(tmp_path, cache_dir, "pretrain.epochs=0.15", "checkpoint.every_steps=1000"))
     run_dir = prepared.run_dir
     handle = launch(prepared)
     wait_for(lambda: len(pretrain_steps(run_dir)) >= 3, 180, "3 pretraining steps", run_dir)
