@@ -187,7 +187,8 @@ def derive(cfg: DictConfig, *, world_size: int = 1) -> dict:
     grid = m.img_size // m.patch_size
     clusters = (grid // m.cluster_size) ** 2
     cluster_tokens = m.cluster_size**2
-    sep_len = 0 if m.separator == "none" else (m.separator_len or cluster_tokens)
+    default_len = 1 if m.separator == "token" else cluster_tokens
+    sep_len = 0 if m.separator == "none" else (m.separator_len or default_len)
     k = m.seq_multiplier
     ft_batch = cfg.finetune.batch_size
     return {

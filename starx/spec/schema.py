@@ -29,13 +29,15 @@ class ModelSpec:
     cluster_size: int = 4  # patches per cluster side (ARM: 4 -> 16 patches a cluster)
     in_chans: int = 3  # 1 for grey images
     separator: str = "cluster"  # none | token | cluster | fixed | distinct
-    separator_len: Optional[int] = None  # tokens per separator; null = one cluster (cluster_size**2)
+    separator_len: Optional[int] = None  # tokens per separator; null = 1 for token, one cluster (cluster_size**2) otherwise
     seq_multiplier: int = 4  # k: images per sequence (1 with separator none = ARM)
     depth: Optional[int] = None  # encoder blocks; null = the size's default
     embed_dim: Optional[int] = None  # encoder width; null = the size's default
     decoder_dim: int = 512
     decoder_depth: int = 4
     decoder_heads: int = 8
+    decoder_cross_image: bool = True  # decoder may read features of earlier images (false: own image + separator)
+    norm_pix_loss: bool = True  # targets normalised per patch (ARM)
     backend: str = "auto"  # auto | cuda (mamba-ssm kernels) | torch (pure-PyTorch twin)
 
 

@@ -31,7 +31,8 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
+        # Launchers may leave every GPU visible to every task: pick this task's by local rank.
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if preference == "cuda":
         raise RuntimeError("field 'device': cuda was asked for but torch sees no CUDA device here")
     return torch.device("cpu")
@@ -64,6 +65,15 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
         value = value.clone()
         torch_dist.all_reduce(value)
     return value
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on one (so all ranks stop at the same step)."""
+    if not (torch_dist.is_initialized() and torch_dist.get_world_size() > 1):
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def barrier() -> None:

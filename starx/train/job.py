@@ -101,12 +101,7 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
     """Train the run in ``run_dir`` to completion (or until preempted) and return result.json's content."""
     import torch
 
-    from starx.data import dataset_info, ensure_dataset
     from starx.train import dist as dist_mod
-    from starx.train.baseline import linear_baseline
-    from starx.train.metrics import MetricsLog
-    from starx.train.progress import StageProgress
-    from starx.train.stages import RunContext, run_finetune, run_pretrain
 
     run_dir = Path(run_dir)
     cfg = load_spec(run_dir / "spec.yaml")
@@ -134,6 +129,12 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
 
     record("running")
     try:
+        from starx.data import dataset_info, ensure_dataset
+        from starx.train.baseline import linear_baseline
+        from starx.train.metrics import MetricsLog
+        from starx.train.progress import StageProgress
+        from starx.train.stages import RunContext, run_finetune, run_pretrain
+
         precision = cfg.precision
         if precision == "auto":
             precision = "bf16" if dist.device.type == "cuda" else "fp32"

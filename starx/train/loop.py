@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from starx.train import checkpoint, signals
-from starx.train.dist import DistInfo, all_reduce_mean
+from starx.train.dist import DistInfo, all_reduce_mean, any_rank
 from starx.train.metrics import MetricsLog
 from starx.train.progress import StageProgress
 from starx.train.schedule import lr_at
@@ -249,7 +249,7 @@ class StageLoop:
                 if self.eval_fn is not None and s.eval_every_steps and self.state.step % s.eval_every_steps == 0 \
                         and self.state.step < s.total_steps:
                     self._evaluate()
-                if signals.preempt_requested():
+                if any_rank(signals.preempt_requested(), self.dist.device):
                     self.save()
                     raise signals.Preempted(signals.last_signal(), self.state.step)
                 if self.state.step >= s.total_steps:

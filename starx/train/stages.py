@@ -46,7 +46,7 @@ def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
     m = cfg.model
     kwargs = {k: m[k] for k in ("img_size", "patch_size", "cluster_size", "in_chans", "separator", "separator_len",
                                 "seq_multiplier", "depth", "embed_dim", "decoder_dim", "decoder_depth",
-                                "decoder_heads", "backend")}
+                                "decoder_heads", "decoder_cross_image", "norm_pix_loss", "backend")}
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
