@@ -191,7 +191,12 @@ class StarLoader:
                 else:
                     cpu_gen = dev_gen = None
                 images = images.to(self.device, non_blocking=True)
-                yield self.transform(images, cpu_gen, dev_gen), labels.to(self.device).view(-1)
+                # FFCV reuses its batch buffers: hand out labels the caller owns, or a caller that
+                # keeps batches (e.g. to fit a linear probe) sees later labels overwrite earlier ones.
+                labels = labels.to(self.device).view(-1)
+                if labels.device.type == "cpu":
+                    labels = labels.clone()
+                yield self.transform(images, cpu_gen, dev_gen), labels
             finished = True
         finally:
             if not finished:  # stop FFCV's prefetch thread (it closes itself when exhausted)
