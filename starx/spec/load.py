@@ -156,9 +156,10 @@ def validate(cfg: DictConfig) -> None:
     if (d.batch_size // m.seq_multiplier) % cfg.optim.accum_steps:
         raise SpecError(f"field 'optim.accum_steps': {d.batch_size // m.seq_multiplier} sequences per batch "
                         f"do not split into {cfg.optim.accum_steps} micro-batches")
-    lo, hi = (list(d.crop_scale) + [None, None])[:2]
-    if len(d.crop_scale) != 2 or not (0 < lo <= hi <= 1):
-        raise SpecError(f"field 'data.crop_scale': expected [low, high] with 0 < low <= high <= 1, got {list(d.crop_scale)}")
+    for key in ("data.crop_scale", "finetune.crop_scale"):
+        scale = list(OmegaConf.select(cfg, key))
+        if len(scale) != 2 or not (0 < scale[0] <= scale[1] <= 1):
+            raise SpecError(f"field '{key}': expected [low, high] with 0 < low <= high <= 1, got {scale}")
     for key in ("optim.betas", "finetune.betas"):
         betas = list(OmegaConf.select(cfg, key))
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):

@@ -33,6 +33,7 @@ class ModelSpec:
     seq_multiplier: int = 4  # k: images per sequence (1 with separator none = ARM)
     depth: Optional[int] = None  # encoder blocks; null = the size's default
     embed_dim: Optional[int] = None  # encoder width; null = the size's default
+    d_state: int = 16  # Mamba state size per channel (ARM: 16)
     decoder_dim: int = 512
     decoder_depth: int = 4
     decoder_heads: int = 8
@@ -98,6 +99,7 @@ class FinetuneStage:
     mixup: float = 0.8
     cutmix: float = 1.0
     label_smoothing: float = 0.1
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale (timm's)
     randaug: Optional[str] = "rand-m9-mstd0.5"  # timm RandAugment string; null = off
     reprob: float = 0.25  # random erasing probability
     eval_every_epochs: float = 1
@@ -128,6 +130,7 @@ class ExperimentSpec:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (exact resume on CPU)
+    cpu_threads: Optional[int] = None  # torch threads for CPU compute; null = all cores of this process
     output_dir: str = "results"
     log_every: int = 10  # optimizer steps between metrics lines
     model: ModelSpec = field(default_factory=ModelSpec)

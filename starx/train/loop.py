@@ -51,6 +51,7 @@ class StageSpec:
     checkpoint_every_steps: int
     checkpoint_every_minutes: float
     eval_every_steps: int = 0  # 0 = only at the end
+    cpu_threads: int = 0  # >0: torch threads for the step on CPU (FFCV resets them to its worker count)
 
 
 @dataclass
@@ -64,6 +65,12 @@ class StageState:
 StepFn = Callable[[Any], tuple[torch.Tensor, int]]  # micro-batch -> (loss, images in it)
 EvalFn = Callable[[], dict[str, float]]
 LoaderFn = Callable[[int, int], Iterable[Any]]  # (epoch, first batch) -> micro-batches of that epoch
+
+
+def ensure_cpu_threads(threads: int, device: torch.device) -> None:
+    """FFCV sets torch's thread count to its worker count whenever an epoch starts; put ours back."""
+    if threads and device.type == "cpu" and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def _rng_state() -> dict[str, torch.Tensor]:
@@ -166,6 +173,7 @@ class StageLoop:
         return torch.autocast(device_type=self.dist.device.type, dtype=self.autocast_dtype)
 
     def _optimizer_step(self, micro_batches: list[Any]) -> tuple[float, float, int]:
+        ensure_cpu_threads(self.spec.cpu_threads, self.dist.device)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total_loss = torch.zeros((), device=self.dist.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 
 from starx.train import checkpoint
 from starx.train.dist import DistInfo
-from starx.train.loop import StageLoop, StageSpec
+from starx.train.loop import StageLoop, StageSpec, ensure_cpu_threads
 from starx.train.metrics import MetricsLog
 from starx.train.optim import adamw_finetune, adamw_pretrain
 from starx.train.progress import StageProgress
@@ -45,7 +46,7 @@ def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """The spec's model section as create_model arguments (nulls mean 'the size's default')."""
     m = cfg.model
     kwargs = {k: m[k] for k in ("img_size", "patch_size", "cluster_size", "in_chans", "separator", "separator_len",
-                                "seq_multiplier", "depth", "embed_dim", "decoder_dim", "decoder_depth",
+                                "seq_multiplier", "depth", "embed_dim", "d_state", "decoder_dim", "decoder_depth",
                                 "decoder_heads", "decoder_cross_image", "norm_pix_loss", "backend")}
     return {k: v for k, v in kwargs.items() if v is not None}
 
@@ -85,7 +86,8 @@ def _stage_spec(ctx: RunContext, name: str, *, global_batch: int, epochs: float,
         accum_steps=accum, images_per_step=global_batch, tokens_per_image=tokens_per_image,
         log_every=cfg.log_every, checkpoint_every_steps=cfg.checkpoint.every_steps,
         checkpoint_every_minutes=cfg.checkpoint.every_minutes,
-        eval_every_steps=round(eval_every_epochs * steps_per_epoch) if eval_every_epochs else 0)
+        eval_every_steps=round(eval_every_epochs * steps_per_epoch) if eval_every_epochs else 0,
+        cpu_threads=cfg.cpu_threads or len(os.sched_getaffinity(0)))
 
 
 def _maybe_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
@@ -144,11 +146,12 @@ def _init_weights(ctx: RunContext) -> Optional[tuple[dict, str]]:
 
 
 @torch.no_grad()
-def evaluate_top1(model: torch.nn.Module, loader, device: torch.device, autocast_dtype) -> float:
+def evaluate_top1(model: torch.nn.Module, loader, device: torch.device, autocast_dtype, cpu_threads: int = 0) -> float:
     model.eval()
     correct = torch.zeros((), device=device)
     total = 0
     for images, labels in loader:
+        ensure_cpu_threads(cpu_threads, device)
         with torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
             logits = model(images)
         correct += (logits.argmax(-1) == labels).sum()
@@ -167,7 +170,7 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
     cfg, ft = ctx.cfg, ctx.cfg.finetune
     img_size = ft.img_size or cfg.model.img_size
     kwargs = {k: v for k, v in model_kwargs(cfg).items()
-              if k in ("patch_size", "in_chans", "depth", "embed_dim", "backend")}
+              if k in ("patch_size", "in_chans", "depth", "embed_dim", "d_state", "backend")}
     model = create_classifier(cfg.model.name, ctx.num_classes, img_size=img_size, drop_path=ft.drop_path, **kwargs)
     init = _init_weights(ctx)
     if init is not None:
@@ -183,7 +186,7 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
                                fused=ctx.dist.device.type == "cuda")
     ema = ModelEmaV3(model, decay=ft.ema_decay) if ft.ema_decay else None
     _, batches = _epoch_loader(ctx, stage="finetune", per_rank_batch=per_rank, img_size=img_size, k=1,
-                               scale=(0.08, 1.0), hflip=cfg.data.hflip, randaug=ft.randaug, reprob=ft.reprob)
+                               scale=tuple(ft.crop_scale), hflip=cfg.data.hflip, randaug=ft.randaug, reprob=ft.reprob)
     eval_loader = make_loader(ctx.eval_data, stage="eval", batch_size=cfg.eval.batch_size, img_size=img_size,
                               in_chans=cfg.model.in_chans, num_workers=cfg.data.num_workers, seed=cfg.seed,
                               device=ctx.dist.device)
@@ -205,9 +208,10 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
         return criterion(train_model(images), labels), images.shape[0]
 
     def evaluate() -> dict[str, float]:
-        result = {"top1": evaluate_top1(model, eval_loader, ctx.dist.device, ctx.autocast_dtype)}
+        args = (eval_loader, ctx.dist.device, ctx.autocast_dtype, spec.cpu_threads)
+        result = {"top1": evaluate_top1(model, *args)}
         if ema is not None:
-            result["top1_ema"] = evaluate_top1(ema.module, eval_loader, ctx.dist.device, ctx.autocast_dtype)
+            result["top1_ema"] = evaluate_top1(ema.module, *args)
         return result
 
     loop = StageLoop(spec, model=train_model, optimizer=optimizer, loader_fn=batches, step_fn=step, dist=ctx.dist,
