@@ -105,7 +105,7 @@ def test_prepare_writes_spec_and_derived_without_touching_existing_files(tmp_pat
     run = prepare(ROOT / "specs/quickstart.yaml", [f"output_dir={tmp_path}"])
     assert run.run_dir == tmp_path / "quickstart" / run.run_id
     derived = json.loads((run.run_dir / "derived.json").read_text())
-    assert derived["tokens_per_sequence"] == 4 * (4 + 64)
+    assert derived["tokens_per_sequence"] == 4 * (4 + 16)  # k x (separator cluster + 4x4 patches)
     (run.run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     again = prepare(ROOT / "specs/quickstart.yaml", [f"output_dir={tmp_path}"])
     assert again.run_dir == run.run_dir

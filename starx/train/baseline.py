@@ -24,7 +24,7 @@ def _pixels(loader) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, l2: float = 1e-3,
-               iterations: int = 200) -> torch.nn.Linear:
+               iterations: int = 300) -> torch.nn.Linear:
     torch.manual_seed(0)
     model = torch.nn.Linear(x.shape[1], num_classes)
     opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=iterations, history_size=20,
