@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from numba import njit
+from numba import njit, set_parallel_chunksize
 
 from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
 from ffcv.libffcv import ctypes_memcopy, imdecode, resize_crop
@@ -85,6 +85,20 @@ def center_crop(height, width, params, key):
 
 
 @njit(nogil=True)
+def dct_scale(h, w, out_h, out_w):
+    """Largest shrink k/8 (k = 1, 2, 4 or 8) at which an h x w crop still covers out_h x out_w.
+
+    Only the power-of-two factors: libjpeg-turbo's other scaled IDCTs are not SIMD and
+    were slower than a full decode here. So this only kicks in for crops at least twice
+    the output size (large source images).
+    """
+    k = 1
+    while k < 8 and (h * k < 8 * out_h or w * k < 8 * out_w):
+        k *= 2
+    return k
+
+
+@njit(nogil=True)
 def flip_rows(image):
     """Mirror an HxWxC image left-right, in place."""
     width = image.shape[1]
@@ -135,12 +149,15 @@ class _CropDecoder(ResizedCropRGBImageDecoder):
         my_range = Compiler.get_iterator()
         imdecode_c, resize_crop_c = _compiled(imdecode), _compiled(resize_crop)
         crop, params, hflip = type(self).crop_fn, self.params, self.hflip
+        out_h, out_w = self.output_size
         key_address = self._key.ctypes.data
 
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, temp_storage = my_storage
             key_now = np.empty(1, dtype=np.uint64)
             ctypes_memcopy(key_address, key_now.ctypes.data, 8)
+            # Small dynamic chunks: image sizes (so decode times) vary, static halves don't.
+            set_parallel_chunksize(2)
             for dst_ix in my_range(len(batch_indices)):
                 source_ix = batch_indices[dst_ix]
                 key = _mix(key_now[0] ^ (np.uint64(source_ix) * _GOLDEN))
@@ -148,15 +165,20 @@ class _CropDecoder(ResizedCropRGBImageDecoder):
                 image_data = mem_read(field["data_ptr"], storage_state)
                 height = np.uint32(field["height"])
                 width = np.uint32(field["width"])
+                i, j, h, w = crop(height, width, params, key)
                 if field["mode"] == jpg:
+                    # Let libjpeg-turbo decode at k/8 scale when the crop stays at least the
+                    # output size: less IDCT work, and a good anti-aliased shrink.
+                    k = dct_scale(h, w, out_h, out_w)
+                    sh, sw = (height * k + 7) // 8, (width * k + 7) // 8
                     temp_buffer = temp_storage[dst_ix]
                     imdecode_c(image_data, temp_buffer, height, width, height, width,
-                               0, 0, 1, 1, False, False)
-                    temp_buffer = temp_buffer.reshape(-1)[: 3 * height * width]
-                    temp_buffer = temp_buffer.reshape(height, width, 3)
+                               0, 0, k, 8, False, False)
+                    temp_buffer = temp_buffer.reshape(-1)[: 3 * sh * sw].reshape(sh, sw, 3)
+                    i, j = i * k // 8, j * k // 8
+                    h, w = min((h * k + 7) // 8, sh - i), min((w * k + 7) // 8, sw - j)
                 else:
                     temp_buffer = image_data.reshape(height, width, 3)
-                i, j, h, w = crop(height, width, params, key)
                 resize_crop_c(temp_buffer, i, i + h, j, j + w, destination[dst_ix])
                 if hflip and _uniform(key, 64) < 0.5:
                     flip_rows(destination[dst_ix])

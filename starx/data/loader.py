@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -104,6 +105,7 @@ class StarLoader:
         self.train = stage != "eval"
         self.drop_last = self.train if drop_last is None else drop_last
         self.epoch, self.start_batch = epoch, start_batch
+        self._epoch_iterator = None  # FFCV's thread of the latest epoch
 
         default_mean, default_std = default_norm(in_chans)
         mean, std = tuple(mean or default_mean), tuple(std or default_std)
@@ -146,11 +148,26 @@ class StarLoader:
         if self.device.type == "cuda":  # copy in FFCV's thread, on its own CUDA streams
             image.append(ToDevice(self.device, non_blocking=True))
             label.append(ToDevice(self.device, non_blocking=True))
-        return Loader(
+        loader = Loader(
             str(self.path), batch_size=self.batch_size, num_workers=num_workers,
             order=OrderOption.SEQUENTIAL, drop_last=False, batches_ahead=batches_ahead,
             pipelines={"image": image, "label": label},
         )
+        loader.graph.allocate_memory = self._reusing_allocations(loader.graph.allocate_memory)
+        return loader
+
+    def _reusing_allocations(self, allocate):
+        """FFCV allocates (and pins) its batch buffers anew every epoch: hundreds of MB for
+        JPEG decoding at 192 px. Reuse them, unless an abandoned epoch's thread still runs."""
+        cached = functools.cache(allocate)
+
+        def allocate_memory(batch_size, batches_ahead):
+            previous = self._epoch_iterator
+            if previous is not None and previous.is_alive():
+                return allocate(batch_size, batches_ahead)
+            return cached(batch_size, batches_ahead)
+
+        return allocate_memory
 
     # -- epochs -------------------------------------------------------------------------
     def _indices(self, epoch: int) -> np.ndarray:
@@ -181,7 +198,7 @@ class StarLoader:
         if self.train:
             self._decoder.set_epoch(self.seed, epoch)
         self._ffcv.traversal_order = _FixedOrder(indices)
-        epoch_iterator = iter(self._ffcv)
+        epoch_iterator = self._epoch_iterator = iter(self._ffcv)
         finished = False
         try:
             for b, (images, labels) in enumerate(_guarded(epoch_iterator), start):
@@ -199,8 +216,9 @@ class StarLoader:
                 yield self.transform(images, cpu_gen, dev_gen), labels
             finished = True
         finally:
-            if not finished:  # stop FFCV's prefetch thread (it closes itself when exhausted)
+            if not finished:  # stop FFCV's prefetch thread; it ends after its current batch
                 epoch_iterator.close()
+                epoch_iterator.join(timeout=2.0)
         self.epoch, self.start_batch = epoch + 1, 0
 
 

@@ -67,6 +67,9 @@ class GuardedWriter(DatasetWriter):
                 if p.is_alive():
                     p.terminate()
                     p.join()
+            # After a failure the queue may hold chunks nobody will read; without this its
+            # feeder thread blocks interpreter exit forever.
+            todo.cancel_join_thread()
             self.metadata_sm.close()
             self.metadata_sm.unlink()
 
