@@ -63,15 +63,18 @@ def bench(path: Path, args) -> dict:
                          in_chans=3, seq_multiplier=args.seq_multiplier, num_workers=args.workers,
                          seed=0, device=args.device)
     sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
-    images, start, t0 = 0, time.perf_counter(), None
+    images, seen, start, t0 = 0, 0, time.perf_counter(), None
     for _ in range(args.epochs):
-        for b, (x, _y) in enumerate(loader):
+        for x, _y in loader:
+            seen += 1
             if t0 is not None:
                 images += x.shape[0]
-            elif b + 1 == args.warmup_batches:  # numba has compiled, queues are primed
+            elif seen == args.warmup_batches:  # numba has compiled, queues are primed
                 sync()
                 t0 = time.perf_counter()
                 warmup = t0 - start
+    if t0 is None:
+        raise SystemExit(f"only {seen} batches: fewer than --warmup-batches {args.warmup_batches}")
     sync()
     elapsed = time.perf_counter() - t0
     return {"images_per_s": round(images / elapsed, 1), "timed_images": images, "timed_s": round(elapsed, 2),
