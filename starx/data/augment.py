@@ -51,7 +51,7 @@ class BatchTransform:
         if self.randaug is not None:
             nchw = self.randaug(images.permute(0, 3, 1, 2).float(), cpu_gen)
         if self.in_chans == 1:
-            # Luma weights sum to 1, so grey sources stored as R=G=B come back exactly.
+            # Luma weights sum to 1, so grey sources stored as R=G=B come back unchanged.
             weights = torch.tensor(_LUMA, device=dev) * scale
             if self.randaug is not None:
                 x = (nchw * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)

@@ -17,6 +17,7 @@ from .decode import CenterCrop, SeededRandomResizedCrop, epoch_key, splitmix64
 from .errors import DataError
 from .info import dataset_info, max_image_side
 from .order import epoch_indices, num_batches
+from .randaug import BatchRandAugment
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +113,21 @@ class StarLoader:
         finetune = stage == "finetune"
         # RandAugment runs on the 3-channel image and, like timm, fills with the mean colour.
         fill = tuple(round(255 * m) for m in (mean if len(mean) == 3 else mean * 3))
-        from .randaug import BatchRandAugment
-
         self.transform = BatchTransform(
             in_chans=in_chans, mean=mean, std=std,
             randaug=BatchRandAugment(randaug, fill) if finetune and randaug else None,
             reprob=reprob if finetune else 0.0,
         )
-        self._decoder = self._make_decoder(img_size, scale, ratio, hflip, crop_ratio)
-        self._ffcv = self._make_ffcv_loader(num_workers or os.cpu_count() or 1, batches_ahead)
         self._num_batches = num_batches(len(self._indices(0)), batch_size, self.drop_last)
         if self._num_batches == 0:
             raise DataError(
                 f"{path}: {self.num_images_total} images give no batch of {batch_size} "
                 f"on each of {world_size} rank(s)"
             )
+        self._decoder = self._make_decoder(img_size, scale, ratio, hflip, crop_ratio)
+        self._ffcv = self._make_ffcv_loader(num_workers or os.cpu_count() or 1, batches_ahead)
+        log.debug("%s loader over %s: %d batches of %d (rank %d/%d), %d px, %d channel(s), device %s",
+                  stage, path, self._num_batches, batch_size, rank, world_size, img_size, in_chans, self.device)
 
     # -- construction -------------------------------------------------------------------
     def _make_decoder(self, img_size, scale, ratio, hflip, crop_ratio):
