@@ -53,6 +53,7 @@ def _import_errors() -> dict[str, str | None]:
     return {"causal_conv1d": cc_err, "mamba_ssm": ms_err}
 
 
+@torch.compiler.disable  # importing mamba_ssm under dynamo tracing fails (its lazy transformers imports)
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[_Kernels | None, str | None]:
     """The kernels, or (None, error text)."""
