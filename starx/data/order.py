@@ -1,7 +1,7 @@
 """Which images each rank reads in an epoch: a pure function of (seed, epoch, rank).
 
 Train stages: one permutation of the whole set per (seed, epoch), cut to a multiple of
-world_size * batch_size (drop_last) and dealt to ranks round-robin, so every rank
+world_size * batch_size (drop_last) and dealt to ranks round-robin by whole sequences, so every rank
 gets the same number of full batches and no image is seen twice in an epoch.
 Eval: the set in file order, dealt round-robin without padding (ranks may differ
 by one image; sum metrics across ranks at the end).
@@ -37,8 +37,11 @@ def epoch_indices(
     if drop_last:
         per_rank = num_images // world_size // batch_size * batch_size
         order = order[: per_rank * world_size]
-    mine = order[rank::world_size]
-    return mine[: len(mine) // multiple_of * multiple_of].astype(np.uint64)
+    # Deal whole sequences (k consecutive images), so the ranks' shares of a global batch
+    # are exactly the sequences a single process would see in that batch.
+    usable = len(order) // multiple_of * multiple_of
+    mine = order[:usable].reshape(-1, multiple_of)[rank::world_size].reshape(-1)
+    return mine.astype(np.uint64)
 
 
 def num_batches(num_indices: int, batch_size: int, drop_last: bool) -> int:
