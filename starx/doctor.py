@@ -7,6 +7,7 @@ or False (present but broken, or required and absent).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import platform
 import shutil
 import subprocess
@@ -23,7 +24,10 @@ def _version(module: str) -> tuple[bool, str]:
         mod = importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 - any import failure is what we report
         return False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return True, str(getattr(mod, "__version__", "installed"))
+    try:  # the installed distribution's version: ffcv 1.0.2's own __version__ still says 0.0.3rc1
+        return True, importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return True, str(getattr(mod, "__version__", "installed"))
 
 
 def checks() -> Iterator[Check]:
