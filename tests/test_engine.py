@@ -24,7 +24,8 @@ GOLDEN = ROOT / "tests" / "golden" / "pretrain_loss_tiny.json"
 def tiny(tmp_path: Path, *extra: str) -> list[str]:
     """Overrides that shrink the quickstart to seconds on one core: same code paths, tiny widths."""
     return [f"output_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=1",
-            "model.depth=2", "model.embed_dim=32", "model.decoder_dim=32", "model.decoder_depth=1",
+            "model.img_size=32", "model.patch_size=8", "model.cluster_size=2", "optim.base_lr=1e-3",
+            "data.crop_scale=[0.5,1.0]", "model.depth=2", "model.embed_dim=32", "model.decoder_dim=32", "model.decoder_depth=1",
             "model.decoder_heads=2", "data.batch_size=64", "pretrain.epochs=0.07", "pretrain.warmup_epochs=0.02",
             "finetune.batch_size=64", "finetune.epochs=0.07", "finetune.warmup_epochs=0.02", "eval.batch_size=500",
             "eval.linear_baseline=false", "log_every=1", "deterministic=true", *extra]
