@@ -32,4 +32,4 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "[install] pip install -e .[test] (torch, ffcv, timm, optuna, submitit, ...)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
-"$VENV/bin/python" -c "import starx, torch, ffcv; print(f'[install] starx {starx.__version__}, torch {torch.__version__}, ffcv {ffcv.__version__}')"
+"$VENV/bin/python" -c "import starx, torch, ffcv, importlib.metadata as md; print(f'[install] starx {starx.__version__}, torch {torch.__version__}, ffcv {md.version(\"ffcv\")}')"
