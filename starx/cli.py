@@ -42,16 +42,10 @@ def _fail(message: str, code: int) -> None:
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'your input is wrong' (exit 2) rather than 'the job broke' (exit 1)."""
+    from starx.data import DataError
     from starx.spec import SpecError
 
-    errors: list[type[BaseException]] = [SpecError]
-    try:
-        from starx.data import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (SpecError, DataError)
 
 
 def guarded(fn):
@@ -200,14 +194,10 @@ def _mount_subcommands() -> None:
     from starx.data.cli import app as data_app
 
     app.add_typer(data_app, name="data", help="Build and inspect FFCV datasets.")
-    try:
-        from starx import jobs_cli
-    except ImportError:
-        return
-    for name in ("sweep", "status", "results"):
-        fn = getattr(jobs_cli, name, None)
-        if fn is not None:
-            app.command(name)(guarded(fn))
+    from starx import jobs_cli
+
+    for fn in (jobs_cli.sweep, jobs_cli.status, jobs_cli.results):
+        app.command(fn.__name__)(guarded(fn))
 
 
 _mount_subcommands()

@@ -60,13 +60,6 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
-        value = value.clone()
-        torch_dist.all_reduce(value)
-    return value
-
-
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if it is true on one (so all ranks stop at the same step)."""
     if not (torch_dist.is_initialized() and torch_dist.get_world_size() > 1):
@@ -74,11 +67,6 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
     return bool(value.item())
-
-
-def barrier() -> None:
-    if torch_dist.is_initialized():
-        torch_dist.barrier()
 
 
 def shutdown() -> None:
