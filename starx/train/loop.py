@@ -29,6 +29,9 @@ from starx.train.schedule import lr_at
 log = logging.getLogger(__name__)
 
 
+PREEMPT_CHECK_EVERY = 10  # steps between preemption checks when several processes train together
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
@@ -110,6 +113,7 @@ class StageLoop:
         self.eval_fn = eval_fn
         self.state = StageState()
         self._last_save = time.monotonic()
+        self._pending: list[torch.Tensor] = []  # per-step losses not yet read from the device
 
     # -- checkpoints -------------------------------------------------------------------------
     def _unwrapped(self) -> torch.nn.Module:
@@ -172,7 +176,8 @@ class StageLoop:
             return nullcontext()
         return torch.autocast(device_type=self.dist.device.type, dtype=self.autocast_dtype)
 
-    def _optimizer_step(self, micro_batches: list[Any]) -> tuple[float, float, int]:
+    def _optimizer_step(self, micro_batches: list[Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One update; returns (mean loss, grad norm) as device tensors, without waiting for the device."""
         ensure_cpu_threads(self.spec.cpu_threads, self.dist.device)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -188,18 +193,29 @@ class StageLoop:
                 (loss / len(micro_batches)).backward()
             total_loss += loss.detach().float() / len(micro_batches)
             images += n
-        loss_value = float(all_reduce_mean(total_loss))
-        if not math.isfinite(loss_value):
-            raise NonFiniteLoss(
-                f"{self.spec.name}: non-finite loss ({loss_value}) at step {self.state.step}; "
-                f"the last good checkpoint is kept at {self.ckpt_path if self.ckpt_path.exists() else 'none yet'}")
         clip = self.spec.clip_grad
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self._unwrapped(), step=self.state.step)
-        return loss_value, float(grad_norm), images
+        return all_reduce_mean(total_loss), grad_norm.detach(), images
+
+    def _read_losses(self) -> list[float]:
+        """Move the losses of the steps run since the last read to the host (the loop's only
+        wait for the device) and stop the run if one of them is not finite."""
+        if not self._pending:
+            return []
+        first_step = self.state.step - len(self._pending) + 1
+        values = torch.stack(self._pending).tolist()
+        self._pending = []
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(
+                    f"{self.spec.name}: non-finite loss ({value}) at step {first_step + i}; the last good "
+                    f"checkpoint is kept at {self.ckpt_path if self.ckpt_path.exists() else 'none yet'}")
+        self.state.last_loss = values[-1]
+        return values
 
     def _micro_batches(self, epoch: int, first_step: int) -> Iterable[list[Any]]:
         """Group the loader's batches into the micro-batches of one optimizer step."""
@@ -226,44 +242,58 @@ class StageLoop:
         return self.state
 
     def _run_steps(self, progress: Optional[StageProgress]) -> None:
+        # Losses stay on the device until a log line, a checkpoint or the end of the stage
+        # needs them: a per-step .item() would stall the GPU while the host queues the next step.
         s = self.spec
-        interval_loss, interval_images, interval_start = [], 0, time.perf_counter()
+        interval_losses: list[float] = []
+        interval_images, interval_start = 0, time.perf_counter()
+        self._pending = []
         while self.state.step < s.total_steps:
             epoch, first = divmod(self.state.step, s.steps_per_epoch)
             for micro_batches in self._micro_batches(epoch, first):
                 lr = self._set_lr()
                 loss, grad_norm, images = self._optimizer_step(micro_batches)
                 self.state.step += 1
-                self.state.last_loss = loss
-                interval_loss.append(loss)
+                self._pending.append(loss)
                 interval_images += images * self.dist.world_size
                 if progress is not None:
-                    progress.advance(loss)
+                    progress.advance()
                 if self.state.step % s.log_every == 0 or self.state.step == s.total_steps:
-                    if self.autocast_dtype is not None and self.dist.device.type == "cuda":
-                        torch.cuda.synchronize()
+                    interval_losses += self._read_losses()  # waits for the device: the timing below is true
                     elapsed = time.perf_counter() - interval_start
-                    mean_loss = sum(interval_loss) / len(interval_loss)
+                    mean_loss = sum(interval_losses) / len(interval_losses)
                     self.state.losses.append(mean_loss)
+                    if progress is not None:
+                        progress.show_loss(mean_loss)
                     record = {"stage": s.name, "step": self.state.step,
                               "epoch": round(self.state.step / s.steps_per_epoch, 4),
-                              "loss": loss, "loss_mean": mean_loss, "lr": lr, "grad_norm": grad_norm,
+                              "loss": self.state.last_loss, "loss_mean": mean_loss, "lr": lr,
+                              "grad_norm": float(grad_norm),
                               "images_per_s": interval_images / elapsed,
                               "tokens_per_s": interval_images * s.tokens_per_image / elapsed}
                     if self.dist.device.type == "cuda":
                         record["mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     self.metrics.write(record)
-                    interval_loss, interval_images, interval_start = [], 0, time.perf_counter()
+                    interval_losses, interval_images, interval_start = [], 0, time.perf_counter()
                 if self.eval_fn is not None and s.eval_every_steps and self.state.step % s.eval_every_steps == 0 \
                         and self.state.step < s.total_steps:
+                    interval_losses += self._read_losses()
                     self._evaluate()
-                if any_rank(signals.preempt_requested(), self.dist.device):
+                if self._preempt_check_due() and any_rank(signals.preempt_requested(), self.dist.device):
+                    self._read_losses()
                     self.save()
                     raise signals.Preempted(signals.last_signal(), self.state.step)
                 if self.state.step >= s.total_steps:
                     break
                 if self._due_for_checkpoint():
+                    interval_losses += self._read_losses()  # never checkpoint weights a bad step made
                     self.save()
+        self._read_losses()
+
+    def _preempt_check_due(self) -> bool:
+        # One process reads its own flag for free; several must agree through an all-reduce,
+        # which waits for the device, so they do it every PREEMPT_CHECK_EVERY steps.
+        return self.dist.world_size == 1 or self.state.step % PREEMPT_CHECK_EVERY == 0
 
     def _evaluate(self) -> None:
         assert self.eval_fn is not None

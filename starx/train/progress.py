@@ -29,9 +29,14 @@ class StageProgress:
         self._progress.start()
         self._task = self._progress.add_task(name, total=total, completed=completed, loss="-")
 
-    def advance(self, loss: float) -> None:
+    def advance(self) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, loss=f"{loss:.4f}")
+            self._progress.update(self._task, advance=1)
+
+    def show_loss(self, loss: float) -> None:
+        """The mean loss of the last logged interval (losses are read from the GPU only then)."""
+        if self._progress is not None:
+            self._progress.update(self._task, loss=f"{loss:.4f}")
 
     def finish(self) -> None:
         if self._progress is not None:
