@@ -1,8 +1,10 @@
 """Data-parallel training on CPU: 2 gloo processes give the same losses as 1 process with the
-same global batch (the loader deals whole sequences to ranks, DDP averages gradients)."""
+same global batch (the loader deals whole sequences to ranks, DDP averages gradients), and a
+run preempted at one world size resumes at another with the same global batches."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,10 +14,39 @@ from pathlib import Path
 import pytest
 
 from starx.api import prepare
-from tests.test_engine import QUICKSTART, losses, tiny
+from starx.train.loop import PREEMPT_CHECK_EVERY
+from tests.test_engine import QUICKSTART, losses, metrics, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "import sys; from starx.train.job import run_job; run_job(sys.argv[1])"
+# k=4 sequences, global batch 64 images = 16 sequences (8 on each of 2 ranks); 13 steps of the
+# 156 in an epoch, so that a run preempted at step 10 (several processes agree on preemption
+# every PREEMPT_CHECK_EVERY steps) has steps left to resume.
+COMMON = ["finetune.enabled=false", "pretrain.epochs=0.08", "cpu_threads=1"]
+STEPS = 13
+
+# run_job, preempted at the end of step argv[2]: every rank raises SIGUSR1 on itself while that
+# step's metrics are logged (as SLURM signals every task), and the engine's own handler saves.
+PREEMPTED = 75
+RUN_UNTIL = f"""
+import signal, sys
+from starx.train.job import run_job
+from starx.train.metrics import MetricsLog
+from starx.train.signals import Preempted
+
+stop, write = int(sys.argv[2]), MetricsLog.write
+
+def write_then_preempt(self, record):  # called on every rank, written by rank 0 only
+    write(self, record)
+    if record.get("stage") == "pretrain" and record.get("step") == stop:
+        signal.raise_signal(signal.SIGUSR1)
+
+MetricsLog.write = write_then_preempt
+try:
+    run_job(sys.argv[1])
+except Preempted:
+    sys.exit({PREEMPTED})
+"""
 
 
 def _free_port() -> int:
@@ -24,28 +55,73 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_ranks(run_dir: Path, world_size: int) -> None:
+def _run_ranks(run_dir: Path, world_size: int, stop_at: int | None = None) -> None:
+    """run_job(run_dir) in `world_size` gloo processes, to the end or preempted after step `stop_at`."""
     port = _free_port()
+    code, args, expected = (RUN, [], 0) if stop_at is None else (RUN_UNTIL, [str(stop_at)], PREEMPTED)
     procs = []
     for rank in range(world_size):
         env = {**os.environ, "WORLD_SIZE": str(world_size), "RANK": str(rank), "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-c", RUN, str(run_dir)], cwd=ROOT, env=env,
+        procs.append(subprocess.Popen([sys.executable, "-c", code, str(run_dir), *args], cwd=ROOT, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     for p in procs:
         _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-3000:]
+        assert p.returncode == expected, err.decode()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def ddp_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ddp")
+
+
+def _prepare(ddp_tmp: Path, name: str):
+    # One dataset cache for the module: only the first run builds it.
+    return prepare(QUICKSTART, tiny(ddp_tmp / name, *COMMON, f"data.cache_dir={ddp_tmp / 'cache'}"))
+
+
+@pytest.fixture(scope="module")
+def one_process_losses(ddp_tmp) -> dict[int, float]:
+    """The reference: the spec run to the end by 1 process."""
+    one = _prepare(ddp_tmp, "one")
+    _run_ranks(one.run_dir, 1)
+    expected = losses(one.run_dir)
+    assert sorted(expected) == list(range(1, STEPS + 1))
+    return expected
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tmp_path):
-    # k=4 sequences, global batch 64 images = 16 sequences, 8 on each rank.
-    common = ["finetune.enabled=false", "pretrain.epochs=0.04", "cpu_threads=1"]
-    one = prepare(QUICKSTART, tiny(tmp_path / "one", *common))
-    _run_ranks(one.run_dir, 1)
-    two = prepare(QUICKSTART, tiny(tmp_path / "two", *common))
+def test_two_gloo_processes_match_one_process(ddp_tmp, one_process_losses):
+    two = _prepare(ddp_tmp, "two")
     _run_ranks(two.run_dir, 2)
-    expected, got = losses(one.run_dir), losses(two.run_dir)
+    expected, got = one_process_losses, losses(two.run_dir)
     assert sorted(got) == sorted(expected) and len(expected) >= 5
     for step, loss in expected.items():
         assert got[step] == pytest.approx(loss, rel=1e-4), (step, got, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("before,after", [(2, 1), (1, 2)], ids=["2to1", "1to2"])
+def test_preempted_run_resumes_with_another_world_size(ddp_tmp, one_process_losses, before, after):
+    """Steps count global batches and every rank's share is a function of (seed, epoch, rank,
+    world_size), so a checkpoint taken with `before` processes continues with `after` processes
+    on exactly the global batches of an uninterrupted run: same losses, each step logged once."""
+    stop = PREEMPT_CHECK_EVERY  # where processes that train together can stop
+    assert 0 < stop < STEPS, "make COMMON's pretrain.epochs cover more than PREEMPT_CHECK_EVERY steps"
+    run = _prepare(ddp_tmp, f"resume{before}to{after}")
+    _run_ranks(run.run_dir, before, stop_at=stop)
+    result = json.loads((run.run_dir / "result.json").read_text())
+    assert result["status"] == "preempted" and "SIGUSR1" in result["error"], result
+    assert result["world_size"] == before
+    assert f"checkpoint saved at step {stop}" in result["error"]
+    assert [r["step"] for r in metrics(run.run_dir)] == list(range(1, stop + 1))
+
+    _run_ranks(run.run_dir, after)
+    result = json.loads((run.run_dir / "result.json").read_text())
+    assert result["status"] == "done" and result["world_size"] == after
+    assert result["metrics"]["pretrain_steps"] == STEPS
+    steps = [r["step"] for r in metrics(run.run_dir) if r["stage"] == "pretrain" and "loss" in r]
+    assert steps == list(range(1, STEPS + 1))  # no gap, no step logged twice
+    got = losses(run.run_dir)
+    for step, loss in one_process_losses.items():
+        assert got[step] == pytest.approx(loss, rel=1e-4), (step, got, one_process_losses)

@@ -115,7 +115,7 @@ def _twins(module: torch.nn.Module):
 @pytest.mark.parametrize("kind", ["mamba", "bimamba4"])
 def test_mixer_fused_vs_twin(kind, dtype, check):
     from starx.models import BiMamba4, Mamba
-    from starx.models.mamba import column_order
+    from starx.models.mamba import column_order, direction_orders
 
     tol_out, tol_grad = TOL[dtype]
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def test_mixer_fused_vs_twin(kind, dtype, check):
         fused, twin = _twins(BiMamba4(D, backend="cuda"))
         seq = 14 * 14 + 1
         perm = column_order(14, 14, seq // 2).cuda()
-        kwargs = {"col_perm": perm, "col_inv": torch.argsort(perm)}
+        kwargs = dict(zip(("orders", "inverses"), direction_orders(perm)))
     x = torch.randn(B, seq, D, device="cuda")
     results = {}
     for name, mixer in (("cuda", fused), ("torch", twin)):

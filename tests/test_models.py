@@ -18,7 +18,7 @@ from starx.models import (
     load_pretrained,
 )
 from starx.models.layout import build_layout, cluster_order
-from starx.models.mamba import column_order
+from starx.models.mamba import column_order, direction_orders
 from starx.models.star import decoder_taps, patchify
 from starx.ops import mamba_inner, selective_scan_ref
 
@@ -241,7 +241,7 @@ def test_bimamba4_matches_arm_v3_square_grid():
     L = side * side + 1
     x = torch.randn(2, L, d, dtype=torch.float64)
     perm = column_order(side, side, L // 2)
-    out = m(x, col_perm=perm, col_inv=torch.argsort(perm))
+    out = m(x, *direction_orders(perm))
     # ARM's mamba_simple v3: transpose the patch grid around the middle cls token
     xz, t = (x @ m.in_proj.weight.t()).transpose(1, 2), L // 2
 

@@ -14,6 +14,7 @@ from starx.ops import (
     causal_conv1d_torch,
     kernel_status,
     mamba_inner,
+    mamba_inner_directions,
     selective_scan,
     selective_scan_ref,
     selective_scan_torch,
@@ -150,6 +151,44 @@ def test_mamba_inner_torch_matches_composition():
     torch.testing.assert_close(out, torch.einsum("bdl,ed->ble", y, out_proj))
     no_proj = mamba_inner(xz, conv_w, conv_b, x_proj, dt_proj, None, None, A, D, dt_bias, backend="torch")
     torch.testing.assert_close(no_proj, y)
+
+
+def test_grouped_scan_matches_one_scan_per_group():
+    g, dg = 3, 4
+    t = scan_inputs(2, g * dg, 11, 5, torch.float64)
+    grouped_B = torch.stack([scan_inputs(2, dg, 11, 5, torch.float64, seed=s)["B"] for s in range(g)], 1)
+    grouped_C = torch.stack([scan_inputs(2, dg, 11, 5, torch.float64, seed=s)["C"] for s in range(g)], 1)
+    out = selective_scan(t["u"], t["delta"], t["A"], grouped_B, grouped_C, t["D"], t["z"], t["delta_bias"],
+                         delta_softplus=True, backend="torch")
+    part = lambda name, j: t[name][..., j * dg : (j + 1) * dg, :] if t[name].dim() == 3 else t[name][j * dg : (j + 1) * dg]  # noqa: E731,E501
+    for j in range(g):
+        ref = selective_scan_ref(part("u", j), part("delta", j), part("A", j), grouped_B[:, j], grouped_C[:, j],
+                                 part("D", j), part("z", j), part("delta_bias", j), delta_softplus=True)
+        torch.testing.assert_close(out[:, j * dg : (j + 1) * dg], ref)
+    with pytest.raises(ValueError, match="do not divide"):
+        five = lambda x: torch.cat([x, x[:, :2]], 1)  # noqa: E731  (5 groups for 12 channels)
+        selective_scan(t["u"], t["delta"], t["A"], five(grouped_B), five(grouped_C), backend="torch")
+
+
+def test_mamba_inner_directions_matches_one_call_per_direction():
+    g = torch.Generator().manual_seed(0)
+    b, di, l, n, r, w, dirs = 2, 6, 9, 4, 2, 4, 4
+    rnd = lambda *s: 0.5 * torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    xz = rnd(b, 2 * di, l)
+    orders = torch.stack([torch.randperm(l, generator=g) for _ in range(dirs)])
+    inverses = torch.argsort(orders, dim=1)
+    conv_w, conv_b = rnd(dirs, di, 1, w), rnd(dirs, di)
+    x_proj, dt_proj = rnd(dirs, r + 2 * n, di), rnd(dirs, di, r)
+    A, D, dt_bias = -torch.exp(rnd(dirs, di, n)), rnd(dirs, di), rnd(dirs, di)
+    out = mamba_inner_directions(xz, orders, inverses, conv_w[:, :, 0].reshape(dirs * di, w), conv_b.flatten(),
+                                 x_proj, dt_proj, A.reshape(dirs * di, n), D.flatten(), dt_bias.flatten(),
+                                 backend="torch")
+    expected = sum(
+        mamba_inner(xz[..., orders[j]], conv_w[j], conv_b[j], x_proj[j], dt_proj[j], None, None, A[j], D[j],
+                    dt_bias[j], backend="torch")[..., inverses[j]]
+        for j in range(dirs)
+    )
+    torch.testing.assert_close(out, expected)
 
 
 def test_backend_choice():

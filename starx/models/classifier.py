@@ -21,7 +21,7 @@ from torch import Tensor
 
 from starx.models.blocks import PatchEmbed, init_mamba_weights, init_token
 from starx.models.config import POOLS, STARConfig
-from starx.models.mamba import DIRECTIONS, BiMamba4, column_order
+from starx.models.mamba import DIRECTIONS, BiMamba4, column_order, direction_orders
 from starx.models.pos_embed import sincos_2d
 from starx.models.star import build_encoder_layers
 
@@ -51,9 +51,9 @@ class STARClassifier(nn.Module):
         self.layers = build_encoder_layers(cfg, BiMamba4, cfg.drop_path)
         self.norm_f = nn.LayerNorm(D)
         self.head = nn.Linear(D, num_classes)
-        perm = column_order(gh, gw, self.cls_pos)
-        self.register_buffer("col_perm", perm, persistent=False)
-        self.register_buffer("col_inv", torch.argsort(perm), persistent=False)
+        orders, inverses = direction_orders(column_order(gh, gw, self.cls_pos))
+        self.register_buffer("orders", orders, persistent=False)
+        self.register_buffer("inverses", inverses, persistent=False)
 
         self.apply(lambda m: init_mamba_weights(m, cfg.depth))
         init_token(self.cls_token)
@@ -75,7 +75,7 @@ class STARClassifier(nn.Module):
         x = torch.cat([x[:, :c], self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x[:, c:]], dim=1)
         x = x + self.pos_embed
         for block in self.layers:
-            x = block(x, col_perm=self.col_perm, col_inv=self.col_inv)
+            x = block(x, orders=self.orders, inverses=self.inverses)
         x = self.norm_f(x)
         if self.pool == "cls":
             return x[:, c]

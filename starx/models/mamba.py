@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from starx.ops import check_backend, mamba_inner, mamba_inner_time_major, use_cuda_kernels
+from starx.ops import check_backend, mamba_inner, mamba_inner_directions, mamba_inner_time_major, use_cuda_kernels
 
 DIRECTIONS = ("", "_b", "_c", "_c_b")  # ARM's suffixes: rows fwd / bwd, columns fwd / bwd
 
@@ -129,25 +129,48 @@ class BiMamba4(Mamba):
     backwards) with their own conv / x_proj / dt_proj / A / D, sharing in_proj and out_proj;
     the four outputs are summed and divided by 4 before out_proj.
 
-    ``forward(x, col_perm, col_inv)``: x (b, l, d) in the classifier's token order (raster
-    patches with the cls token in the middle); ``col_perm`` (l,) reorders it column by column
-    (cls kept in place, see ``column_order``) and ``col_inv`` is its inverse.
+    ``forward(x, orders, inverses)``: x (b, l, d) in the classifier's token order (raster
+    patches with the cls token in the middle); ``orders`` (4, l) says in which order each
+    direction reads the tokens and ``inverses`` maps back (see ``direction_orders``). With the
+    kernels the four directions run as one grouped conv and scan (``mamba_inner_directions``).
     """
 
     directions = DIRECTIONS
 
-    def forward(self, x: Tensor, col_perm: Tensor, col_inv: Tensor) -> Tensor:
+    def _stacked(self, name: str) -> list[Tensor]:
+        return [getattr(self, name.replace("*", s)) for s in self.directions]
+
+    def forward(self, x: Tensor, orders: Tensor, inverses: Tensor) -> Tensor:
         kernels = use_cuda_kernels(self.backend, x)
-        t = -1 if kernels else 0  # the time axis of the backend's layout
         xz = self._in_proj(x, kernels)
-        run = partial(self._direction, project=False, kernels=kernels)
-        rows = run(xz, "") + run(xz.flip(t), "_b").flip(t)
-        xc = xz.index_select(t % xz.dim(), col_perm)
-        cols = run(xc, "_c") + run(xc.flip(t), "_c_b").flip(t)
-        y = (rows + cols.index_select(t % xz.dim(), col_inv)) / 4
         if kernels:
-            return F.linear(rearrange(y, "b d l -> b l d"), self.out_proj.weight, self.out_proj.bias)
-        return F.linear(y, self.out_proj.weight, self.out_proj.bias).transpose(0, 1)
+            convs = self._stacked("conv1d*")
+            y = mamba_inner_directions(
+                xz, orders, inverses,
+                torch.cat([c.weight[:, 0] for c in convs]), torch.cat([c.bias for c in convs]),
+                torch.stack([p.weight for p in self._stacked("x_proj*")]),
+                torch.stack([p.weight for p in self._stacked("dt_proj*")]),
+                -torch.exp(torch.cat(self._stacked("A*_log")).float()), torch.cat(self._stacked("D*")).float(),
+                torch.cat([p.bias for p in self._stacked("dt_proj*")]).float(), True, backend="cuda",
+            )  # fmt: skip
+            return F.linear(rearrange(y / 4, "b d l -> b l d"), self.out_proj.weight, self.out_proj.bias)
+        y = sum(
+            self._direction(xz.index_select(0, order), suffix, project=False, kernels=False).index_select(0, inverse)
+            for suffix, order, inverse in zip(self.directions, orders, inverses)
+        )
+        return F.linear(y / 4, self.out_proj.weight, self.out_proj.bias).transpose(0, 1)
+
+
+def direction_orders(col_perm: Tensor) -> tuple[Tensor, Tensor]:
+    """(orders, inverses), each (4, l), for the DIRECTIONS rows, rows backwards, columns,
+    columns backwards, from ``col_perm`` (``column_order``): direction j reads token orders[j]
+    at its step t, and inverses[j][i] is the step at which it reads token i."""
+    L = col_perm.numel()
+    rows = torch.arange(L, device=col_perm.device)
+    col_inv = torch.argsort(col_perm)
+    orders = torch.stack([rows, rows.flip(0), col_perm, col_perm.flip(0)])
+    inverses = torch.stack([rows, rows.flip(0), col_inv, L - 1 - col_inv])
+    return orders, inverses
 
 
 def column_order(grid_h: int, grid_w: int, cls_pos: int | None) -> Tensor:

@@ -16,7 +16,7 @@ from starx.ops._kernels import (
     use_cuda_kernels,
 )
 from starx.ops.conv import causal_conv1d, causal_conv1d_time_major, causal_conv1d_torch
-from starx.ops.inner import mamba_inner, mamba_inner_time_major
+from starx.ops.inner import mamba_inner, mamba_inner_directions, mamba_inner_time_major
 from starx.ops.scan import selective_scan, selective_scan_ref, selective_scan_time_major, selective_scan_torch
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "check_backend",
     "kernel_status",
     "mamba_inner",
+    "mamba_inner_directions",
     "mamba_inner_time_major",
     "selective_scan",
     "selective_scan_ref",

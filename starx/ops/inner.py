@@ -4,10 +4,15 @@ Mirrors ``mamba_ssm.ops.selective_scan_interface.mamba_inner_fn`` with input-dep
 On CUDA with the kernels it runs the fused ``mamba_inner_fn`` (one autograd node, recomputes the
 conv in the backward); without ``out_proj_weight`` (the bidirectional classifier sums
 directions before projecting) it composes ``causal_conv1d_fn`` and ``selective_scan_fn``.
+
+``mamba_inner_directions`` runs several scans of one input in different token orders (ARM's
+4-direction mixer) as one conv and one scan over the directions stacked along channels, each
+direction a group with its own B and C: a quarter of the kernel launches of four separate scans.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
@@ -86,3 +91,40 @@ def mamba_inner_time_major(
     if out_proj_weight is None:
         return y
     return F.linear(y, out_proj_weight, out_proj_bias)
+
+
+def mamba_inner_directions(
+    xz: Tensor,
+    orders: Tensor,
+    inverses: Tensor,
+    conv1d_weight: Tensor,
+    conv1d_bias: Tensor | None,
+    x_proj_weight: Tensor,
+    delta_proj_weight: Tensor,
+    A: Tensor,
+    D: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool = True,
+    backend: str = "auto",
+) -> Tensor:
+    """Sum over g token orders of the scan of xz read in that order, mapped back to xz's order.
+
+    xz (b, 2*di, l); orders, inverses (g, l), inverses[j] = argsort(orders[j]). Per-direction
+    parameters stacked along a leading g (or g*di channel) axis: conv1d_weight (g*di, w),
+    conv1d_bias (g*di,), x_proj_weight (g, dt_rank + 2n, di), delta_proj_weight (g, di, dt_rank),
+    A (g*di, n) already negative, D and delta_bias (g*di,). Returns (b, di, l).
+    """
+    (g, L), (b, two_di) = orders.shape, xz.shape[:2]
+    di, n, dt_rank = two_di // 2, A.shape[1], delta_proj_weight.shape[2]
+    xs = xz[:, :, orders].transpose(1, 2)  # (b, g, 2*di, l): direction j reads xz in orders[j]
+    x = xs[:, :, :di].reshape(b, g * di, L)
+    z = xs[:, :, di:].reshape(b, g * di, L)
+    x = causal_conv1d(x, conv1d_weight, conv1d_bias, "silu", backend=backend)
+    # (weights in the activations' dtype: einsum mixes no dtypes, with or without autocast)
+    x_dbl = torch.einsum("bgdl,gkd->bgkl", x.view(b, g, di, L), x_proj_weight.to(x.dtype))
+    dt, B, C = x_dbl.split([dt_rank, n, n], dim=2)
+    dt = torch.einsum("bgrl,gdr->bgdl", dt, delta_proj_weight.to(dt.dtype)).reshape(b, g * di, L)
+    y = selective_scan(x, dt, A, B.contiguous(), C.contiguous(), D, z=z, delta_bias=delta_bias,
+                       delta_softplus=delta_softplus, backend=backend)
+    back = inverses.view(1, g, 1, L).expand(b, g, di, L)
+    return y.view(b, g, di, L).gather(3, back).sum(1)

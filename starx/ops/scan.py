@@ -25,6 +25,16 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _groups(u: Tensor, B: Tensor) -> int:
+    """Channel groups of a grouped scan: B and C (b, g, n, l) serve channels [j*d/g, (j+1)*d/g)."""
+    if B.dim() != 4:
+        return 1
+    g = B.shape[1]
+    if u.shape[1] % g:
+        raise ValueError(f"grouped B has {g} groups, which do not divide the {u.shape[1]} channels")
+    return g
+
+
 def _check_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
     if u.dim() != 3 or delta.shape != u.shape:
         raise ValueError(f"u and delta must both be (b, d, l); got {tuple(u.shape)}, {tuple(delta.shape)}")
@@ -258,10 +268,19 @@ def selective_scan(
     """Selective scan on the chosen backend (``auto | cuda | torch``); see the module docstring.
 
     ``cuda`` runs mamba_ssm's ``selective_scan_fn`` and raises KernelUnavailableError where it
-    can't; ``auto`` uses it for CUDA tensors when it loads, else the torch twin.
+    can't; ``auto`` uses it for CUDA tensors when it loads, else the torch twin. B and C may
+    also be grouped, (b, g, n, l): group j serves channels [j*d/g, (j+1)*d/g), as in the kernel.
     """
     if use_cuda_kernels(backend, u):
         return kernels_or_raise().selective_scan_fn(
             u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus
         )
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    g = _groups(u, B)
+    if g == 1:
+        return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    part = lambda t, j: None if t is None else t.chunk(g, dim=1 if t.dim() == 3 else 0)[j]  # noqa: E731  channels
+    return torch.cat([
+        selective_scan_torch(part(u, j), part(delta, j), part(A, j), B[:, j], C[:, j], part(D, j), part(z, j),
+                             part(delta_bias, j), delta_softplus)
+        for j in range(g)
+    ], dim=1)
