@@ -1,0 +1,93 @@
+"""Where the GPU time of one STAR-B pretraining step goes, kernel by kernel (torch.profiler).
+
+Builds the model and optimiser exactly as bench/pretrain_step.py does (the engine's own
+builders), runs a few warm steps, profiles three, and prints the CUDA time per step of the
+top kernels and of kernel families (scan, conv, matmul, attention, norm, optimizer, other
+elementwise). This is the split the throughput plan in bench/README.md rests on.
+
+    python bench/profile_step.py --k 4 --batch 256 [--compile] [--out profile.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pretrain_step import build  # noqa: E402
+
+FAMILIES = [  # first match wins
+    ("selective scan", r"selective_scan"),
+    ("causal conv1d", r"causal_conv1d"),
+    ("matmul (gemm)", r"gemm|cutlass|sm90_xmma|nvjet|cublas|wgmma"),
+    ("attention", r"fmha|attention|flash|efficient_attention"),
+    ("layer norm", r"layer_norm|LayerNorm"),
+    ("optimizer + clip", r"fused_adam|FusedAdam|multi_tensor|foreach|norm_kernel"),
+    ("copies / transposes", r"copy|Copy|transpose|cat|gather|index|scatter"),
+]
+
+
+def family(name: str) -> str:
+    for fam, pattern in FAMILIES:
+        if re.search(pattern, name):
+            return fam
+    return "other elementwise / reductions"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    cfg, model, run_model, opt = build(args.k, "cuda", args.compile)
+    images = torch.randn(args.batch, 3, cfg.model.img_size, cfg.model.img_size, device="cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = run_model(images).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+        opt.step()
+
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(args.steps):
+            step()
+        torch.cuda.synchronize()
+
+    per_kernel: dict[str, float] = defaultdict(float)
+    for evt in prof.key_averages():
+        if evt.device_type == torch.autograd.DeviceType.CUDA and evt.device_time_total > 0:
+            per_kernel[evt.key] += evt.device_time_total / 1e3 / args.steps  # ms per step
+    total = sum(per_kernel.values())
+    families: dict[str, float] = defaultdict(float)
+    for name, ms in per_kernel.items():
+        families[family(name)] += ms
+    lines = [f"STAR-B k={args.k} batch {args.batch} images compile={args.compile} on {torch.cuda.get_device_name()}: "
+             f"{total:.1f} ms of GPU kernels per step ({args.batch / total * 1e3:.0f} images/s if nothing else ran)",
+             "", "by family (ms/step, share):"]
+    lines += [f"  {fam:32s} {ms:7.2f}  {ms / total:6.1%}" for fam, ms in sorted(families.items(), key=lambda x: -x[1])]
+    lines += ["", "top kernels (ms/step):"]
+    lines += [f"  {ms:7.2f}  {name[:110]}" for name, ms in sorted(per_kernel.items(), key=lambda x: -x[1])[:30]]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
