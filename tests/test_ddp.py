@@ -1,6 +1,7 @@
 """Data-parallel training on CPU: 2 gloo processes give the same losses as 1 process with the
-same global batch (the loader deals whole sequences to ranks, DDP averages gradients), and a
-run preempted at one world size resumes at another with the same global batches."""
+same global batch (the loader deals whole sequences to ranks, DDP averages gradients), a run
+preempted at one world size resumes at another with the same global batches, and no rank starts
+a stage before rank 0 has written the checkpoint it reads."""
 
 from __future__ import annotations
 
@@ -48,6 +49,22 @@ except Preempted:
     sys.exit({PREEMPTED})
 """
 
+# run_job with rank 0's checkpoint writes slowed down, as on a slow shared disk.
+RUN_SLOW_SAVE = """
+import sys, time
+from starx.train import checkpoint
+from starx.train.job import run_job
+
+save = checkpoint.save_atomic
+
+def slow_save(state, path):
+    time.sleep(3)
+    return save(state, path)
+
+checkpoint.save_atomic = slow_save
+run_job(sys.argv[1])
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -55,10 +72,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_ranks(run_dir: Path, world_size: int, stop_at: int | None = None) -> None:
-    """run_job(run_dir) in `world_size` gloo processes, to the end or preempted after step `stop_at`."""
+def _run_ranks(run_dir: Path, world_size: int, *args: str, code: str = RUN, expected_rc: int = 0) -> None:
+    """`code` (run_job(run_dir) by default) in `world_size` gloo processes."""
     port = _free_port()
-    code, args, expected = (RUN, [], 0) if stop_at is None else (RUN_UNTIL, [str(stop_at)], PREEMPTED)
     procs = []
     for rank in range(world_size):
         env = {**os.environ, "WORLD_SIZE": str(world_size), "RANK": str(rank), "LOCAL_RANK": str(rank),
@@ -67,7 +83,7 @@ def _run_ranks(run_dir: Path, world_size: int, stop_at: int | None = None) -> No
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     for p in procs:
         _, err = p.communicate(timeout=300)
-        assert p.returncode == expected, err.decode()[-3000:]
+        assert p.returncode == expected_rc, err.decode()[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +91,9 @@ def ddp_tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ddp")
 
 
-def _prepare(ddp_tmp: Path, name: str):
+def _prepare(ddp_tmp: Path, name: str, *extra: str):
     # One dataset cache for the module: only the first run builds it.
-    return prepare(QUICKSTART, tiny(ddp_tmp / name, *COMMON, f"data.cache_dir={ddp_tmp / 'cache'}"))
+    return prepare(QUICKSTART, tiny(ddp_tmp / name, *COMMON, f"data.cache_dir={ddp_tmp / 'cache'}", *extra))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +125,7 @@ def test_preempted_run_resumes_with_another_world_size(ddp_tmp, one_process_loss
     stop = PREEMPT_CHECK_EVERY  # where processes that train together can stop
     assert 0 < stop < STEPS, "make COMMON's pretrain.epochs cover more than PREEMPT_CHECK_EVERY steps"
     run = _prepare(ddp_tmp, f"resume{before}to{after}")
-    _run_ranks(run.run_dir, before, stop_at=stop)
+    _run_ranks(run.run_dir, before, str(stop), code=RUN_UNTIL, expected_rc=PREEMPTED)
     result = json.loads((run.run_dir / "result.json").read_text())
     assert result["status"] == "preempted" and "SIGUSR1" in result["error"], result
     assert result["world_size"] == before
@@ -125,3 +141,13 @@ def test_preempted_run_resumes_with_another_world_size(ddp_tmp, one_process_loss
     got = losses(run.run_dir)
     for step, loss in one_process_losses.items():
         assert got[step] == pytest.approx(loss, rel=1e-4), (step, got, one_process_losses)
+
+
+@pytest.mark.slow
+def test_fine_tuning_waits_for_rank_0s_pretraining_checkpoint(ddp_tmp):
+    """Rank 0 alone writes pretrain_last.pt, which every rank reads to start fine-tuning: the other
+    ranks wait for it (they used to read it at once: an older checkpoint, or none and a crash)."""
+    run = _prepare(ddp_tmp, "stages", "pretrain.epochs=0.02", "finetune.enabled=true", "finetune.epochs=0.02")
+    _run_ranks(run.run_dir, 2, code=RUN_SLOW_SAVE)
+    result = json.loads((run.run_dir / "result.json").read_text())
+    assert result["status"] == "done" and result["metrics"]["finetune_steps"] >= 1, result

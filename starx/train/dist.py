@@ -69,6 +69,12 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def barrier(device: torch.device) -> None:
+    """Wait until every rank gets here (e.g. until rank 0 has written a file the others read next)."""
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        torch_dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def shutdown() -> None:
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()

@@ -157,6 +157,9 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
                 log.info("stage %s: starting", name)
                 done = fn(ctx, progress)
                 _mark_stage_done(run_dir, name, done, dist.is_main)
+                # Rank 0 alone writes the stage's last checkpoint, which the next stage reads
+                # (finetune.init=pretrain): no rank goes on before it is there.
+                dist_mod.barrier(dist.device)
             result["metrics"].update(done)
             record("running")
         record("done")
