@@ -42,6 +42,8 @@ def sweep(
                                 "run the sweep again later to collect them."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Return after this long, "
                                                 "leaving trials running (resume later)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Queue each failed trial's point once more "
+                                      "(e.g. after fixing a missing dataset); it resumes from its checkpoint."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the search space / grid cells and exit."),
 ):
     """Run an ablation or hyper-parameter search: an Optuna study on disk, N trials in flight, resumable."""
@@ -71,7 +73,8 @@ def sweep(
                 console.print(f"  {name}: {p.type} {p.values if p.type == 'choice' else (p.low, p.high)}"
                               + (" log" if p.log or p.type == "logfloat" else ""), highlight=False, markup=False)
         return
-    driver = SweepDriver(cfg, max_wall_s=None if max_minutes is None else max_minutes * 60, detach=detach)
+    driver = SweepDriver(cfg, max_wall_s=None if max_minutes is None else max_minutes * 60, detach=detach,
+                         retry_failed=retry_failed)
     if resume and not (driver.dir / "study.journal").exists():
         _usage(f"nothing to resume: no study in {driver.dir}")
     summary = driver.run()

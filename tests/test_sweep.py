@@ -160,6 +160,25 @@ def test_failure_limit_stops_starting_trials(tmp_path):
     assert [t["params"]["fake.fail_at_step"] for t in ts] == [0, 1, 2]  # the declared order
 
 
+def test_retry_failed_queues_each_failed_point_once_more(tmp_path):
+    blocker = tmp_path / "dataset-missing"
+    blocker.touch()  # trials with fake.fail_while fail while this file exists (a missing dataset, say)
+    path = setup_sweep(tmp_path, params={"fake.fail_while": [None, str(blocker)], "fake.steps": [2, 3]},
+                       max_failures=5)
+    first = drive(path, tmp_path)
+    assert first.complete == 2 and first.failed == 2
+    assert drive(path, tmp_path).failed == 2 and len(trials(tmp_path)) == 4  # a plain resume retries nothing
+    blocker.unlink()
+    summary = drive(path, tmp_path, retry_failed=True)
+    assert summary.ok and summary.complete == 4 and summary.n_trials == 6
+    ts = trials(tmp_path)
+    retried = [t for t in ts if t["state"] == "FAIL"]
+    assert len(ts) == 6 and len(retried) == 2
+    done = {(t["params"]["fake.fail_while"], t["params"]["fake.steps"]) for t in ts if t["state"] == "COMPLETE"}
+    assert done == {(None, 2), (None, 3), (str(blocker), 2), (str(blocker), 3)}  # every point once
+    assert drive(path, tmp_path, retry_failed=True).complete == 4 and len(trials(tmp_path)) == 6  # not again
+
+
 def test_random_sampler_and_resume_with_more_trials(tmp_path):
     params = {"x": {"type": "float", "low": 0.0, "high": 4.0}, "y": {"type": "logfloat", "low": 0.1, "high": 10.0}}
     path = setup_sweep(tmp_path, params=params, sampler="random", n_trials=3, n_parallel=3,

@@ -11,7 +11,8 @@ Spec keys used::
     root: /tmp/results           # results root
     seed: 0
     x: 1.0                       # any numbers: the objective is a function of them
-    fake: {steps: 5, sleep_s: 0.0, fail: false, fail_at_step: -1, invalid: false}
+    fake: {steps: 5, sleep_s: 0.0, fail: false, fail_at_step: -1, fail_while: null, invalid: false}
+                                 # fail_while: a path; the run fails while that file exists
     launch: {...}                # starx.launch.config.LaunchConfig
 """
 
@@ -77,7 +78,8 @@ def fake_run_job(run_dir: str) -> dict:
     t0 = time.time()
     run_dir_p = Path(run_dir)
     cfg = yaml.safe_load((run_dir_p / "spec.yaml").read_text())
-    fake = {"steps": 5, "sleep_s": 0.0, "fail": False, "fail_at_step": -1, **(cfg.get("fake") or {})}
+    fake = {"steps": 5, "sleep_s": 0.0, "fail": False, "fail_at_step": -1, "fail_while": None,
+            **(cfg.get("fake") or {})}
     signals.reset()
     signals.install()
     ckpt = run_dir_p / "checkpoints" / "last.json"
@@ -100,6 +102,8 @@ def fake_run_job(run_dir: str) -> dict:
                 **base, "status": "preempted", "metrics": {}, "wall_time_s": time.time() - t0,
                 "error": None})
             raise signals.Preempted(signals.last_signal(), step)
+        if fake["fail_while"] and Path(fake["fail_while"]).exists():
+            raise RuntimeError(f"fake failure: {fake['fail_while']} exists")
         if step == int(fake["fail_at_step"]) or (fake["fail"] and step == start):
             raise RuntimeError(f"fake failure at step {step}")
         time.sleep(float(fake["sleep_s"]))

@@ -14,7 +14,9 @@ Resume (running the same sweep again, or ``--resume``): trials the study records
 are re-attached to their jobs when those are still queued/running, told when their run
 directory already holds a final result, and relaunched (they resume from their checkpoints)
 when their job vanished. Finished trials are never run again: a trial whose run directory is
-already done is told its recorded result without launching anything.
+already done is told its recorded result without launching anything. With ``retry_failed``, each
+failed point of the space that has no other trial yet is queued once more as a new trial (its run
+resumes from its checkpoint if it has one); the failed trial stays in the record.
 """
 
 from __future__ import annotations
@@ -80,11 +82,12 @@ def _normalise(obj: Any) -> Any:
 class SweepDriver:
     def __init__(self, cfg: SweepConfig, *, root: Optional[Path] = None,
                  prepare: Optional[Callable[..., Any]] = None, entry: Optional[str] = None,
-                 max_wall_s: Optional[float] = None, detach: bool = False):
+                 max_wall_s: Optional[float] = None, detach: bool = False, retry_failed: bool = False):
         """cfg: the parsed sweep; root: results root (default: the base spec's output_dir);
         prepare/entry: injectable for tests (default: starx.api.prepare, the engine's run_job);
         max_wall_s: return after this long, leaving trials running (resume later);
-        detach: return once the last trials are launched, without waiting for them."""
+        detach: return once the last trials are launched, without waiting for them;
+        retry_failed: queue each failed point of the space once more (see the module docstring)."""
         from starx.launch.job import DEFAULT_ENTRY
 
         if prepare is None:
@@ -98,6 +101,7 @@ class SweepDriver:
         self.entry = entry or DEFAULT_ENTRY
         self.max_wall_s = max_wall_s
         self.detach = detach
+        self.retry_failed = retry_failed
         self.spec_path = resolve_spec_path(cfg)
         self.inflight: dict[int, _InFlight] = {}
         self._lock_file = None
@@ -134,7 +138,27 @@ class SweepDriver:
                     study.enqueue_trial(cell, skip_if_exists=False)
             study.set_user_attr("sweep", _normalise(self.cfg.identity()))
         study.sampler = self._sampler(n_before)
+        if self.retry_failed:
+            self._queue_retries(study)
         return study
+
+    def _queue_retries(self, study) -> None:
+        from optuna.trial import TrialState
+
+        def point(ft) -> str:  # a waiting trial holds its params as fixed_params until asked
+            return json.dumps(_normalise(ft.params or ft.system_attrs.get("fixed_params", {})), sort_keys=True)
+
+        trials = study.get_trials(deepcopy=False)
+        covered = {point(ft) for ft in trials if ft.state != TrialState.FAIL}
+        for ft in trials:
+            if ft.state == TrialState.FAIL and point(ft) not in covered:
+                study.enqueue_trial(dict(ft.params), user_attrs={"retry_of": ft.number}, skip_if_exists=False)
+                covered.add(point(ft))
+                log.info("trial %d (%s) failed before: queued again", ft.number, _fmt_params(ft.params))
+
+    @staticmethod
+    def _retries(trials) -> int:
+        return sum("retry_of" in ft.user_attrs for ft in trials)
 
     def _sampler(self, n_before: int):
         import optuna
@@ -329,15 +353,16 @@ class SweepDriver:
             (self.dir / "sweep.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             self._reattach(study)
             self.write_trials_json(study)
-            total = self.cfg.total_trials()
             dists = self._distributions()
             t0 = time.time()
             stopped = "finished"
             while True:
                 self._poll(study)
                 trials = study.get_trials(deepcopy=False)
+                retries = self._retries(trials)  # retried failures count once, as their retry
+                total = self.cfg.total_trials() + retries
                 started = sum(ft.state != TrialState.WAITING for ft in trials)
-                failed = sum(ft.state == TrialState.FAIL for ft in trials)
+                failed = sum(ft.state == TrialState.FAIL for ft in trials) - retries
                 too_many = failed > self.cfg.max_failures
                 if too_many:
                     stopped = "too many failures"
@@ -347,7 +372,7 @@ class SweepDriver:
                     t = _InFlight(trial.number, trial._trial_id, dict(trial.params), Path("."))
                     self._launch(study, t, self.cfg.trial_overrides(t.params))
                     if t.number not in self.inflight:  # failed at once (spec error) or reused
-                        failed = sum(ft.state == TrialState.FAIL for ft in study.get_trials(deepcopy=False))
+                        failed = sum(ft.state == TrialState.FAIL for ft in study.get_trials(deepcopy=False)) - retries
                         too_many = failed > self.cfg.max_failures
                 self.write_trials_json(study)
                 if not self.inflight:
@@ -365,7 +390,7 @@ class SweepDriver:
                           sum(ft.state == TrialState.FAIL for ft in trials), self.cfg.max_failures)
             self.write_trials_json(study)
             return SweepSummary(
-                name=self.cfg.name, dir=self.dir, n_trials=total,
+                name=self.cfg.name, dir=self.dir, n_trials=self.cfg.total_trials() + self._retries(trials),
                 complete=sum(ft.state == TrialState.COMPLETE for ft in trials),
                 failed=sum(ft.state == TrialState.FAIL for ft in trials),
                 running=sum(ft.state == TrialState.RUNNING for ft in trials),
