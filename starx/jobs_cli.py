@@ -115,11 +115,14 @@ def results(
     markdown: Optional[Path] = typer.Option(None, "--markdown", "--md", help="Also write a Markdown table."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: objective vs parameters, loss curves."),
     all_metrics: bool = typer.Option(False, "--all-metrics", "-a", help="Show every metric column."),
+    mean_over_: Optional[List[str]] = typer.Option(
+        None, "--mean-over", help="Average the finished rows over this parameter (repeatable), e.g. seed: "
+        "one row per setting of the others, with n and each metric's mean and standard deviation."),
     root: Optional[Path] = RootOpt,
 ):
     """Tables of runs or sweep trials (parameters, objective, key metrics, state, wall time)."""
     from starx.results.records import ResultsError, resolve, varying_keys
-    from starx.results.table import render_rich, runs_table, sort_rows, sweep_table, to_csv, to_markdown
+    from starx.results.table import mean_over, render_rich, runs_table, sort_rows, sweep_table, to_csv, to_markdown
 
     console = _console()
     try:
@@ -133,6 +136,11 @@ def results(
             console.print(f"no runs under {_root(root)}/")
             return
         table = runs_table(obj, all_metrics=all_metrics)
+    if mean_over_:
+        try:
+            table = mean_over(table, mean_over_)
+        except ValueError as e:
+            _usage(str(e))
     if sort:
         try:
             sort_rows(table, sort, reverse=(None if not reverse else not (sort == table.objective and table.maximize)))

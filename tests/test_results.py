@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from starx import jobs_cli
 from starx.results.records import ResultsError, resolve
 from starx.results.status import job_rows, status_table
-from starx.results.table import runs_table, sort_rows, sweep_table, to_csv, to_markdown
+from starx.results.table import mean_over, runs_table, sort_rows, sweep_table, to_csv, to_markdown
 
 
 def make_run(root: Path, exp: str, run_id: str, k: int, status: str | None, top1: float | None = None,
@@ -115,6 +115,38 @@ def test_sweep_table_sorted_by_objective_best_first(root):
         sort_rows(t, "topp1")
 
 
+def test_mean_over_seeds_gives_mean_and_spread_per_setting(tmp_path):
+    r = tmp_path / "results"
+    values = {("arm", 0): 87.0, ("arm", 1): 88.0, ("star", 0): 86.0, ("star", 1): 86.5, ("star", 2): 87.5}
+    trials = []
+    for i, ((recipe, seed), top1) in enumerate(values.items()):
+        run = make_run(r, "exp", f"{recipe}{seed}", 4, "done", top1)
+        trials.append({"number": i, "state": "COMPLETE", "params": {"seed": seed, "recipe": recipe}, "value": top1,
+                       "run_dir": str(run)})
+    trials.append({"number": 9, "state": "FAIL", "params": {"seed": 3, "recipe": "star"}, "value": None,
+                   "run_dir": str(make_run(r, "exp", "star3", 4, "failed", None, error="boom"))})
+    (r / "sw").mkdir()
+    (r / "sw" / "trials.json").write_text(json.dumps({
+        "name": "sw", "objective": {"metric": "top1", "direction": "maximize"}, "sampler": "grid",
+        "params": ["seed", "recipe"], "n_trials": 6, "trials": trials}))
+    t = mean_over(sweep_table(resolve(r, "sw")[1]), ["seed"])
+    rows = {row["recipe"]: row for row in t.rows}
+    assert t.columns[:4] == ["recipe", "n", "top1", "top1_std"] and set(rows) == {"arm", "star"}
+    assert rows["arm"]["n"] == 2 and rows["arm"]["top1"] == pytest.approx(87.5)
+    assert rows["arm"]["top1_std"] == pytest.approx(0.5 ** 0.5)  # sample std of 87, 88
+    assert rows["star"]["n"] == 3 and rows["star"]["top1"] == pytest.approx(86.6666667)  # the failed trial left out
+    assert rows["star"]["top1_std"] == pytest.approx(0.7637626)
+    assert "pretrain_loss_std" in t.csv_columns and "wall_std" not in t.csv_columns
+    with pytest.raises(ValueError, match="did you mean 'seed'"):
+        mean_over(sweep_table(resolve(r, "sw")[1]), ["sed"])
+    res = CliRunner().invoke(app(), ["results", "sw", "--root", str(r), "--mean-over", "seed",
+                                     "--csv", str(tmp_path / "m.csv")])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "m.csv") as f:
+        got = {row["recipe"]: row for row in csv.DictReader(f)}
+    assert float(got["star"]["top1"]) == pytest.approx(86.6666667) and got["star"]["n"] == "3"
+
+
 def test_csv_and_markdown_exports(root, tmp_path):
     _, sw = resolve(root, "ksweep")
     t = sweep_table(sw)
@@ -168,7 +200,7 @@ def test_status_lists_jobs_with_the_failure_lines(root):
 def test_results_import_neither_torch_nor_optuna_and_answer_fast(root):
     code = ("import sys, time; t = time.time(); from starx import jobs_cli; "
             "jobs_cli.results(sys.argv[1], sort='top1', reverse=False, csv=None, markdown=None, plot=None, "
-            "all_metrics=False, root=__import__('pathlib').Path(sys.argv[2])); "
+            "all_metrics=False, mean_over_=None, root=__import__('pathlib').Path(sys.argv[2])); "
             "jobs_cli.status(None, root=__import__('pathlib').Path(sys.argv[2]), lines=5); "
             "bad = [m for m in ('torch', 'optuna', 'submitit', 'matplotlib') if m in sys.modules]; "
             "print('ELAPSED', time.time() - t, 'BAD', bad)")

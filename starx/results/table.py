@@ -23,6 +23,7 @@ class Tabular:
     maximize: bool = True
     notes: list[str] = field(default_factory=list)
     csv_columns: Optional[list[str]] = None  # CSV gets every metric; the screen a selection
+    params: list[str] = field(default_factory=list)  # the columns that say what differs between rows
 
 
 def _metric_columns(metric_dicts: list[dict], first: Optional[str] = None, all_metrics: bool = False) -> list[str]:
@@ -95,7 +96,7 @@ def sweep_table(sw: SweepRecord, all_metrics: bool = False) -> Tabular:
         notes.insert(0, f"best: trial {best['number']}  {metric}={fmt(best['value'])}  "
                         + " ".join(f"{k}={v}" for k, v in (best.get("params") or {}).items()))
     return Tabular(title, head + mcols + tail, rows, objective=metric, maximize=sw.maximize, notes=notes,
-                   csv_columns=head + every + tail)
+                   csv_columns=head + every + tail, params=list(sw.param_names))
 
 
 def runs_table(runs: list[RunRecord], all_metrics: bool = False, title: Optional[str] = None) -> Tabular:
@@ -125,7 +126,44 @@ def runs_table(runs: list[RunRecord], all_metrics: bool = False, title: Optional
     if len(keys) > len(shown_keys):
         notes.append(f"{len(keys) - len(shown_keys)} more differing spec keys in the CSV export")
     return Tabular(title, head + shown_keys + mcols + tail, rows, notes=notes,
-                   csv_columns=head + keys + every + tail)
+                   csv_columns=head + keys + every + tail, params=list(keys))
+
+
+# ----------------------------------------------------------------------------- aggregation
+def mean_over(t: Tabular, over: list[str]) -> Tabular:
+    """One row per setting of the other parameters, over the finished rows: n, then the mean and
+    the sample standard deviation ("<metric>_std") of every metric, e.g. over seeds."""
+    unknown = [k for k in over if k not in t.params]
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], t.params, n=1)
+        raise ValueError(f"cannot average over '{unknown[0]}': not a parameter"
+                         + (f" (did you mean '{hint[0]}'?)" if hint else f" (parameters: {', '.join(t.params)})"))
+    keep = [k for k in t.params if k not in over]
+    skip = {"trial", "run_id", "experiment", "state", *t.params}
+    metrics = [c for c in (t.csv_columns or t.columns) if c not in skip]
+    groups: dict[tuple, list[dict]] = {}
+    for row in t.rows:
+        if row.get("state") == "done":
+            groups.setdefault(tuple(repr(row.get(k)) for k in keep), []).append(row)
+    rows = []
+    for members in groups.values():
+        row: dict[str, Any] = {k: members[0].get(k) for k in keep}
+        row["n"] = len(members)
+        for c in metrics:
+            values = [r[c] for r in members if isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)]
+            if values:
+                mean = sum(values) / len(values)
+                row[c] = mean
+                if len(values) > 1:
+                    row[f"{c}_std"] = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        rows.append(row)
+    with_std = lambda cols: [x for c in cols for x in ((c, f"{c}_std") if c != "wall" else (c,))]  # noqa: E731
+    # the screen: the objective's spread, other metrics' means; the CSV: every mean and spread
+    shown = [x for c in t.columns if c in metrics for x in ((c, f"{c}_std") if c == t.objective else (c,))]
+    done = sum(len(m) for m in groups.values())
+    return Tabular(f"{t.title} | mean over {', '.join(over)} of {done} finished", keep + ["n"] + shown,
+                   rows, objective=t.objective, maximize=t.maximize,
+                   csv_columns=keep + ["n"] + with_std(metrics), params=keep)
 
 
 # ----------------------------------------------------------------------------- sorting
