@@ -51,14 +51,15 @@ def _plot_curves(ax_loss, ax_eval, labelled_dirs: list[tuple[str, Path]]) -> boo
     ax_loss.set_xlabel("pretrain step")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("pretraining loss")
-    if ax_loss.lines:
-        ax_loss.legend(fontsize=7)
+    many = len(labelled_dirs) > 6  # one legend, beside the last panel, instead of two covering the curves
+    if ax_loss.lines and not (many and any_eval):
+        ax_loss.legend(fontsize=6 if many else 7, **({"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if many else {}))
     if ax_eval is not None:
         ax_eval.set_xlabel("fine-tune epoch")
         ax_eval.set_ylabel("top-1 (%)")
         ax_eval.set_title("fine-tune eval")
         if ax_eval.lines:
-            ax_eval.legend(fontsize=7)
+            ax_eval.legend(fontsize=6 if many else 7, **({"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if many else {}))
     return any_eval
 
 
@@ -94,7 +95,8 @@ def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
     metric = sw.metric
     for ax, p in zip(axes, params):
         done = [t for t in sw.trials if t.status == "done" and t.value is not None]
-        failed = [t for t in sw.trials if t.status == "failed"]
+        retried = {repr(sorted(t.params.items())) for t in done}  # a failure later run again is not shown
+        failed = [t for t in sw.trials if t.status == "failed" and repr(sorted(t.params.items())) not in retried]
         vals = [t.params.get(p, t.number) if p != "trial" else t.number for t in sw.trials]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals if v is not None)
         order = _param_order(sw, p, [v for v in vals if v is not None])
@@ -125,7 +127,8 @@ def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
         ax.set_title(f"{metric} vs {p}")
         ax.grid(alpha=0.3)
     labelled = [(" ".join(f"{k.split('.')[-1]}={v}" for k, v in t.params.items()) or f"trial {t.number}",
-                 t.run.run_dir) for t in sorted(sw.trials, key=lambda t: t.number) if t.run is not None]
+                 t.run.run_dir) for t in sorted(sw.trials, key=lambda t: t.number)
+                if t.run is not None and t.status != "failed"]
     _plot_curves(axes[-2], axes[-1], labelled)
     fig.suptitle(f"sweep {sw.name}", fontsize=10)
     fig.tight_layout()
