@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +23,7 @@ sys.path.insert(0, str(ROOT))
 from starx.models import create_model  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
 from starx.train.dist import DistInfo  # noqa: E402
-from starx.train.loop import StageLoop, StageSpec  # noqa: E402
-from starx.train.metrics import MetricsLog  # noqa: E402
+from starx.train.loop import run_fixed_steps  # noqa: E402
 from starx.train.optim import adamw_pretrain  # noqa: E402
 from starx.train.stages import model_kwargs  # noqa: E402
 
@@ -37,18 +35,11 @@ def loss_curve(backend: str, state: dict, batches: list[torch.Tensor], steps: in
     model = create_model(cfg.model.name, **model_kwargs(cfg)).cuda()
     model.load_state_dict(state)
     opt = adamw_pretrain(model, weight_decay=0.05, betas=(0.9, 0.95), fused=True)
-    spec = StageSpec(name=backend, total_steps=steps, steps_per_epoch=steps, warmup_steps=2, peak_lr=1.5e-4 * 8,
-                     min_lr=0.0, clip_grad=3.0, accum_steps=1, images_per_step=batches[0].shape[0],
-                     tokens_per_image=160, log_every=1, checkpoint_every_steps=0, checkpoint_every_minutes=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = MetricsLog(Path(tmp) / "metrics.jsonl")
-        loop = StageLoop(spec, model=model, optimizer=opt,
-                         loader_fn=lambda epoch, first: ((b, None) for b in batches[first:]),
-                         step_fn=lambda batch: (model(batch[0]).loss, batch[0].shape[0]),
-                         dist=DistInfo(0, 1, 0, torch.device("cuda")), ckpt_dir=Path(tmp), metrics=metrics,
-                         autocast_dtype=torch.bfloat16)
-        loop._run_steps(None)
-        return [r["loss"] for r in metrics.read()]
+    records = run_fixed_steps(model, opt, lambda first: ((b, None) for b in batches[first:]), steps=steps,
+                              images_per_step=batches[0].shape[0], tokens_per_image=160,
+                              dist=DistInfo(0, 1, 0, torch.device("cuda")), log_every=1, peak_lr=1.5e-4 * 8,
+                              warmup_steps=2)
+    return [r["loss"] for r in records]
 
 
 def main() -> None:

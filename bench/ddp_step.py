@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +23,7 @@ sys.path.insert(0, str(ROOT))
 from starx.models import create_model  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
 from starx.train import dist  # noqa: E402
-from starx.train.loop import StageLoop, StageSpec  # noqa: E402
-from starx.train.metrics import MetricsLog  # noqa: E402
+from starx.train.loop import run_fixed_steps  # noqa: E402
 from starx.train.optim import adamw_pretrain  # noqa: E402
 from starx.train.stages import _maybe_ddp, model_kwargs  # noqa: E402
 
@@ -43,26 +41,18 @@ def main() -> None:
     opt = adamw_pretrain(model, weight_decay=0.05, betas=(0.9, 0.95), fused=True)
     ddp = _maybe_ddp(model, info)
     images = torch.randn(args.batch, 3, 192, 192, device=info.device)
-    spec = StageSpec(name="ddp", total_steps=args.steps, steps_per_epoch=args.steps, warmup_steps=1, peak_lr=1e-4,
-                     min_lr=0.0, clip_grad=3.0, accum_steps=1, images_per_step=args.batch * info.world_size,
-                     tokens_per_image=model.num_tokens // 4, log_every=args.steps // 2, checkpoint_every_steps=0,
-                     checkpoint_every_minutes=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = MetricsLog(Path(tmp) / "m.jsonl", enabled=info.is_main)
-        loop = StageLoop(spec, model=ddp, optimizer=opt,
-                         loader_fn=lambda e, f: ((images, None) for _ in range(args.steps - f)),
-                         step_fn=lambda b: (ddp(b[0]).loss, b[0].shape[0]), dist=info, ckpt_dir=Path(tmp),
-                         metrics=metrics, autocast_dtype=torch.bfloat16)
-        loop._run_steps(None)
-        if info.is_main:
-            last = metrics.read()[-1]
-            row = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
-                   "gpus": info.world_size, "batch_per_gpu": args.batch, "images_per_s": round(last["images_per_s"], 1),
-                   "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2), "torch": torch.__version__}
-            print(json.dumps(row))
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+    records = run_fixed_steps(ddp, opt, lambda first: ((images, None) for _ in range(args.steps - first)),
+                              steps=args.steps, images_per_step=args.batch * info.world_size,
+                              tokens_per_image=model.num_tokens // 4, dist=info, log_every=args.steps // 2)
+    if info.is_main:
+        last = records[-1]
+        row = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
+               "gpus": info.world_size, "batch_per_gpu": args.batch, "images_per_s": round(last["images_per_s"], 1),
+               "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2), "torch": torch.__version__}
+        print(json.dumps(row))
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
     dist.shutdown()
 
 

@@ -22,7 +22,6 @@ import json
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,8 +33,7 @@ sys.path.insert(0, str(ROOT))
 from starx.models import create_model  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
 from starx.train.dist import DistInfo  # noqa: E402
-from starx.train.loop import StageLoop, StageSpec  # noqa: E402
-from starx.train.metrics import MetricsLog  # noqa: E402
+from starx.train.loop import run_fixed_steps  # noqa: E402
 from starx.train.optim import adamw_pretrain  # noqa: E402
 from starx.train.stages import model_kwargs  # noqa: E402
 
@@ -66,26 +64,14 @@ def build(k: int, backend: str, compile_: bool):
     return cfg, model, run_model, opt
 
 
-def engine_throughput(model, run_model, opt, images, steps: int, workdir: Path) -> dict:
+def engine_throughput(model, run_model, opt, images, steps: int) -> dict:
     """images/s and memory as the engine's own loop measures them (data already on the GPU)."""
-    dist = DistInfo(0, 1, 0, torch.device("cuda"))
-    spec = StageSpec(name="bench", total_steps=steps, steps_per_epoch=steps, warmup_steps=1, peak_lr=1e-4,
-                     min_lr=0.0, clip_grad=3.0, accum_steps=1, images_per_step=images.shape[0],
-                     tokens_per_image=model.num_tokens // model.cfg.seq_multiplier, log_every=steps // 2,
-                     checkpoint_every_steps=0, checkpoint_every_minutes=0)
-    metrics = MetricsLog(workdir / "metrics.jsonl")
-
-    def loader_fn(epoch, first):
-        return ((images, None) for _ in range(steps - first))
-
-    def step(batch):
-        return run_model(batch[0]).loss, batch[0].shape[0]
-
-    loop = StageLoop(spec, model=run_model, optimizer=opt, loader_fn=loader_fn, step_fn=step, dist=dist,
-                     ckpt_dir=workdir, metrics=metrics, autocast_dtype=torch.bfloat16)
     torch.cuda.reset_peak_memory_stats()
-    loop._run_steps(None)  # the step loop itself; no checkpoint at the end
-    last = metrics.read()[-1]  # second half of the steps: warm (compilation, allocator) excluded
+    records = run_fixed_steps(run_model, opt, lambda first: ((images, None) for _ in range(steps - first)),
+                              steps=steps, images_per_step=images.shape[0],
+                              tokens_per_image=model.num_tokens // model.cfg.seq_multiplier,
+                              dist=DistInfo(0, 1, 0, torch.device("cuda")), log_every=steps // 2)
+    last = records[-1]  # second half of the steps: warm (compilation, allocator) excluded
     return {"images_per_s": last["images_per_s"], "tokens_per_s": last["tokens_per_s"],
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
 
@@ -134,8 +120,7 @@ def main() -> None:
         cfg, model, run_model, opt = build(k, args.backend, args.compile)
         images = torch.randn(args.batch, 3, cfg.model.img_size, cfg.model.img_size, device="cuda")
         params = sum(p.numel() for p in model.parameters())
-        with tempfile.TemporaryDirectory() as tmp:
-            eng = engine_throughput(model, run_model, opt, images, args.steps, Path(tmp))
+        eng = engine_throughput(model, run_model, opt, images, args.steps)
         parts = split_step(model, opt, images, reps=10)
         step_ms = sum(parts.values())
         tokens_per_s = eng["images_per_s"] / k * model.num_tokens

@@ -147,3 +147,35 @@ def test_golden_loss_curve(tmp_path):
                                       "pretrain_loss": curve}, indent=1) + "\n")
     golden = json.loads(GOLDEN.read_text())["pretrain_loss"]
     assert curve == pytest.approx(golden, rel=2e-3)
+
+
+def test_run_fixed_steps_is_the_engine_loop_for_benchmarks():
+    # what bench/pretrain_step.py, backend_parity.py and ddp_step.py time: the loop on given batches
+    import torch
+
+    from starx.models import create_model
+    from starx.train.dist import DistInfo
+    from starx.train.loop import run_fixed_steps
+    from starx.train.optim import adamw_pretrain
+
+    tiny = dict(embed_dim=16, depth=2, img_size=8, patch_size=2, cluster_size=2, in_chans=1, decoder_dim=16,
+                decoder_depth=2, decoder_heads=2, backend="torch", seq_multiplier=2)
+    batches = [torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+
+    def curve(**kw):
+        torch.manual_seed(0)
+        model = create_model("star_tiny", **tiny)
+        opt = adamw_pretrain(model, weight_decay=0.05, betas=(0.9, 0.95))
+        records = run_fixed_steps(model, opt, lambda first: ((b, None) for b in batches[first:]), steps=6,
+                                  images_per_step=4, tokens_per_image=model.num_tokens // 2,
+                                  dist=DistInfo(0, 1, 0, torch.device("cpu")), autocast_dtype=None, **kw)
+        return records
+
+    every = curve(log_every=1, peak_lr=1e-2)
+    assert [r["step"] for r in every] == [1, 2, 3, 4, 5, 6]
+    assert all(r["images_per_s"] > 0 and r["loss"] > 0 for r in every)
+    assert every[-1]["loss"] < every[0]["loss"]  # a lr of 1e-2 on 6 fixed batches: it learns
+    halves = curve(log_every=3, peak_lr=1e-2)  # the loss of a step does not depend on when it is read
+    assert [r["step"] for r in halves] == [3, 6]
+    assert halves[1]["loss"] == pytest.approx(every[5]["loss"], rel=1e-6)
+    assert halves[1]["loss_mean"] == pytest.approx(sum(r["loss"] for r in every[3:]) / 3, rel=1e-5)

@@ -303,3 +303,29 @@ class StageLoop:
         self.metrics.write(result)
         log.info("%s eval at step %d: %s", self.spec.name, self.state.step,
                  ", ".join(f"{k}={v:.2f}" for k, v in result.items() if k.startswith("top1")))
+
+
+def run_fixed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Callable[[int], Iterable[Any]],
+                    *, steps: int, images_per_step: int, tokens_per_image: int, dist: DistInfo,
+                    log_every: int, peak_lr: float = 1e-4, warmup_steps: int = 1, clip_grad: float = 3.0,
+                    autocast_dtype: Optional[torch.dtype] = torch.bfloat16,
+                    step_fn: Optional[StepFn] = None) -> list[dict[str, Any]]:
+    """The engine's step loop for ``steps`` updates on given batches, with no checkpoint, resume or
+    eval: what benchmarks and backend-parity checks time and compare. ``batches(first)`` yields
+    the micro-batches from step ``first``; ``step_fn`` defaults to a pretraining model's loss on
+    ``batch[0]``. Returns the metrics lines the loop logged (rank 0; empty elsewhere)."""
+    import tempfile
+
+    spec = StageSpec(name="steps", total_steps=steps, steps_per_epoch=steps, warmup_steps=warmup_steps,
+                     peak_lr=peak_lr, min_lr=0.0, clip_grad=clip_grad, accum_steps=1,
+                     images_per_step=images_per_step, tokens_per_image=tokens_per_image, log_every=log_every,
+                     checkpoint_every_steps=0, checkpoint_every_minutes=0)
+    if step_fn is None:
+        step_fn = lambda batch: (model(batch[0]).loss, batch[0].shape[0])  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = MetricsLog(Path(tmp) / "metrics.jsonl", enabled=dist.is_main)
+        loop = StageLoop(spec, model=model, optimizer=optimizer, loader_fn=lambda epoch, first: batches(first),
+                         step_fn=step_fn, dist=dist, ckpt_dir=Path(tmp), metrics=metrics,
+                         autocast_dtype=autocast_dtype)
+        loop._run_steps(None)
+        return metrics.read() if dist.is_main else []
