@@ -179,3 +179,12 @@ def test_run_fixed_steps_is_the_engine_loop_for_benchmarks():
     assert [r["step"] for r in halves] == [3, 6]
     assert halves[1]["loss"] == pytest.approx(every[5]["loss"], rel=1e-6)
     assert halves[1]["loss_mean"] == pytest.approx(sum(r["loss"] for r in every[3:]) / 3, rel=1e-5)
+
+
+def test_quiet_cli_run_prints_no_info_lines_but_train_log_has_them(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "starx.cli", "-q", "run", str(QUICKSTART),
+                          *tiny(tmp_path, "finetune.enabled=false")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "INFO" not in out.stderr and "checkpoint at step" not in out.stderr, out.stderr[-2000:]
+    (log_file,) = (tmp_path / "results").glob("quickstart/*/train.log")
+    assert "checkpoint at step" in log_file.read_text()

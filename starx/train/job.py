@@ -15,7 +15,7 @@ import platform
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from starx.spec import load_spec
 from starx.train import signals
@@ -85,16 +85,30 @@ def _mark_stage_done(run_dir: Path, stage: str, metrics: dict, is_main: bool) ->
         _write_json(run_dir / STAGE_DONE.format(stage=stage), metrics)
 
 
-def _setup_run_logging(run_dir: Path, is_main: bool) -> logging.Handler | None:
+def _setup_run_logging(run_dir: Path, is_main: bool) -> Callable[[], None]:
+    """train.log gets INFO and up; handlers already there (the terminal's, at WARNING under
+    ``starx -q``) keep the level they had. Returns the undo."""
     if not is_main:
-        return None
+        return lambda: None
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    before = root.level
+    quieter = [(h, h.level) for h in root.handlers if h.level < root.getEffectiveLevel()]
+    for h, _ in quieter:
+        h.setLevel(root.getEffectiveLevel())
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
-    return handler
+
+    def undo() -> None:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(before)
+        for h, level in quieter:
+            h.setLevel(level)
+
+    return undo
 
 
 def run_job(run_dir: str | Path) -> dict[str, Any]:
@@ -111,7 +125,7 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         return previous
 
     dist = dist_mod.init(cfg.device)
-    handler = _setup_run_logging(run_dir, dist.is_main)
+    undo_logging = _setup_run_logging(run_dir, dist.is_main)
     _seed_everything(cfg.seed, cfg.deterministic)
     signals.reset()
     signals.install()
@@ -173,7 +187,5 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         record("failed", f"{type(e).__name__}: {e}".strip()[:2000])
         raise
     finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+        undo_logging()
         dist_mod.shutdown()
