@@ -12,8 +12,9 @@ Public API (heavy modules - ffcv, numba, torch - load on first use, so importing
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from starx._lazy import lazy_getattr
 
 from .errors import DataError
 
@@ -21,12 +22,12 @@ __all__ = ["DataError", "DatasetSummary", "build_dataset", "ensure_dataset", "ma
            "dataset_info", "StarLoader"]
 
 _LAZY = {
-    "DatasetSummary": "write",
-    "build_dataset": "write",
-    "ensure_dataset": "cache",
-    "make_loader": "loader",
-    "StarLoader": "loader",
-    "dataset_info": "info",
+    "DatasetSummary": "starx.data.write",
+    "build_dataset": "starx.data.write",
+    "ensure_dataset": "starx.data.cache",
+    "make_loader": "starx.data.loader",
+    "StarLoader": "starx.data.loader",
+    "dataset_info": "starx.data.info",
 }
 
 if TYPE_CHECKING:
@@ -35,8 +36,4 @@ if TYPE_CHECKING:
     from .loader import StarLoader, make_loader
     from .write import DatasetSummary, build_dataset
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

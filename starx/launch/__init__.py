@@ -8,7 +8,7 @@ spec's ``launch:`` section, :mod:`starx.launch.submit` for ``launch()``, and
 
 from __future__ import annotations
 
-from typing import Any
+from starx._lazy import lazy_getattr
 
 _LAZY = {
     "launch": "starx.launch.submit",
@@ -26,9 +26,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'starx.launch' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -6,7 +6,7 @@ sweep's trials.json: no torch, no optuna. Lazy: importing the package imports no
 
 from __future__ import annotations
 
-from typing import Any
+from starx._lazy import lazy_getattr
 
 _LAZY = {
     "resolve": "starx.results.records",
@@ -24,9 +24,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'starx.results' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

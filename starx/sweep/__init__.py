@@ -6,7 +6,7 @@ how trials are launched, polled and resumed. Lazy: importing the package imports
 
 from __future__ import annotations
 
-from typing import Any
+from starx._lazy import lazy_getattr
 
 _LAZY = {
     "load_sweep": "starx.sweep.config",
@@ -21,9 +21,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'starx.sweep' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
