@@ -151,3 +151,49 @@ def test_fine_tuning_waits_for_rank_0s_pretraining_checkpoint(ddp_tmp):
     _run_ranks(run.run_dir, 2, code=RUN_SLOW_SAVE)
     result = json.loads((run.run_dir / "result.json").read_text())
     assert result["status"] == "done" and result["metrics"]["finetune_steps"] >= 1, result
+
+
+# A StageLoop on a 2-weight model whose step 2 loss is NaN; the clock of rank argv[2] makes a
+# checkpoint due at every step, the other's never (each rank times its own checkpoints). Exits 3
+# if the loop raised NonFiniteLoss at the log line of step 5.
+RUN_NAN_CLOCKS = """
+import datetime, os, sys
+from pathlib import Path
+import torch, torch.distributed as td
+from starx.train.dist import DistInfo
+from starx.train.loop import NonFiniteLoss, StageLoop, StageSpec
+from starx.train.metrics import MetricsLog
+
+rank, world, tmp = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), Path(sys.argv[1])
+td.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+model = torch.nn.Linear(2, 1)
+spec = StageSpec(name="s", total_steps=12, steps_per_epoch=12, warmup_steps=0, peak_lr=0.1, min_lr=0.1,
+                 clip_grad=None, accum_steps=1, images_per_step=2, tokens_per_image=1, log_every=5,
+                 checkpoint_every_steps=0, checkpoint_every_minutes=1e-9 if rank == int(sys.argv[2]) else 0)
+
+def step(i):
+    loss = model(torch.ones(1, 2)).sum() ** 2
+    return loss * float("nan") if i == 1 else loss, 1
+
+loop = StageLoop(spec, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                 loader_fn=lambda epoch, first: iter(range(first, 12)), step_fn=step,
+                 dist=DistInfo(rank, world, rank, torch.device("cpu")), ckpt_dir=tmp / str(rank),
+                 metrics=MetricsLog(tmp / "metrics.jsonl", enabled=rank == 0), autocast_dtype=None)
+(tmp / str(rank)).mkdir()
+try:
+    loop._run_steps(None)
+except NonFiniteLoss:
+    sys.exit(3 if loop.state.step == 5 else 5)
+"""
+
+
+@pytest.mark.parametrize("due_rank", [0, 1])
+def test_non_finite_loss_stops_every_rank_at_the_same_step(tmp_path, due_rank):
+    """A checkpoint falls due by each rank's own clock: the rank whose checkpoint comes first must
+    not stop alone (the others would wait for it in the next all-reduce, and rank 0 would record a
+    gloo / NCCL error instead of the non-finite loss). Every rank stops at the next log line."""
+    from starx.train import checkpoint
+
+    _run_ranks(tmp_path, 2, str(due_rank), code=RUN_NAN_CLOCKS, expected_rc=3)
+    saved = [checkpoint.load(p)["step"] for p in tmp_path.glob("*/s_last.pt")]
+    assert saved == ([1] if due_rank == 0 else [])  # rank 0 saves; not the weights NaN step 2 made

@@ -181,6 +181,33 @@ def test_run_fixed_steps_is_the_engine_loop_for_benchmarks():
     assert halves[1]["loss_mean"] == pytest.approx(sum(r["loss"] for r in every[3:]) / 3, rel=1e-5)
 
 
+def test_stage_resumed_at_its_end_keeps_its_last_loss(tmp_path):
+    # e.g. preempted at its last step: the checkpoint is at total_steps and the resumed stage runs
+    # no step, so its last loss (pretrain_loss, finetune_loss in result.json) comes from the checkpoint
+    import torch
+
+    from starx.train.dist import DistInfo
+    from starx.train.loop import StageLoop, StageSpec
+    from starx.train.metrics import MetricsLog
+
+    def stage():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        spec = StageSpec(name="s", total_steps=3, steps_per_epoch=3, warmup_steps=0, peak_lr=0.1, min_lr=0.1,
+                         clip_grad=None, accum_steps=1, images_per_step=1, tokens_per_image=1, log_every=10,
+                         checkpoint_every_steps=0, checkpoint_every_minutes=0)
+        return StageLoop(spec, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                         loader_fn=lambda epoch, first: iter(range(first, 3)),
+                         step_fn=lambda i: (model(torch.full((1, 2), float(i))).sum() ** 2, 1),
+                         dist=DistInfo(0, 1, 0, torch.device("cpu")), ckpt_dir=tmp_path,
+                         metrics=MetricsLog(tmp_path / "metrics.jsonl", enabled=True), autocast_dtype=None)
+
+    first = stage().run()
+    assert first.step == 3 and first.last_loss > 0  # set by the stage's only log line (total < log_every)
+    resumed = stage().run()
+    assert resumed.step == 3 and resumed.last_loss == first.last_loss
+
+
 def test_quiet_cli_run_prints_no_info_lines_but_train_log_has_them(tmp_path):
     out = subprocess.run([sys.executable, "-m", "starx.cli", "-q", "run", str(QUICKSTART),
                           *tiny(tmp_path, "finetune.enabled=false")], capture_output=True, text=True, timeout=300)

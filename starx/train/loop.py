@@ -129,6 +129,7 @@ class StageLoop:
                 "rng": _rng_state(),
                 "evals": self.state.evals,
                 "losses": self.state.losses,
+                "last_loss": self.state.last_loss,
             }
             if self.ema is not None:
                 state["ema"] = self.ema.state_dict()
@@ -148,6 +149,7 @@ class StageLoop:
         self.state.step = int(state["step"])
         self.state.evals = list(state.get("evals", []))
         self.state.losses = list(state.get("losses", []))
+        self.state.last_loss = float(state.get("last_loss", float("nan")))  # a stage resumed at its end runs no step
         # Lines written after this checkpoint by the interrupted process describe steps
         # that will be run again: drop them so metrics.jsonl has each step once.
         if self.dist.is_main:
@@ -285,10 +287,16 @@ class StageLoop:
                     raise signals.Preempted(signals.last_signal(), self.state.step)
                 if self.state.step >= s.total_steps:
                     break
-                if self._due_for_checkpoint():
-                    interval_losses += self._read_losses()  # never checkpoint weights a bad step made
+                if self._due_for_checkpoint() and self._pending_finite():  # never checkpoint weights a bad step made
+                    interval_losses += self._read_losses()
                     self.save()
         self._read_losses()
+
+    def _pending_finite(self) -> bool:
+        # Not _read_losses: a checkpoint falls due by each rank's own clock, so raising here would stop
+        # one rank while the others wait for it in the next step's all-reduce. The non-finite loss is
+        # raised on every rank together at the next log line (or eval, preemption, stage end).
+        return not self._pending or bool(torch.stack(self._pending).isfinite().all())
 
     def _preempt_check_due(self) -> bool:
         # One process reads its own flag for free; several must agree through an all-reduce,
