@@ -147,7 +147,8 @@ class BiMamba4(Mamba):
             convs = self._stacked("conv1d*")
             y = mamba_inner_directions(
                 xz, orders, inverses,
-                torch.cat([c.weight[:, 0] for c in convs]), torch.cat([c.bias for c in convs]),
+                torch.cat([c.weight[:, 0] for c in convs]),
+                torch.cat([c.bias for c in convs]) if convs[0].bias is not None else None,
                 torch.stack([p.weight for p in self._stacked("x_proj*")]),
                 torch.stack([p.weight for p in self._stacked("dt_proj*")]),
                 -torch.exp(torch.cat(self._stacked("A*_log")).float()), torch.cat(self._stacked("D*")).float(),
