@@ -15,8 +15,8 @@ are re-attached to their jobs when those are still queued/running, told when the
 directory already holds a final result, and relaunched (they resume from their checkpoints)
 when their job vanished. Finished trials are never run again: a trial whose run directory is
 already done is told its recorded result without launching anything. With ``retry_failed``, each
-failed point of the space that has no other trial yet is queued once more as a new trial (its run
-resumes from its checkpoint if it has one); the failed trial stays in the record.
+point of the space whose trials all failed is queued once more as a new trial, once per driver
+start (its run resumes from its checkpoint if it has one); the failed trials stay in the record.
 """
 
 from __future__ import annotations
