@@ -156,6 +156,15 @@ def validate(spec: Path = typer.Argument(..., help="YAML spec"), overrides: Opti
 
 @app.command()
 @guarded
+def reference():
+    """Print the spec reference (Markdown): every field, its type, default and meaning."""
+    from starx.spec.reference import spec_reference
+
+    print(spec_reference())
+
+
+@app.command()
+@guarded
 def models():
     """List the registered model sizes."""
     from rich.table import Table

@@ -127,3 +127,14 @@ def test_cli_validate_exit_codes():
     assert len(lines) == 1 and "model.separator" in lines[0]
     missing = _cli("run", "specs/nope.yaml")
     assert missing.returncode == 2 and "spec file not found" in missing.stderr
+
+
+def test_committed_spec_reference_is_current():
+    # specs/REFERENCE.md is `starx reference` output: regenerate it after changing the schema
+    from starx.spec.reference import spec_reference
+
+    committed = (ROOT / "specs" / "REFERENCE.md").read_text()
+    assert committed == spec_reference() + "\n", "specs/REFERENCE.md is stale: run `starx reference > specs/REFERENCE.md`"
+    for key in ("model.seq_multiplier", "data.dataset", "finetune.layer_decay", "launch.slurm.partition"):
+        assert f"| `{key}` |" in committed
+    assert "|  |" not in committed  # every field says what it means

@@ -41,17 +41,19 @@ class LaunchKind(str, Enum):
 
 @dataclass
 class SlurmConfig:
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    nodes: int = 1
-    gpus_per_node: int = 0
+    """sbatch settings of ``launch.kind: slurm`` (submitit)."""
+
+    partition: Optional[str] = None  # sbatch --partition
+    account: Optional[str] = None  # sbatch --account
+    qos: Optional[str] = None  # sbatch --qos
+    nodes: int = 1  # nodes per job (one task per GPU on each)
+    gpus_per_node: int = 0  # GPUs per node (sbatch --gpus-per-node)
     # None -> one task per GPU (gpus_per_node), or 1 on CPU-only jobs.
     tasks_per_node: Optional[int] = None
-    cpus_per_task: int = 4
+    cpus_per_task: int = 4  # CPU cores per task (data loading threads come from here)
     mem_gb: Optional[int] = None  # None -> the partition's default
-    timeout_min: int = 60
-    constraint: Optional[str] = None
+    timeout_min: int = 60  # time limit of one job; the run requeues itself past it
+    constraint: Optional[str] = None  # sbatch --constraint
     # SLURM sends SIGUSR2 this many seconds before the time limit (sbatch --signal).
     signal_delay_s: int = 120
     # How many times a job may requeue itself after a timeout or preemption
@@ -70,15 +72,17 @@ class SubprocessConfig:
     """A submitit local job: a separate process on this machine, logs in ``folder``."""
 
     tasks_per_node: int = 1  # >1 starts that many processes with torch.distributed env vars
-    gpus_per_node: int = 0
-    timeout_min: int = 24 * 60
-    max_requeues: int = 3
+    gpus_per_node: int = 0  # GPUs the process may see (CUDA_VISIBLE_DEVICES); 0 = none
+    timeout_min: int = 24 * 60  # the process is stopped after this long
+    max_requeues: int = 3  # restarts after a timeout or preemption
 
 
 @dataclass
 class LaunchConfig:
-    kind: LaunchKind = LaunchKind.local
-    folder: str = ""  # "" -> <run_dir>/launch
+    """Where a run executes."""
+
+    kind: LaunchKind = LaunchKind.local  # local (this process) | subprocess (submitit, this machine) | slurm
+    folder: str = ""  # submitit logs and job files; "" -> <run_dir>/launch
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     subprocess: SubprocessConfig = field(default_factory=SubprocessConfig)
 

@@ -3,7 +3,7 @@
 Every value a run reads is declared here once, with its type and default. YAML specs
 and ``key=value`` overrides are merged onto ``OmegaConf.structured(ExperimentSpec)``,
 so an unknown key or a wrong type fails with the field's dotted path (see load.py).
-docs/spec-reference.md is generated from these docstrings' field comments.
+specs/REFERENCE.md (`starx reference`) is generated from these classes and their field comments.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ class ModelSpec:
     depth: Optional[int] = None  # encoder blocks; null = the size's default
     embed_dim: Optional[int] = None  # encoder width; null = the size's default
     d_state: int = 16  # Mamba state size per channel (ARM: 16)
-    decoder_dim: int = 512
-    decoder_depth: int = 4
-    decoder_heads: int = 8
+    decoder_dim: int = 512  # width of the cross-attention decoder (pretraining only)
+    decoder_depth: int = 4  # decoder blocks, each reading one encoder depth
+    decoder_heads: int = 8  # attention heads of the decoder
     decoder_cross_image: bool = True  # decoder may read features of earlier images (false: own image + separator)
     norm_pix_loss: bool = True  # targets normalised per patch (ARM)
     backend: str = "auto"  # auto | cuda (mamba-ssm kernels) | torch (pure-PyTorch twin)
@@ -48,23 +48,23 @@ class DataSpec:
 
     dataset: str = "embedded"  # embedded | idx:PATH | npz:PATH | imagefolder:PATH | path/to/file.beton
     eval_dataset: Optional[str] = None  # null = same source as dataset, split eval_split
-    train_split: str = "train"
-    eval_split: str = "test"
+    train_split: str = "train"  # split of the source used for training
+    eval_split: str = "test"  # split the fine-tuned model (and the linear probe) is tested on
     cache_dir: str = "~/.cache/starx/datasets"  # where .beton files built from sources are kept
     batch_size: int = 256  # pretraining images per optimizer step (global); a multiple of k
-    num_workers: int = 2
+    num_workers: int = 2  # FFCV decode threads per process
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # RandomResizedCrop scale
-    hflip: bool = True
+    hflip: bool = True  # random horizontal flips (pretraining and fine-tuning)
 
 
 @dataclass
 class OptimSpec:
     """Pretraining optimiser: AdamW, lr = base_lr x batch / 256, warm-up then cosine."""
 
-    base_lr: float = 1.5e-4
-    min_lr: float = 0.0
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    base_lr: float = 1.5e-4  # lr = base_lr x data.batch_size / 256
+    min_lr: float = 0.0  # floor of the cosine schedule
+    weight_decay: float = 0.05  # not on biases, norms, positions, separators, A_log and D
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
     clip_grad: Optional[float] = 3.0  # max grad norm; null = no clipping
     accum_steps: int = 1  # micro-batches per optimizer step (batch_size is split across them)
 
@@ -73,51 +73,52 @@ class OptimSpec:
 class PretrainStage:
     """Autoregressive (next-cluster) pretraining."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: skip pretraining (fine-tune from finetune.init)
     epochs: float = 300  # may be fractional for smoke runs
-    warmup_epochs: float = 40
+    warmup_epochs: float = 40  # linear warm-up before the cosine decay
 
 
 @dataclass
 class FinetuneStage:
     """Supervised fine-tuning of the bidirectional classifier (ARM recipe)."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: stop after pretraining
     init: str = "pretrain"  # pretrain (this run's weights) | none (from scratch) | path/to/checkpoint.pt
     img_size: Optional[int] = None  # null = model.img_size (ARM: 224)
-    epochs: float = 100
-    warmup_epochs: float = 5
-    batch_size: int = 1024
+    epochs: float = 100  # fine-tuning epochs over the training split
+    warmup_epochs: float = 5  # linear warm-up before the cosine decay
+    batch_size: int = 1024  # images per optimizer step (global)
     base_lr: float = 5e-4  # lr = base_lr x batch / 256
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    layer_decay: float = 0.65
-    drop_path: float = 0.1
-    clip_grad: Optional[float] = None
+    min_lr: float = 1e-6  # floor of the cosine schedule
+    weight_decay: float = 0.05  # not on biases, norms, positions, cls token, A_log and D
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
+    layer_decay: float = 0.65  # lr x layer_decay^(depth - layer): smaller steps for early blocks
+    drop_path: float = 0.1  # stochastic depth of the last block (linear from 0)
+    clip_grad: Optional[float] = None  # max grad norm; null = no clipping
     ema_decay: Optional[float] = 0.99992  # null = no EMA
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    label_smoothing: float = 0.1
+    mixup: float = 0.8  # mixup alpha (timm); 0 = off
+    cutmix: float = 1.0  # cutmix alpha (timm); 0 = off
+    label_smoothing: float = 0.1  # 0 = plain cross-entropy
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale (timm's)
     randaug: Optional[str] = "rand-m9-mstd0.5"  # timm RandAugment string; null = off
     reprob: float = 0.25  # random erasing probability
-    eval_every_epochs: float = 1
+    eval_every_epochs: float = 1  # test top-1 this often during fine-tuning (and always at the end)
 
 
 @dataclass
 class EvalStage:
     """Held-out evaluation and baselines."""
 
-    enabled: bool = True
     linear_baseline: bool = False  # also train a linear classifier on raw pixels (same split)
-    batch_size: int = 512
+    batch_size: int = 512  # images per evaluation batch
 
 
 @dataclass
 class CheckpointSpec:
+    """When the last-state checkpoint of a stage is written (also on SIGUSR1/USR2/TERM and at stage end)."""
+
     every_steps: int = 500  # save every N optimizer steps (0 = only by time, signals and stage end)
-    every_minutes: float = 10.0
+    every_minutes: float = 10.0  # also save when this long has passed since the last save (0 = off)
 
 
 @dataclass
@@ -125,13 +126,13 @@ class ExperimentSpec:
     """One experiment: what to train, on what, how, and where to run it."""
 
     experiment: str = "default"  # results/<experiment>/<run_id>/
-    seed: int = 0
+    seed: int = 0  # seeds weights, data order and augmentation; part of the run id
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (exact resume on CPU)
     cpu_threads: Optional[int] = None  # torch threads for CPU compute; null = all cores of this process
-    output_dir: str = "results"
+    output_dir: str = "results"  # results root: runs go to <output_dir>/<experiment>/<run_id>/
     log_every: int = 10  # optimizer steps between metrics lines
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
