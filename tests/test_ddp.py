@@ -182,8 +182,11 @@ loop = StageLoop(spec, model=model, optimizer=torch.optim.SGD(model.parameters()
 (tmp / str(rank)).mkdir()
 try:
     loop._run_steps(None)
+    rc = 0
 except NonFiniteLoss:
-    sys.exit(3 if loop.state.step == 5 else 5)
+    rc = 3 if loop.state.step == 5 else 5
+td.destroy_process_group()  # as run_job does; exiting with gloo's threads alive can abort the process
+sys.exit(rc)
 """
 
 
