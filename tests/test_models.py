@@ -321,3 +321,18 @@ def test_layer_decay_groups_with_timm():
     assert a_logs[0]["weight_decay"] == 0.0
     rates = [getattr(b.drop_path, "drop_prob", 0.0) for b in clf.layers]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.1)
+
+
+def test_pretraining_optimizer_spares_separators_and_ssm_parameters():
+    from starx.train.optim import adamw_pretrain
+
+    for kind in ("cluster", "token", "distinct"):
+        model = create_model("star_tiny", **{**TINY, "separator": kind, "seq_multiplier": 2})
+        opt = adamw_pretrain(model, weight_decay=0.05, betas=(0.9, 0.95))
+        decay = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+        names = {id(p): n for n, p in model.named_parameters()}
+        spared = {names[i] for i in names if i not in decay}
+        assert {n for n in names.values() if n.startswith("separator.")} <= spared, kind
+        assert {"layers.0.mixer.A_log", "layers.1.mixer.D", "layers.0.mixer.in_proj.weight"} - spared == \
+            {"layers.0.mixer.in_proj.weight"}  # matrices keep their decay
+        assert all(names[i] not in spared for i in decay)

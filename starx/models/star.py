@@ -129,6 +129,12 @@ class STARPretrain(nn.Module):
     def separator_param_count(self) -> int:
         return sum(p.numel() for p in self.separator.parameters())
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The separator tokens: learned markers, not weights to shrink (SSM A_log / D are flagged
+        on the parameters themselves)."""
+        return {f"separator.{n}" for n, _ in self.separator.named_parameters()}
+
     # ----- forward -----
     def _check_input(self, images: Tensor) -> int:
         cfg = self.cfg
