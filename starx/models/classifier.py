@@ -21,7 +21,7 @@ from torch import Tensor
 
 from starx.models.blocks import PatchEmbed, init_mamba_weights, init_token
 from starx.models.config import POOLS, STARConfig
-from starx.models.mamba import DIRECTIONS, BiMamba4, column_order, direction_orders
+from starx.models.mamba import DIRECTIONS, BiMamba4, column_order, direction_orders, ssm_no_weight_decay
 from starx.models.pos_embed import sincos_2d
 from starx.models.star import build_encoder_layers
 
@@ -88,9 +88,7 @@ class STARClassifier(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Names without weight decay: positions, cls token, and every SSM A_log / D."""
-        names = {"pos_embed", "cls_token"}
-        names |= {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
-        return names
+        return {"pos_embed", "cls_token"} | ssm_no_weight_decay(self)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:

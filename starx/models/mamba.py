@@ -42,6 +42,12 @@ def _a_log(d_inner: int, d_state: int) -> nn.Parameter:
     return p
 
 
+def ssm_no_weight_decay(module: nn.Module) -> set[str]:
+    """Names of the parameters flagged ``_no_weight_decay`` (every mixer's A_log and D, as in
+    mamba-ssm): the models' ``no_weight_decay()`` include them."""
+    return {n for n, p in module.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+
 def _d_skip(d_inner: int) -> nn.Parameter:
     p = nn.Parameter(torch.ones(d_inner))
     p._no_weight_decay = True

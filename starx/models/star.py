@@ -30,7 +30,7 @@ from starx.models.blocks import (
 )
 from starx.models.config import STARConfig
 from starx.models.layout import build_layout
-from starx.models.mamba import Mamba
+from starx.models.mamba import Mamba, ssm_no_weight_decay
 from starx.models.pos_embed import sincos_2d
 from starx.models.separators import Separator
 
@@ -131,9 +131,9 @@ class STARPretrain(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """The separator tokens: learned markers, not weights to shrink (SSM A_log / D are flagged
-        on the parameters themselves)."""
-        return {f"separator.{n}" for n, _ in self.separator.named_parameters()}
+        """Names without weight decay: the separator tokens (learned markers, not weights to shrink)
+        and every SSM A_log / D."""
+        return {f"separator.{n}" for n, _ in self.separator.named_parameters()} | ssm_no_weight_decay(self)
 
     # ----- forward -----
     def _check_input(self, images: Tensor) -> int:

@@ -8,11 +8,9 @@ from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
 
 def _no_decay_names(model: torch.nn.Module) -> set[str]:
-    """The model's ``no_weight_decay()`` names, and every parameter flagged ``_no_weight_decay``
-    (Mamba's A_log and D, as in mamba-ssm); timm adds biases and norms (ndim <= 1) itself."""
+    """The model's ``no_weight_decay()`` names; timm adds biases and norms (ndim <= 1) itself."""
     fn = getattr(model, "no_weight_decay", None)
-    names = set(fn()) if callable(fn) else set()
-    return names | {n for n, p in model.named_parameters() if getattr(p, "_no_weight_decay", False)}
+    return set(fn()) if callable(fn) else set()
 
 
 def adamw_pretrain(model: torch.nn.Module, *, weight_decay: float, betas, fused: bool = False) -> torch.optim.AdamW:
