@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def main() -> None:
     families: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
         families[family(name)] += ms
-    lines = [f"STAR-B k={args.k} batch {args.batch} images compile={args.compile} on {torch.cuda.get_device_name()}: "
+    lines = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  torch {torch.__version__}  "
+             f"command: python {' '.join(sys.argv)}",
+             f"STAR-B k={args.k} batch {args.batch} images compile={args.compile} on {torch.cuda.get_device_name()}: "
              f"{total:.1f} ms of GPU kernels per step ({args.batch / total * 1e3:.0f} images/s if nothing else ran)",
              "", "by family (ms/step, share):"]
     lines += [f"  {fam:32s} {ms:7.2f}  {ms / total:6.1%}" for fam, ms in sorted(families.items(), key=lambda x: -x[1])]
