@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Build mamba-ssm 2.3.2.post1 with starx's scan-chunking patch (patch_mamba_ssm.py) as a wheel.
+#
+# Run it on a CUDA machine with nvcc, torch and Python matching the target (the lent GPU
+# machine: CUDA 13, torch 2.11, Python 3.12, sm_90). ~3-5 min with 16 cores.
+#   bash scripts/gpu_kernels/build_mamba_ssm.sh <mamba_ssm-2.3.2.post1.tar.gz> <out dir>
+# Get the source tarball anywhere PyPI is reachable (torch must be importable there):
+#   MAMBA_SKIP_CUDA_BUILD=TRUE pip download --no-deps --no-binary :all: --no-build-isolation \
+#       -d .gpu-src mamba-ssm==2.3.2.post1
+# The wheel is versioned 2.3.2.post1+starx.scan; without MAMBA_SCAN_CONFIG it behaves
+# exactly like the stock release (starx sets that variable itself: starx/ops/_kernels.py).
+set -euo pipefail
+SDIST=$(realpath "$1")
+OUT=$(realpath -m "$2")
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+tar xzf "$SDIST" -C "$WORK"
+SRC=$(echo "$WORK"/mamba_ssm-*)
+python3 "$HERE/patch_mamba_ssm.py" "$SRC"
+mkdir -p "$OUT"
+(cd "$SRC" && MAMBA_FORCE_BUILD=TRUE MAMBA_LOCAL_VERSION=starx.scan MAX_JOBS=${MAX_JOBS:-16} \
+    TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$OUT" .)
+ls -la "$OUT"
