@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from starx.models import create_model  # noqa: E402
+from starx.ops import kernel_status  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
 from starx.train.dist import DistInfo  # noqa: E402
 from starx.train.loop import run_fixed_steps  # noqa: E402
@@ -136,12 +137,8 @@ def main() -> None:
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
             "batch_images": args.batch, "compile": args.compile, "backend": args.backend,
             "command": " ".join(["python"] + sys.argv)}
-    try:
-        import mamba_ssm, causal_conv1d  # noqa: E401
-
-        info.update(mamba_ssm=mamba_ssm.__version__, causal_conv1d=causal_conv1d.__version__)
-    except ImportError:
-        pass
+    status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking
+    info.update(mamba_ssm=status["mamba_ssm"], causal_conv1d=status["causal_conv1d"], scan_config=status["scan_config"])
     print(json.dumps(info))
     print(f"{'k':>2} {'tokens':>6} {'img/s':>8} {'us/img':>7} {'MFU':>6} {'mem GB':>7}  split ms (enc/dec/loss/bwd/opt)")
     for r in rows:

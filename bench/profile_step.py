@@ -23,6 +23,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_step import build  # noqa: E402
 
+from starx.ops import kernel_status  # noqa: E402
+
 FAMILIES = [  # first match wins
     ("selective scan", r"selective_scan"),
     ("causal conv1d", r"causal_conv1d"),
@@ -78,7 +80,9 @@ def main() -> None:
     families: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
         families[family(name)] += ms
+    status = kernel_status()
     lines = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  torch {torch.__version__}  "
+             f"mamba-ssm {status['mamba_ssm']} (scan chunks: {status['scan_config']})  "
              f"command: python {' '.join(sys.argv)}",
              f"STAR-B k={args.k} batch {args.batch} images compile={args.compile} on {torch.cuda.get_device_name()}: "
              f"{total:.1f} ms of GPU kernels per step ({args.batch / total * 1e3:.0f} images/s if nothing else ran)",

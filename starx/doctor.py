@@ -47,7 +47,8 @@ def checks() -> Iterator[Check]:
         for name in ("mamba_ssm", "causal_conv1d"):
             version = status.get(name)
             if version:
-                yield f"kernels: {name}", True, str(version)
+                scan = f", scan chunks: {status['scan_config']}" if name == "mamba_ssm" else ""
+                yield f"kernels: {name}", True, f"{version}{scan}"
             else:
                 err = status.get(f"{name}_error") or "not installed"
                 yield f"kernels: {name}", None, f"{err}; fused CUDA path off; fix: {CUDA_FIX}"

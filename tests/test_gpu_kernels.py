@@ -18,7 +18,7 @@ import copy
 import pytest
 import torch
 
-from starx.ops import causal_conv1d, kernel_status, selective_scan, selective_scan_ref
+from starx.ops import add_layer_norm, causal_conv1d, kernel_status, selective_scan, selective_scan_ref
 
 _STATUS = kernel_status()
 pytestmark = [
@@ -51,7 +51,7 @@ def check(capsys):
     return _check
 
 
-def scan_inputs(dtype: torch.dtype, seed: int = 0) -> dict[str, torch.Tensor]:
+def scan_inputs(dtype: torch.dtype, seed: int = 0, L: int = L) -> dict[str, torch.Tensor]:
     g = torch.Generator(device="cuda").manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
     t = {
@@ -70,10 +70,13 @@ def run_scan(inputs, backend: str):
     return out, dict(zip(inputs, grads))
 
 
+# 640 and 1264 tokens (k = 4, 8): with starx's mamba-ssm build (MAMBA_SCAN_CONFIG=auto) one
+# 768-token chunk and three 512-token chunks, i.e. the chunk-to-chunk state is exercised too.
+@pytest.mark.parametrize("seqlen", [L, 1264])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
-def test_selective_scan_fused_vs_twin(dtype, check):
+def test_selective_scan_fused_vs_twin(dtype, seqlen, check):
     tol_out, tol_grad = TOL[dtype]
-    inputs = scan_inputs(dtype)
+    inputs = scan_inputs(dtype, L=seqlen)
     out_k, grads_k = run_scan(inputs, "cuda")
     out_t, grads_t = run_scan(inputs, "torch")
     ref = selective_scan_ref(**{k: v.detach().double() for k, v in inputs.items()}, delta_softplus=True)
@@ -99,6 +102,30 @@ def test_causal_conv1d_fused_vs_twin(dtype, check):
     check(f"conv {dtype} out: kernel vs twin", outs["cuda"], outs["torch"], tol_out)
     for name, gk, gt in zip(("x", "weight", "bias"), grads["cuda"], grads["torch"]):
         check(f"conv {dtype} d{name}: kernel vs twin", gk, gt, tol_grad)
+
+
+@pytest.mark.parametrize("with_residual", [False, True], ids=["first", "residual"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
+def test_add_layer_norm_fused_vs_twin(dtype, with_residual, check):
+    tol_out, tol_grad = TOL[dtype]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
+    x = r(B, L, D).to(dtype).requires_grad_()  # a branch output
+    residual = r(B, L, D).requires_grad_() if with_residual else None  # the fp32 stream
+    weight, bias = (1 + 0.1 * r(D)).requires_grad_(), (0.1 * r(D)).requires_grad_()
+    inputs = [x, weight, bias] + ([residual] if with_residual else [])
+    results = {}
+    for backend in ("cuda", "torch"):
+        out, stream = add_layer_norm(x, residual, weight, bias, 1e-5, backend=backend)
+        assert out.dtype == dtype and stream.dtype == torch.float32
+        g.manual_seed(1)  # the same loss weights for both backends
+        loss = (out.float() * r(B, L, D)).sum() + (stream * r(B, L, D)).sum()
+        results[backend] = (out, stream, torch.autograd.grad(loss, inputs))
+    (out_k, stream_k, grads_k), (out_t, stream_t, grads_t) = results["cuda"], results["torch"]
+    check(f"add+LN {dtype} out: kernel vs twin", out_k, out_t, tol_out)
+    check(f"add+LN {dtype} stream: kernel vs twin", stream_k, stream_t, 1e-6)
+    for name, gk, gt in zip(("x", "weight", "bias", "residual"), grads_k, grads_t):
+        check(f"add+LN {dtype} d{name}: kernel vs twin", gk, gt, tol_grad)
 
 
 def _twins(module: torch.nn.Module):

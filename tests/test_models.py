@@ -200,6 +200,22 @@ def test_targets_are_normalised_patches_in_sequence_order():
     torch.testing.assert_close(out.loss, ((out.pred - out.target) ** 2).mean())
 
 
+def test_block_stream_is_plain_prenorm_residual():
+    """A block carried as (branch output, residual) computes x + mixer(LN1 x), then + mlp(LN2 x)."""
+    from starx.models.blocks import MambaMLPBlock
+
+    torch.manual_seed(0)
+    block = MambaMLPBlock(16, Mamba(16, d_state=4, backend="torch"), 32, backend="torch").double()
+    out0, res0 = torch.randn(2, 7, 16, dtype=torch.float64), torch.randn(2, 7, 16, dtype=torch.float64)
+    x = out0 + res0
+    x = x + block.mixer(block.norm1(x))
+    expected = x + block.mlp(block.norm2(x))
+    out, residual = block(out0, res0)
+    torch.testing.assert_close(out + residual, expected)
+    out, residual = block(x, None)  # the first block: the stream is x alone
+    torch.testing.assert_close(out + residual, x + block.mixer(block.norm1(x)) + block.mlp(block.norm2(x + block.mixer(block.norm1(x)))))
+
+
 def test_autocast_bf16_keeps_fp32_params():
     model = create_model("star_tiny", **{**TINY, "seq_multiplier": 2}).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from starx.ops import (
     KernelUnavailableError,
+    add_layer_norm,
     causal_conv1d,
     causal_conv1d_time_major,
     causal_conv1d_torch,
@@ -191,6 +192,27 @@ def test_mamba_inner_directions_matches_one_call_per_direction():
     torch.testing.assert_close(out, expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_add_layer_norm_twin(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 8, generator=g).to(dtype).requires_grad_()
+    wide = torch.promote_types(dtype, torch.float32)  # the sum and statistics are never below fp32
+    residual = torch.randn(2, 5, 8, generator=g, dtype=wide).requires_grad_()
+    w, b = (torch.randn(8, generator=g, dtype=wide).requires_grad_() for _ in range(2))  # the model's params
+    out, stream = add_layer_norm(x, residual, w, b, 1e-5, backend="torch")
+    assert out.dtype == dtype and stream.dtype == wide
+    expected_stream = x.to(wide) + residual
+    torch.testing.assert_close(stream, expected_stream)
+    torch.testing.assert_close(out, F.layer_norm(expected_stream, (8,), w, b, 1e-5).to(dtype))
+    # gradients flow to the branch, the residual and the norm's parameters
+    (out.float().sum() + stream.float().square().sum()).backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (x, residual, w, b))
+    # no residual: the stream is x itself; without prenorm only the normalised stream comes back
+    out0, stream0 = add_layer_norm(x, None, w, b, 1e-5, backend="torch")
+    torch.testing.assert_close(stream0, x.detach().to(wide))
+    torch.testing.assert_close(add_layer_norm(x, None, w, b, 1e-5, prenorm=False, backend="torch"), out0)
+
+
 def test_backend_choice():
     x = torch.zeros(1, 2, 3)
     w = torch.zeros(2, 4)
@@ -199,7 +221,9 @@ def test_backend_choice():
     causal_conv1d(x, w, backend="auto")  # CPU tensors: the twin, whatever is installed
     status = kernel_status()
     assert status["torch_twin"] is True
-    assert {"torch", "cuda_available", "mamba_ssm", "causal_conv1d", "kernels_ok", "error"} <= status.keys()
+    assert {"torch", "cuda_available", "mamba_ssm", "causal_conv1d", "kernels_ok", "error", "scan_config"} <= status.keys()
+    if status["mamba_ssm"] is None or "+starx.scan" not in status["mamba_ssm"]:
+        assert status["scan_config"] == "stock"  # only starx's build reads MAMBA_SCAN_CONFIG
     if not status["kernels_ok"] or not status["cuda_available"]:
         with pytest.raises(KernelUnavailableError, match="mamba-ssm==2.3.2.post1|CUDA"):
             causal_conv1d(x, w, backend="cuda")

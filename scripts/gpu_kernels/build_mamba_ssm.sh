@@ -8,7 +8,8 @@
 #   MAMBA_SKIP_CUDA_BUILD=TRUE pip download --no-deps --no-binary :all: --no-build-isolation \
 #       -d .gpu-src mamba-ssm==2.3.2.post1
 # The wheel is versioned 2.3.2.post1+starx.scan; without MAMBA_SCAN_CONFIG it behaves
-# exactly like the stock release (starx sets that variable itself: starx/ops/_kernels.py).
+# exactly like the stock release. starx sets MAMBA_SCAN_CONFIG=auto (starx/ops/_kernels.py):
+# stock mamba-ssm ignores it.
 set -euo pipefail
 SDIST=$(realpath "$1")
 OUT=$(realpath -m "$2")
@@ -19,7 +20,11 @@ trap 'rm -rf "$WORK"' EXIT
 tar xzf "$SDIST" -C "$WORK"
 SRC=$(echo "$WORK"/mamba_ssm-*)
 python3 "$HERE/patch_mamba_ssm.py" "$SRC"
-mkdir -p "$OUT"
 (cd "$SRC" && MAMBA_FORCE_BUILD=TRUE MAMBA_LOCAL_VERSION=starx.scan MAX_JOBS=${MAX_JOBS:-16} \
-    TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$OUT" .)
+    TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/wheel" .)
+# Strip debug symbols from the extensions (44 MB -> a fraction) and repack (RECORD is regenerated).
+python3 -m wheel unpack "$WORK"/wheel/*.whl -d "$WORK/unpacked"
+find "$WORK/unpacked" -name '*.so' -exec strip --strip-debug {} +
+mkdir -p "$OUT"
+python3 -m wheel pack "$WORK"/unpacked/* -d "$OUT"
 ls -la "$OUT"

@@ -11,7 +11,8 @@ ceil(L / chunk) times pads less. This patch:
 * makes the forward and backward launchers and both ``n_chunks`` computations in
   selective_scan.cpp (the per-chunk states the backward reads) follow it;
 * reads ``MAMBA_SCAN_CONFIG`` once per process, the configuration for every L > 256: ``stock``
-  (or unset: mamba-ssm's behaviour, unchanged), ``64x16``, ``32x24``, ``32x16``, ``32x8``,
+  (or unset: mamba-ssm's behaviour, unchanged), ``auto`` (the least padded length x measured
+  cost per token; starx sets this), or one of ``64x16``, ``32x24``, ``32x16``, ``32x8``,
   ``32x4``. Complex weights always keep the stock choice.
 * restricts the build to sm_90 (H100 / H200).
 
@@ -28,7 +29,6 @@ HEADER_ADDITION = r"""
 // ---- starx patch: scan chunk configuration (scripts/gpu_kernels/patch_mamba_ssm.py) ----
 #include <cstdlib>
 #include <cstring>
-#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -37,27 +37,49 @@ struct ScanConfig {
     int chunk() const { return threads * items; }
 };
 
-// MAMBA_SCAN_CONFIG, read once: the configuration for every seqlen > 256 (real weights).
-// Unset or "stock" keeps mamba-ssm's own choice.
-inline std::optional<ScanConfig> scan_config_override() {
-    static const std::optional<ScanConfig> cfg = []() -> std::optional<ScanConfig> {
+// MAMBA_SCAN_CONFIG, read once per process: which chunk shape runs every seqlen > 256 (real
+// weights). Unset or "stock": mamba-ssm's own choice; "auto": scan_config_auto; or a fixed shape.
+struct ScanConfigMode {
+    enum Kind { kStock, kAuto, kFixed } kind;
+    ScanConfig fixed;
+};
+
+inline ScanConfigMode scan_config_mode() {
+    static const ScanConfigMode mode = [] {
         const char *s = std::getenv("MAMBA_SCAN_CONFIG");
-        if (s == nullptr || *s == '\0' || std::strcmp(s, "stock") == 0) { return std::nullopt; }
-        if (std::strcmp(s, "64x16") == 0) { return ScanConfig{64, 16}; }
-        if (std::strcmp(s, "32x24") == 0) { return ScanConfig{32, 24}; }
-        if (std::strcmp(s, "32x16") == 0) { return ScanConfig{32, 16}; }
-        if (std::strcmp(s, "32x8") == 0) { return ScanConfig{32, 8}; }
-        if (std::strcmp(s, "32x4") == 0) { return ScanConfig{32, 4}; }
+        if (s == nullptr || *s == '\0' || std::strcmp(s, "stock") == 0) { return ScanConfigMode{ScanConfigMode::kStock, {0, 0}}; }
+        if (std::strcmp(s, "auto") == 0) { return ScanConfigMode{ScanConfigMode::kAuto, {0, 0}}; }
+        for (const ScanConfig cfg : {ScanConfig{64, 16}, ScanConfig{32, 24}, ScanConfig{32, 16}, ScanConfig{32, 8}, ScanConfig{32, 4}}) {
+            if (std::to_string(cfg.threads) + "x" + std::to_string(cfg.items) == s) { return ScanConfigMode{ScanConfigMode::kFixed, cfg}; }
+        }
         throw std::invalid_argument(
-            std::string("MAMBA_SCAN_CONFIG must be stock, 64x16, 32x24, 32x16, 32x8 or 32x4; got ") + s);
+            std::string("MAMBA_SCAN_CONFIG must be stock, auto, 64x16, 32x24, 32x16, 32x8 or 32x4; got ") + s);
     }();
-    return cfg;
+    return mode;
+}
+
+// The shape with the least padded length x cost per padded token. The costs are the forward +
+// backward time per padded token, relative, measured on an H100 (d_inner 768, d_state 16, bf16,
+// 256 images a batch at STAR's k = 2, 4, 8; starx bench/scan_configs.py): 32x16 is the cheapest
+// per token; shorter chunks pad less but cost more per token; 32x24 fits 513..768 in one chunk.
+inline ScanConfig scan_config_auto(int seqlen) {
+    struct Candidate { ScanConfig cfg; long cost; };
+    constexpr Candidate candidates[] = {{{32, 16}, 77}, {{32, 24}, 84}, {{32, 8}, 99}, {{32, 4}, 114}};
+    ScanConfig best = candidates[0].cfg;
+    long best_cost = -1;
+    for (const Candidate &c : candidates) {
+        const long padded = long((seqlen + c.cfg.chunk() - 1) / c.cfg.chunk()) * c.cfg.chunk();
+        if (best_cost < 0 || padded * c.cost < best_cost) { best = c.cfg; best_cost = padded * c.cost; }
+    }
+    return best;
 }
 
 // Threads x items per chunk for a sequence of seqlen; the scan runs ceil(seqlen / chunk) chunks.
 inline ScanConfig scan_config(int seqlen, bool is_complex) {
     if (seqlen > 256 && !is_complex) {
-        if (const auto cfg = scan_config_override()) { return *cfg; }
+        const ScanConfigMode mode = scan_config_mode();
+        if (mode.kind == ScanConfigMode::kFixed) { return mode.fixed; }
+        if (mode.kind == ScanConfigMode::kAuto) { return scan_config_auto(seqlen); }
     }
     if (seqlen <= 128) { return {32, 4}; }
     if (seqlen <= 256) { return {32, 8}; }

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor
 
+from starx.ops import add_layer_norm
+
 
 class PatchEmbed(nn.Module):
     """(N, C, H, W) -> (N, gh*gw, D), patches in raster order."""
@@ -38,23 +40,35 @@ class SwiGLU(nn.Module):
         return self.w3(F.silu(self.w1(x)) * self.w2(x))
 
 
+def add_norm(norm: nn.LayerNorm, x: Tensor, residual: Tensor | None, backend: str, prenorm: bool = True):
+    """``norm`` applied to the stream x + residual (see starx.ops.add_layer_norm): with ``prenorm``,
+    (normalised, x + residual in fp32); else the normalised stream only."""
+    return add_layer_norm(x, residual, norm.weight, norm.bias, norm.eps, prenorm=prenorm, backend=backend)
+
+
 class MambaMLPBlock(nn.Module):
     """x + Mamba(LN(x)), then x + SwiGLU(LN(x)); drop path on both branches.
 
-    ``mixer_kwargs`` of forward go to the mixer (the 4-direction one needs the column order).
+    The stream travels as (last branch output, residual), summing to x (residual None: x alone),
+    so that each LayerNorm adds the branch in as it normalises (fused on CUDA):
+    ``forward(out, residual) -> (out', residual')``. ``mixer_kwargs`` go to the mixer (the
+    4-direction one needs the column order). ``backend`` picks the add + LayerNorm op's path.
     """
 
-    def __init__(self, dim: int, mixer: nn.Module, mlp_hidden: int, drop_path: float = 0.0):
+    def __init__(self, dim: int, mixer: nn.Module, mlp_hidden: int, drop_path: float = 0.0, backend: str = "auto"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.mixer = mixer
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = SwiGLU(dim, mlp_hidden)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.backend = backend
 
-    def forward(self, x: Tensor, **mixer_kwargs) -> Tensor:
-        x = x + self.drop_path(self.mixer(self.norm1(x), **mixer_kwargs))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(self, out: Tensor, residual: Tensor | None = None, **mixer_kwargs) -> tuple[Tensor, Tensor]:
+        h, residual = add_norm(self.norm1, out, residual, self.backend)
+        out = self.drop_path(self.mixer(h, **mixer_kwargs))
+        h, residual = add_norm(self.norm2, out, residual, self.backend)
+        return self.drop_path(self.mlp(h)), residual
 
 
 class CrossAttention(nn.Module):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor
 
-from starx.models.blocks import PatchEmbed, init_mamba_weights, init_token
+from starx.models.blocks import PatchEmbed, add_norm, init_mamba_weights, init_token
 from starx.models.config import POOLS, STARConfig
 from starx.models.mamba import DIRECTIONS, BiMamba4, column_order, direction_orders, ssm_no_weight_decay
 from starx.models.pos_embed import sincos_2d
@@ -74,9 +74,10 @@ class STARClassifier(nn.Module):
         c = self.cls_pos
         x = torch.cat([x[:, :c], self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x[:, c:]], dim=1)
         x = x + self.pos_embed
+        residual = None
         for block in self.layers:
-            x = block(x, orders=self.orders, inverses=self.inverses)
-        x = self.norm_f(x)
+            x, residual = block(x, residual, orders=self.orders, inverses=self.inverses)
+        x = add_norm(self.norm_f, x, residual, cfg.backend, prenorm=False)
         if self.pool == "cls":
             return x[:, c]
         return torch.cat([x[:, :c], x[:, c + 1 :]], dim=1).mean(dim=1)

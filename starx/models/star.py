@@ -58,6 +58,7 @@ def build_encoder_layers(cfg: STARConfig, mixer_cls: type[Mamba], drop_path: flo
             mixer_cls(cfg.embed_dim, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=1, backend=cfg.backend),
             cfg.mlp_hidden,
             rates[i],
+            backend=cfg.backend,
         )
         for i in range(cfg.depth)
     )
@@ -164,10 +165,11 @@ class STARPretrain(nn.Module):
             x = torch.cat([sep.to(x.dtype).expand(n_seq, -1, -1, -1), x], dim=2)
         x = x.reshape(n_seq, lay.seq_len, D)[:, : lay.num_tokens]
         feats: dict[int, Tensor] = {}
+        residual = None
         for depth, block in enumerate(self.layers, start=1):
-            x = block(x)
+            x, residual = block(x, residual)
             if depth in self.taps:
-                feats[depth] = x
+                feats[depth] = residual + x  # the stream after this block, fp32
         return [feats[t] for t in self.taps]
 
     def decode(self, feats: list[Tensor]) -> Tensor:

@@ -17,12 +17,15 @@ from starx.ops._kernels import (
 )
 from starx.ops.conv import causal_conv1d, causal_conv1d_time_major, causal_conv1d_torch
 from starx.ops.inner import mamba_inner, mamba_inner_directions, mamba_inner_time_major
+from starx.ops.norm import add_layer_norm, add_layer_norm_torch
 from starx.ops.scan import selective_scan, selective_scan_ref, selective_scan_time_major, selective_scan_torch
 
 __all__ = [
     "BACKENDS",
     "INSTALL_HINT",
     "KernelUnavailableError",
+    "add_layer_norm",
+    "add_layer_norm_torch",
     "causal_conv1d",
     "causal_conv1d_time_major",
     "causal_conv1d_torch",

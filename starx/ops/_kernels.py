@@ -10,6 +10,7 @@ import functools
 import importlib
 import importlib.metadata
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +28,14 @@ INSTALL_HINT = (
 )
 
 
+# starx's build of mamba-ssm (scripts/gpu_kernels/build_mamba_ssm.sh, version "+starx.scan")
+# reads this once, at its first scan: "auto" runs each length > 256 in the chunk shape with the
+# least padded length x measured cost (e.g. STAR's 624-token k=4 sequence as one 768-token chunk
+# instead of 1024: -20% scan time, bench/results/scan_configs_h100.jsonl). A value already in
+# the environment wins; the stock release ignores the variable.
+SCAN_CONFIG_ENV = "MAMBA_SCAN_CONFIG"
+
+
 class KernelUnavailableError(RuntimeError):
     """The ``cuda`` backend was asked for but its kernels (or CUDA) cannot be used here."""
 
@@ -36,6 +45,7 @@ class _Kernels:
     selective_scan_fn: Any
     mamba_inner_fn: Any
     causal_conv1d_fn: Any
+    layer_norm_fn: Any  # mamba-ssm's Triton LayerNorm with a fused residual add
 
 
 def _try_import(module: str) -> tuple[Any, str | None]:
@@ -57,13 +67,15 @@ def _import_errors() -> dict[str, str | None]:
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[_Kernels | None, str | None]:
     """The kernels, or (None, error text)."""
+    os.environ.setdefault(SCAN_CONFIG_ENV, "auto")
     errors = _import_errors()
     failed = "; ".join(f"{name}: {err}" for name, err in errors.items() if err)
     if failed:
         return None, failed
     ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
     cc = importlib.import_module("causal_conv1d")
-    return _Kernels(ssi.selective_scan_fn, ssi.mamba_inner_fn, cc.causal_conv1d_fn), None
+    ln = importlib.import_module("mamba_ssm.ops.triton.layer_norm")
+    return _Kernels(ssi.selective_scan_fn, ssi.mamba_inner_fn, cc.causal_conv1d_fn, ln.layer_norm_fn), None
 
 
 def kernels_or_raise() -> _Kernels:
@@ -117,24 +129,28 @@ def kernel_status() -> dict[str, Any]:
 
     Keys: torch, cuda_available, cuda_version, device (name or None), mamba_ssm and
     causal_conv1d (installed versions or None), mamba_ssm_error and causal_conv1d_error (import
-    error text or None), kernels_ok (bool), error (combined error text or None), torch_twin
+    error text or None), kernels_ok (bool), error (combined error text or None), scan_config
+    (the scan chunking in use: MAMBA_SCAN_CONFIG on starx's build, else "stock"), torch_twin
     (always True: the pure-PyTorch ops need nothing else), auto_backend (what ``auto`` picks
     for CUDA tensors here), install_hint (None when the kernels load).
     """
     cuda = torch.cuda.is_available()
     kernels, err = _load()
     errors = _import_errors()
+    mamba_version = _version("mamba-ssm") or _version("mamba_ssm")
+    patched = mamba_version is not None and "+starx.scan" in mamba_version
     return {
         "torch": torch.__version__,
         "cuda_available": cuda,
         "cuda_version": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if cuda else None,
-        "mamba_ssm": _version("mamba-ssm") or _version("mamba_ssm"),
+        "mamba_ssm": mamba_version,
         "causal_conv1d": _version("causal-conv1d") or _version("causal_conv1d"),
         "mamba_ssm_error": errors["mamba_ssm"],
         "causal_conv1d_error": errors["causal_conv1d"],
         "kernels_ok": kernels is not None,
         "error": err,
+        "scan_config": os.environ.get(SCAN_CONFIG_ENV, "stock") if patched else "stock",
         "torch_twin": True,
         "auto_backend": "cuda" if (cuda and kernels is not None) else "torch",
         "install_hint": None if kernels is not None else INSTALL_HINT,

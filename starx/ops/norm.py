@@ -1,0 +1,54 @@
+"""Residual add + LayerNorm, fused on CUDA.
+
+A pre-norm block computes x = x + branch, then LN(x) for the next branch. Carrying the stream
+as (last branch output, residual) lets one kernel do both: mamba-ssm's Triton ``layer_norm_fn``
+reads the branch output and the fp32 residual, writes the new fp32 residual and the normalised
+activations in the branch's dtype, and its backward computes the weight and bias gradients in
+the same pass. That replaces a separate fp32 add, casts and torch's two LayerNorm backward
+kernels per sub-layer (the profile in bench/README.md).
+
+Under ``torch.compile`` the torch twin runs even on the ``cuda`` backend: Inductor fuses it
+into its own kernel, while the Triton function would break the graph.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
+
+
+def add_layer_norm(
+    x: Tensor,
+    residual: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None,
+    eps: float,
+    prenorm: bool = True,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor] | Tensor:
+    """With ``prenorm``: (LN(x + residual), x + residual); else LN(x + residual).
+
+    ``residual`` None means the stream is x alone. The sum is taken and returned in fp32 (fp64
+    for fp64 inputs); the normalised output has x's dtype.
+    """
+    if not torch.compiler.is_compiling() and use_cuda_kernels(backend, x, residual):
+        return kernels_or_raise().layer_norm_fn(
+            x, weight, bias, residual=residual, eps=eps, prenorm=prenorm, residual_in_fp32=True
+        )
+    return add_layer_norm_torch(x, residual, weight, bias, eps, prenorm)
+
+
+def add_layer_norm_torch(
+    x: Tensor, residual: Tensor | None, weight: Tensor, bias: Tensor | None, eps: float, prenorm: bool = True
+) -> tuple[Tensor, Tensor] | Tensor:
+    """The torch twin of ``add_layer_norm``, the same arithmetic: sum and statistics in fp32
+    (or in fp64 for fp64 inputs)."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    if residual is not None:
+        dtype = torch.promote_types(dtype, residual.dtype)
+    stream = x.to(dtype) if residual is None else x.to(dtype) + residual.to(dtype)
+    out = F.layer_norm(stream, (stream.shape[-1],), weight, bias, eps).to(x.dtype)
+    return (out, stream) if prenorm else out
