@@ -24,7 +24,7 @@ python3 "$HERE/patch_mamba_ssm.py" "$SRC"
     TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/wheel" .)
 # Strip debug symbols from the extensions (44 MB -> a fraction) and repack (RECORD is regenerated).
 python3 -m wheel unpack "$WORK"/wheel/*.whl -d "$WORK/unpacked"
-find "$WORK/unpacked" -name '*.so' -exec strip --strip-debug {} +
+if command -v strip >/dev/null; then find "$WORK/unpacked" -name '*.so' -exec strip --strip-debug {} +; fi
 mkdir -p "$OUT"
 python3 -m wheel pack "$WORK"/unpacked/* -d "$OUT"
 ls -la "$OUT"
