@@ -54,14 +54,14 @@ def matmul_tflops(n: int = 8192, reps: int = 20) -> float:
     return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
 
 
-def build(k: int, backend: str, compile_: bool):
+def build(k: int, backend: str, compile_: bool, compile_mode: str | None = None):
     overrides = [f"model.seq_multiplier={k}", f"model.backend={backend}", "data.batch_size=2048"]
     if k == 1:
         overrides.append("model.separator=none")  # k=1 without separator is ARM
     cfg = load_spec(ROOT / "specs/star_base_in1k.yaml", overrides)
     model = create_model(cfg.model.name, **model_kwargs(cfg)).cuda()
     opt = adamw_pretrain(model, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, fused=True)
-    run_model = torch.compile(model) if compile_ else model
+    run_model = torch.compile(model, mode=compile_mode) if compile_ else model
     return cfg, model, run_model, opt
 
 
@@ -111,6 +111,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--backend", default="cuda")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -118,7 +119,7 @@ def main() -> None:
     rows = []
     for k in args.k:
         torch.manual_seed(0)
-        cfg, model, run_model, opt = build(k, args.backend, args.compile)
+        cfg, model, run_model, opt = build(k, args.backend, args.compile or bool(args.compile_mode), args.compile_mode)
         images = torch.randn(args.batch, 3, cfg.model.img_size, cfg.model.img_size, device="cuda")
         params = sum(p.numel() for p in model.parameters())
         eng = engine_throughput(model, run_model, opt, images, args.steps)
@@ -135,7 +136,8 @@ def main() -> None:
         torch.cuda.empty_cache()
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
-            "batch_images": args.batch, "compile": args.compile, "backend": args.backend,
+            "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
+            "compile_mode": args.compile_mode, "backend": args.backend,
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking
     info.update(mamba_ssm=status["mamba_ssm"], causal_conv1d=status["causal_conv1d"], scan_config=status["scan_config"])

@@ -186,3 +186,51 @@ def test_star_base_pretrain_step_both_backends(dtype, check):
     for name in ("layers.0.mixer.A_log", "layers.11.mixer.in_proj.weight", "patch_embed.proj.weight",
                  "separator.tokens", "dec_blocks.3.mlp.0.weight"):
         check(f"star_base {dtype} d{name}", results["cuda"][1][name], results["torch"][1][name], 5 * TOL[dtype][1])
+
+
+@pytest.mark.parametrize("seqlen", [L, 1264])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_scan_custom_op_opcheck(seqlen, groups):
+    """The custom op's fake shapes (incl. the chunk states the kernel returns), schema and
+    autograd registration agree with the real kernel (torch.library.opcheck)."""
+    inputs = scan_inputs(torch.bfloat16, L=seqlen)
+    b, d, n = B, D, N
+    inputs["B"] = inputs["B"].detach()[:, None].expand(b, groups, n, seqlen).contiguous().requires_grad_()
+    inputs["C"] = inputs["C"].detach()[:, None].expand(b, groups, n, seqlen).contiguous().requires_grad_()
+    args = tuple(inputs[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")) + (True,)
+    out, x, out_z = torch.ops.starx.selective_scan_fwd(*args)
+    from starx.ops._scan_op import scan_chunk_shape
+
+    assert x.shape[2] == -(-seqlen // (lambda t, i: t * i)(*scan_chunk_shape(seqlen)))
+    print(f"\n  L={seqlen}: chunk {scan_chunk_shape(seqlen)}, {x.shape[2]} chunk states", end="")
+    torch.library.opcheck(torch.ops.starx.selective_scan_fwd.default, args,
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+def test_compiled_star_base_matches_eager_in_one_graph(check):
+    """torch.compile traces the whole STAR-B model, scans included, without a graph break, and
+    gives the eager (fused mamba_inner_fn) loss and gradients."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from starx.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("star_base", img_size=192, seq_multiplier=4, separator="cluster", backend="cuda").cuda()
+    images = torch.randn(2 * 4, 3, 192, 192, device="cuda")
+    results = {}
+    torch._dynamo.reset()
+    counters.clear()
+    for name, run in (("eager", model), ("compiled", torch.compile(model))):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = run(images).loss
+        loss.backward()
+        results[name] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    breaks = dict(counters["graph_break"])
+    assert not breaks, f"graph breaks: {breaks}"
+    check("star_base bf16 loss: compiled vs eager", results["compiled"][0], results["eager"][0], 1e-2)
+    for name in ("layers.0.mixer.A_log", "layers.11.mixer.in_proj.weight", "layers.5.norm2.weight",
+                 "patch_embed.proj.weight", "separator.tokens"):
+        check(f"star_base bf16 d{name}: compiled vs eager", results["compiled"][1][name],
+              results["eager"][1][name], 5 * TOL[torch.bfloat16][1])

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from starx.ops import check_backend, mamba_inner, mamba_inner_directions, mamba_inner_time_major, use_cuda_kernels
+from starx.ops import (
+    check_backend,
+    mamba_inner,
+    mamba_inner_directions,
+    mamba_inner_time_major,
+    preload_kernels,
+    use_cuda_kernels,
+)
 
 DIRECTIONS = ("", "_b", "_c", "_c_b")  # ARM's suffixes: rows fwd / bwd, columns fwd / bwd
 
@@ -76,6 +83,8 @@ class Mamba(nn.Module):
     ):
         super().__init__()
         check_backend(backend)
+        if backend != "torch":
+            preload_kernels()  # now, not at the first forward, which torch.compile may be tracing
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)

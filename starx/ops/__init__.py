@@ -13,6 +13,7 @@ from starx.ops._kernels import (
     KernelUnavailableError,
     check_backend,
     kernel_status,
+    preload_kernels,
     use_cuda_kernels,
 )
 from starx.ops.conv import causal_conv1d, causal_conv1d_time_major, causal_conv1d_torch
@@ -34,6 +35,7 @@ __all__ = [
     "mamba_inner",
     "mamba_inner_directions",
     "mamba_inner_time_major",
+    "preload_kernels",
     "selective_scan",
     "selective_scan_ref",
     "selective_scan_time_major",

@@ -46,6 +46,7 @@ class _Kernels:
     mamba_inner_fn: Any
     causal_conv1d_fn: Any
     layer_norm_fn: Any  # mamba-ssm's Triton LayerNorm with a fused residual add
+    selective_scan_cuda: Any  # the scan's extension module (fwd / bwd), for starx's custom op
 
 
 def _try_import(module: str) -> tuple[Any, str | None]:
@@ -63,19 +64,40 @@ def _import_errors() -> dict[str, str | None]:
     return {"causal_conv1d": cc_err, "mamba_ssm": ms_err}
 
 
+_LOADED: tuple[_Kernels | None, str | None] | None = None  # what _load found, once it has run
+
+
 @torch.compiler.disable  # importing mamba_ssm under dynamo tracing fails (its lazy transformers imports)
-@functools.lru_cache(maxsize=1)
-def _load() -> tuple[_Kernels | None, str | None]:
-    """The kernels, or (None, error text)."""
+def _load_now() -> None:
+    global _LOADED
     os.environ.setdefault(SCAN_CONFIG_ENV, "auto")
     errors = _import_errors()
     failed = "; ".join(f"{name}: {err}" for name, err in errors.items() if err)
     if failed:
-        return None, failed
+        _LOADED = None, failed
+        return
     ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
     cc = importlib.import_module("causal_conv1d")
     ln = importlib.import_module("mamba_ssm.ops.triton.layer_norm")
-    return _Kernels(ssi.selective_scan_fn, ssi.mamba_inner_fn, cc.causal_conv1d_fn, ln.layer_norm_fn), None
+    _LOADED = _Kernels(ssi.selective_scan_fn, ssi.mamba_inner_fn, cc.causal_conv1d_fn, ln.layer_norm_fn,
+                       importlib.import_module("selective_scan_cuda")), None
+
+
+def _load() -> tuple[_Kernels | None, str | None]:
+    """The kernels, or (None, error text); imported on first use.
+
+    Under torch.compile this reads a plain global, which dynamo traces; only a first load
+    during tracing would split the graph, so models load the kernels when built (preload_kernels).
+    """
+    if _LOADED is None:
+        _load_now()
+    return _LOADED
+
+
+def preload_kernels() -> None:
+    """Import the kernels now if CUDA is here, so that compiled code finds them already loaded."""
+    if torch.cuda.is_available():
+        _load()
 
 
 def kernels_or_raise() -> _Kernels:

@@ -2,8 +2,9 @@
 
 Mirrors ``mamba_ssm.ops.selective_scan_interface.mamba_inner_fn`` with input-dependent B and C.
 On CUDA with the kernels it runs the fused ``mamba_inner_fn`` (one autograd node, recomputes the
-conv in the backward); without ``out_proj_weight`` (the bidirectional classifier sums
-directions before projecting) it composes ``causal_conv1d_fn`` and ``selective_scan_fn``.
+conv in the backward). It composes ``causal_conv1d_fn`` and the scan instead without
+``out_proj_weight`` (the bidirectional classifier sums directions before projecting) and under
+torch.compile, which cannot trace mamba_inner_fn but traces the conv and the scan's custom op.
 
 ``mamba_inner_directions`` runs several scans of one input in different token orders (ARM's
 4-direction mixer) as one conv and one scan over the directions stacked along channels, each
@@ -42,13 +43,13 @@ def mamba_inner(
     delta_proj_weight (d_inner, dt_rank); A (d_inner, n), already negative (-exp(A_log)).
     """
     use_kernels = use_cuda_kernels(backend, xz)
-    if use_kernels and out_proj_weight is not None:  # the fused path
+    if use_kernels and out_proj_weight is not None and not torch.compiler.is_compiling():  # the fused path
         return kernels_or_raise().mamba_inner_fn(
             xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
             out_proj_weight, out_proj_bias, A, None, None, D,
             delta_bias=delta_bias, delta_softplus=delta_softplus,
         )  # fmt: skip
-    if use_kernels:  # no out_proj: compose the two kernels
+    if use_kernels:  # compose the two kernels: no out_proj, or under torch.compile
         L, dt_rank, n = xz.shape[-1], delta_proj_weight.shape[1], A.shape[1]
         x, z = xz.chunk(2, dim=1)
         x = causal_conv1d(x, rearrange(conv1d_weight, "d 1 w -> d w"), conv1d_bias, "silu", backend="cuda")
@@ -57,8 +58,11 @@ def mamba_inner(
         dt = rearrange(F.linear(dt, delta_proj_weight), "(b l) d -> b d l", l=L)
         B = rearrange(B, "(b l) n -> b n l", l=L).contiguous()
         C = rearrange(C, "(b l) n -> b n l", l=L).contiguous()
-        return selective_scan(x, dt, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-                              backend="cuda")
+        y = selective_scan(x, dt, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                           backend="cuda")
+        if out_proj_weight is None:
+            return y
+        return F.linear(rearrange(y, "b d l -> b l d"), out_proj_weight, out_proj_bias)
     out = mamba_inner_time_major(
         xz.permute(2, 0, 1), conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
         out_proj_weight, out_proj_bias, A, D, delta_bias, delta_softplus,

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
+from starx.ops._kernels import use_cuda_kernels
+from starx.ops._scan_op import selective_scan_kernel
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -267,14 +268,12 @@ def selective_scan(
 ) -> Tensor:
     """Selective scan on the chosen backend (``auto | cuda | torch``); see the module docstring.
 
-    ``cuda`` runs mamba_ssm's ``selective_scan_fn`` and raises KernelUnavailableError where it
-    can't; ``auto`` uses it for CUDA tensors when it loads, else the torch twin. B and C may
+    ``cuda`` runs mamba_ssm's kernel (as the custom op ``torch.ops.starx.selective_scan_fwd``, which
+    torch.compile traces) and raises KernelUnavailableError where it can't; ``auto`` uses it for CUDA tensors when it loads, else the torch twin. B and C may
     also be grouped, (b, g, n, l): group j serves channels [j*d/g, (j+1)*d/g), as in the kernel.
     """
     if use_cuda_kernels(backend, u):
-        return kernels_or_raise().selective_scan_fn(
-            u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus
-        )
+        return selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     g = _groups(u, B)
     if g == 1:
         return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
