@@ -52,7 +52,10 @@ def mamba_inner(
     if use_kernels:  # compose the two kernels: no out_proj, or under torch.compile
         L, dt_rank, n = xz.shape[-1], delta_proj_weight.shape[1], A.shape[1]
         x, z = xz.chunk(2, dim=1)
-        x = causal_conv1d(x, rearrange(conv1d_weight, "d 1 w -> d w"), conv1d_bias, "silu", backend="cuda")
+        # contiguous: the conv kernel's custom op writes an output shaped like x, and dynamo
+        # traces a custom op's out= tensor only when it is contiguous
+        x = causal_conv1d(x.contiguous(), rearrange(conv1d_weight, "d 1 w -> d w"), conv1d_bias, "silu",
+                          backend="cuda")
         x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), x_proj_weight)
         dt, B, C = x_dbl.split([dt_rank, n, n], dim=-1)
         dt = rearrange(F.linear(dt, delta_proj_weight), "(b l) d -> b d l", l=L)
