@@ -85,6 +85,9 @@ class STARPretrain(nn.Module):
         gh, gw = cfg.grid
 
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, D)
+        # the token order as a buffer, on the model's device: indexing with a CPU index would copy it
+        # to the GPU every step, which CUDA graphs (torch.compile mode="reduce-overhead") cannot capture
+        self.register_buffer("order", layout.order, persistent=False)
         self.register_buffer("pos_embed", sincos_2d(D, gh, gw)[layout.order], persistent=False)
         self.separator = Separator(cfg.separator, cfg.sep_len, cfg.seq_multiplier, D)
         self.layers = build_encoder_layers(cfg, Mamba, cfg.drop_path)
@@ -158,7 +161,7 @@ class STARPretrain(nn.Module):
         """Encoder features (sequences, num_tokens, D) after each block in ``self.taps``."""
         n_seq = self._check_input(images)
         lay, D = self.layout, self.cfg.embed_dim
-        x = self.patch_embed(images)[:, lay.order] + self.pos_embed  # (N, image tokens, D), cluster order
+        x = self.patch_embed(images)[:, self.order] + self.pos_embed  # (N, image tokens, D), cluster order
         x = x.view(n_seq, lay.k, lay.image_tokens, D)
         sep = self.separator()
         if sep is not None:
@@ -184,7 +187,7 @@ class STARPretrain(nn.Module):
     def targets(self, images: Tensor) -> Tensor:
         """Target pixels (sequences, T, patch_pixels) in the order of ``decode``'s output."""
         lay = self.layout
-        patches = patchify(images, self.cfg.patch_size)[:, lay.order]  # cluster order
+        patches = patchify(images, self.cfg.patch_size)[:, self.order]  # cluster order
         patches = patches.reshape(-1, lay.k * lay.image_tokens, patches.shape[-1])[:, self.target_index]
         if self.cfg.norm_pix_loss:
             patches = patches.to(torch.promote_types(patches.dtype, torch.float32))  # stats in >= fp32
