@@ -57,6 +57,7 @@ def test_resolved_spec_is_read_only():
     (["model.cluster_size=5"], "field 'model.cluster_size'"),
     (["model.in_chans=2"], "field 'model.in_chans'"),
     (["launch.kind=slrm"], "field 'launch.kind'"),
+    (["compile_mode=reduce_overhead"], "field 'compile_mode': 'reduce_overhead' is not one of"),
     (["pretrain.enabled=false"], "field 'finetune.init'"),
     (["finetune.init=/no/such/ckpt.pt"], "checkpoint not found: /no/such/ckpt.pt"),
     (["optim.betas=[0.9]"], "field 'optim.betas'"),

@@ -15,7 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from starx.spec.schema import BACKENDS, DEVICES, PRECISIONS, SEPARATORS, ExperimentSpec
+from starx.spec.schema import BACKENDS, COMPILE_MODES, DEVICES, PRECISIONS, SEPARATORS, ExperimentSpec
 
 
 class SpecError(ValueError):
@@ -126,6 +126,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "model.separator", SEPARATORS)
     _choice(cfg, "model.backend", BACKENDS)
     _choice(cfg, "precision", PRECISIONS)
+    _choice(cfg, "compile_mode", COMPILE_MODES)
     _choice(cfg, "device", DEVICES)
     _positive(cfg, "model.img_size", "model.patch_size", "model.cluster_size", "model.in_chans",
               "model.seq_multiplier", "model.depth", "model.embed_dim", "data.batch_size",

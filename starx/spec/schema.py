@@ -16,6 +16,7 @@ from starx.launch.config import LaunchConfig
 SEPARATORS = ("none", "token", "cluster", "fixed", "distinct")
 BACKENDS = ("auto", "cuda", "torch")
 PRECISIONS = ("auto", "bf16", "fp32")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -130,6 +131,9 @@ class ExperimentSpec:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     compile: bool = False  # torch.compile the model
+    # torch.compile mode when compile is on: default | reduce-overhead (CUDA graphs of the whole
+    # forward and backward: the fastest on GPU, bench/README.md) | max-autotune
+    compile_mode: str = "default"
     deterministic: bool = False  # deterministic algorithms (exact resume on CPU)
     cpu_threads: Optional[int] = None  # torch threads for CPU compute; null = all cores of this process
     output_dir: str = "results"  # results root: runs go to <output_dir>/<experiment>/<run_id>/

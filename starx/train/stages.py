@@ -98,7 +98,9 @@ def _maybe_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
 
 
 def _maybe_compile(model: torch.nn.Module, cfg: DictConfig) -> torch.nn.Module:
-    return torch.compile(model) if cfg.compile else model
+    if not cfg.compile:
+        return model
+    return torch.compile(model, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
 
 
 def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
