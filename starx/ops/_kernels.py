@@ -42,7 +42,6 @@ class KernelUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class _Kernels:
-    selective_scan_fn: Any
     mamba_inner_fn: Any
     causal_conv1d_fn: Any
     layer_norm_fn: Any  # mamba-ssm's Triton LayerNorm with a fused residual add
@@ -79,7 +78,7 @@ def _load_now() -> None:
     ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
     cc = importlib.import_module("causal_conv1d")
     ln = importlib.import_module("mamba_ssm.ops.triton.layer_norm")
-    _LOADED = _Kernels(ssi.selective_scan_fn, ssi.mamba_inner_fn, cc.causal_conv1d_fn, ln.layer_norm_fn,
+    _LOADED = _Kernels(ssi.mamba_inner_fn, cc.causal_conv1d_fn, ln.layer_norm_fn,
                        importlib.import_module("selective_scan_cuda")), None
 
 
