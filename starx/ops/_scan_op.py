@@ -33,7 +33,10 @@ def _patched_build() -> bool:
 
 
 def scan_chunk_shape(seqlen: int, is_complex: bool = False) -> tuple[int, int]:
-    """(threads, items) of the chunk the installed kernel runs a sequence of ``seqlen`` in."""
+    """(threads, items) of the chunk the installed kernel runs a sequence of ``seqlen`` in.
+
+    The kernel reads MAMBA_SCAN_CONFIG once, at its first scan; this reads it at each call, so
+    the variable must not change after a process's first scan (starx sets it before that)."""
     mode = os.environ.get(SCAN_CONFIG_ENV, "stock") or "stock"
     if seqlen > 256 and not is_complex and mode != "stock" and _patched_build():
         if mode == "auto":
