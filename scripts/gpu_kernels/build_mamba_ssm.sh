@@ -11,6 +11,8 @@
 # exactly like the stock release. starx sets MAMBA_SCAN_CONFIG=auto (starx/ops/_kernels.py):
 # stock mamba-ssm ignores it.
 set -euo pipefail
+PYTHON=${PYTHON:-python3}   # the Python with torch that the wheel is for (e.g. PYTHON=.venv/bin/python)
+case "$PYTHON" in */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")";; esac  # absolute, venv kept
 SDIST=$(realpath "$1")
 OUT=$(realpath -m "$2")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -19,12 +21,17 @@ trap 'rm -rf "$WORK"' EXIT
 
 tar xzf "$SDIST" -C "$WORK"
 SRC=$(echo "$WORK"/mamba_ssm-*)
-python3 "$HERE/patch_mamba_ssm.py" "$SRC"
+"$PYTHON" "$HERE/patch_mamba_ssm.py" "$SRC"
 (cd "$SRC" && MAMBA_FORCE_BUILD=TRUE MAMBA_LOCAL_VERSION=starx.scan MAX_JOBS=${MAX_JOBS:-16} \
-    TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/wheel" .)
-# Strip debug symbols from the extensions (44 MB -> a fraction) and repack (RECORD is regenerated).
-python3 -m wheel unpack "$WORK"/wheel/*.whl -d "$WORK/unpacked"
-if command -v strip >/dev/null; then find "$WORK/unpacked" -name '*.so' -exec strip --strip-debug {} +; fi
+    TORCH_CUDA_ARCH_LIST=9.0 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/wheel" .)
+# Strip debug symbols from the extensions and repack (RECORD is regenerated), where strip and
+# the wheel tool are there; otherwise keep the wheel as built.
 mkdir -p "$OUT"
-python3 -m wheel pack "$WORK"/unpacked/* -d "$OUT"
+if command -v strip >/dev/null && "$PYTHON" -c "import wheel.cli" 2>/dev/null; then
+    "$PYTHON" -m wheel unpack "$WORK"/wheel/*.whl -d "$WORK/unpacked"
+    find "$WORK/unpacked" -name '*.so' -exec strip --strip-debug {} +
+    "$PYTHON" -m wheel pack "$WORK"/unpacked/* -d "$OUT"
+else
+    cp "$WORK"/wheel/*.whl "$OUT"/
+fi
 ls -la "$OUT"
