@@ -140,6 +140,12 @@ class LaunchHandle:
                     # the job may have ended a moment before result.json became visible
                     time.sleep(poll_s)
                     st = self.state()
+                # the job writes result.json before its last records (the "finished" event,
+                # the log's end): give a job that is still alive up to 30 s to exit
+                grace_end = time.time() + 30
+                while _job_still_alive(st) and time.time() < grace_end:
+                    time.sleep(min(poll_s, 0.5))
+                    st = self.state()
                 if tailer is not None:
                     tailer.pump(follow)  # type: ignore[arg-type]
                 self.result = st.result
@@ -147,6 +153,11 @@ class LaunchHandle:
             if timeout_s is not None and time.time() - t0 > timeout_s:
                 raise TimeoutError(f"{self.run_dir}: still {st.state} after {timeout_s:.0f} s")
             time.sleep(poll_s)
+
+
+def _job_still_alive(st: records.RunState) -> bool:
+    job = st.job
+    return job is not None and job.backend in ("subprocess", "slurm") and job.state in (records.QUEUED, records.RUNNING)
 
 
 class _Tailer:
