@@ -239,14 +239,14 @@ def test_importing_ops_does_not_import_kernels():
 def test_scan_chunk_mirror_of_stock_kernel(monkeypatch):
     """Without starx's patched build the kernel sizes chunks as mamba-ssm 2.3.2 does, whatever
     MAMBA_SCAN_CONFIG says; the custom op's fake shapes rely on this mirror (checked on GPU too)."""
-    from starx.ops import _scan_op
+    from starx.ops import _kernels, _scan_op
 
-    monkeypatch.setattr(_scan_op, "_patched_build", lambda: False)
+    monkeypatch.setattr(_kernels, "_version", lambda dist: "2.3.2.post1")
     monkeypatch.setenv("MAMBA_SCAN_CONFIG", "auto")
     assert [_scan_op.scan_chunk_shape(L) for L in (128, 200, 304, 624, 1264)] == [
         (32, 4), (32, 8), (32, 16), (64, 16), (128, 16)]
     assert _scan_op.scan_chunks(624) == 1 and _scan_op.scan_chunks(5000) == 3
-    monkeypatch.setattr(_scan_op, "_patched_build", lambda: True)  # the patched build reads the variable
+    monkeypatch.setattr(_kernels, "_version", lambda dist: "2.3.2.post1+starx.scan")  # the patched build reads it
     assert [_scan_op.scan_chunk_shape(L) for L in (200, 304, 624, 1264)] == [(32, 8), (32, 16), (32, 24), (32, 16)]
     assert _scan_op.scan_chunks(1264) == 3
     monkeypatch.setenv("MAMBA_SCAN_CONFIG", "32x4")

@@ -145,6 +145,15 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def scan_config_mode() -> str:
+    """The scan chunking of the installed mamba-ssm: MAMBA_SCAN_CONFIG on starx's build (version
+    "+starx.scan"), else "stock" (the release ignores the variable)."""
+    version = _version("mamba-ssm") or _version("mamba_ssm")
+    if version is None or "+starx.scan" not in version:
+        return "stock"
+    return os.environ.get(SCAN_CONFIG_ENV) or "stock"
+
+
 def kernel_status() -> dict[str, Any]:
     """What loads here, for ``starx doctor``.
 
@@ -158,20 +167,18 @@ def kernel_status() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     kernels, err = _load()
     errors = _import_errors()
-    mamba_version = _version("mamba-ssm") or _version("mamba_ssm")
-    patched = mamba_version is not None and "+starx.scan" in mamba_version
     return {
         "torch": torch.__version__,
         "cuda_available": cuda,
         "cuda_version": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if cuda else None,
-        "mamba_ssm": mamba_version,
+        "mamba_ssm": _version("mamba-ssm") or _version("mamba_ssm"),
         "causal_conv1d": _version("causal-conv1d") or _version("causal_conv1d"),
         "mamba_ssm_error": errors["mamba_ssm"],
         "causal_conv1d_error": errors["causal_conv1d"],
         "kernels_ok": kernels is not None,
         "error": err,
-        "scan_config": os.environ.get(SCAN_CONFIG_ENV, "stock") if patched else "stock",
+        "scan_config": scan_config_mode(),
         "torch_twin": True,
         "auto_backend": "cuda" if (cuda and kernels is not None) else "torch",
         "install_hint": None if kernels is not None else INSTALL_HINT,

@@ -11,13 +11,10 @@ backward): ``scan_chunks`` mirrors the kernel's choice, including starx's patche
 """
 
 # (no ``from __future__ import annotations``: custom_op infers the op schema from real annotations)
-import importlib.metadata
-import os
-
 import torch
 from torch import Tensor
 
-from starx.ops._kernels import SCAN_CONFIG_ENV, kernels_or_raise
+from starx.ops._kernels import kernels_or_raise, scan_config_mode
 
 # The patched build's shapes (threads, items) for MAMBA_SCAN_CONFIG=auto, with their measured
 # relative cost per padded token: keep in step with patch_mamba_ssm.py's scan_config_auto.
@@ -25,20 +22,13 @@ _AUTO = (((32, 16), 77), ((32, 24), 84), ((32, 8), 99), ((32, 4), 114))
 _FIXED = {"64x16": (64, 16), "32x24": (32, 24), "32x16": (32, 16), "32x8": (32, 8), "32x4": (32, 4)}
 
 
-def _patched_build() -> bool:
-    try:
-        return "+starx.scan" in importlib.metadata.version("mamba_ssm")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
 def scan_chunk_shape(seqlen: int, is_complex: bool = False) -> tuple[int, int]:
     """(threads, items) of the chunk the installed kernel runs a sequence of ``seqlen`` in.
 
     The kernel reads MAMBA_SCAN_CONFIG once, at its first scan; this reads it at each call, so
     the variable must not change after a process's first scan (starx sets it before that)."""
-    mode = os.environ.get(SCAN_CONFIG_ENV, "stock") or "stock"
-    if seqlen > 256 and not is_complex and mode != "stock" and _patched_build():
+    mode = scan_config_mode()
+    if seqlen > 256 and not is_complex and mode != "stock":
         if mode == "auto":
             padded = lambda shape: -(-seqlen // (shape[0] * shape[1])) * shape[0] * shape[1]  # noqa: E731
             return min(_AUTO, key=lambda c: padded(c[0]) * c[1])[0]

@@ -268,9 +268,10 @@ def selective_scan(
 ) -> Tensor:
     """Selective scan on the chosen backend (``auto | cuda | torch``); see the module docstring.
 
-    ``cuda`` runs mamba_ssm's kernel (as the custom op ``torch.ops.starx.selective_scan_fwd``, which
-    torch.compile traces) and raises KernelUnavailableError where it can't; ``auto`` uses it for CUDA tensors when it loads, else the torch twin. B and C may
-    also be grouped, (b, g, n, l): group j serves channels [j*d/g, (j+1)*d/g), as in the kernel.
+    ``cuda`` runs mamba_ssm's kernel (as the custom op ``torch.ops.starx.selective_scan_fwd``,
+    which torch.compile traces) and raises KernelUnavailableError where it can't; ``auto`` uses it
+    for CUDA tensors when it loads, else the torch twin. B and C may also be grouped, (b, g, n, l):
+    group j serves channels [j*d/g, (j+1)*d/g), as in the kernel.
     """
     if use_cuda_kernels(backend, u):
         return selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
