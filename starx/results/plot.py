@@ -52,14 +52,15 @@ def _plot_curves(ax_loss, ax_eval, labelled_dirs: list[tuple[str, Path]]) -> boo
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("pretraining loss")
     many = len(labelled_dirs) > 6  # one legend, beside the last panel, instead of two covering the curves
+    legend = {"fontsize": 6, "loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if many else {"fontsize": 7}
     if ax_loss.lines and not (many and any_eval):
-        ax_loss.legend(fontsize=6 if many else 7, **({"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if many else {}))
+        ax_loss.legend(**legend)
     if ax_eval is not None:
         ax_eval.set_xlabel("fine-tune epoch")
         ax_eval.set_ylabel("top-1 (%)")
         ax_eval.set_title("fine-tune eval")
         if ax_eval.lines:
-            ax_eval.legend(fontsize=6 if many else 7, **({"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if many else {}))
+            ax_eval.legend(**legend)
     return any_eval
 
 
