@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -106,7 +107,7 @@ def main() -> None:
 
     import importlib.metadata
 
-    print(f"{torch.cuda.get_device_name(0)}  torch {torch.__version__}  "
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {torch.cuda.get_device_name(0)}  torch {torch.__version__}  "
           f"mamba-ssm {importlib.metadata.version('mamba_ssm')}  command: {' '.join(sys.argv)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
