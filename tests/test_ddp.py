@@ -160,7 +160,7 @@ RUN_NAN_CLOCKS = """
 import datetime, os, sys
 from pathlib import Path
 import torch, torch.distributed as td
-from starx.train.dist import DistInfo
+from starx.train.dist import DistInfo, shutdown
 from starx.train.loop import NonFiniteLoss, StageLoop, StageSpec
 from starx.train.metrics import MetricsLog
 
@@ -185,7 +185,7 @@ try:
     rc = 0
 except NonFiniteLoss:
     rc = 3 if loop.state.step == 5 else 5
-td.destroy_process_group()  # as run_job does; exiting with gloo's threads alive can abort the process
+shutdown()  # as run_job does: exiting while gloo frees its last work can abort the process
 sys.exit(rc)
 """
 

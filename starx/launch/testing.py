@@ -139,4 +139,6 @@ def fake_dist_job(run_dir: str) -> dict:
             records.write_json_atomic(Path(run_dir) / "result.json", out)
         return out
     finally:
-        dist.destroy_process_group()
+        from starx.train.dist import shutdown
+
+        shutdown()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,17 @@ def barrier(device: torch.device) -> None:
         torch_dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
 
 
+# A gloo worker thread frees a collective's work object (and the tensors it holds, which takes the
+# GIL) just after the collective completes, so possibly after the caller has moved on. Should the
+# interpreter be finalizing by then, CPython 3.11 ends that thread inside the destructor and
+# std::terminate aborts the process ("terminate called without an active exception", rc -6) after a
+# run that had finished. destroy_process_group does not join those threads while anything (DDP,
+# torch's own caches) still holds the group, so shutdown gives them this long, GIL released.
+_RETIRE_WORK_S = 0.2
+
+
 def shutdown() -> None:
+    """Leave the process group; call on every rank before the process exits."""
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
+        time.sleep(_RETIRE_WORK_S)
