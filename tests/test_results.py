@@ -197,16 +197,17 @@ def test_status_lists_jobs_with_the_failure_lines(root):
     assert res.exit_code == 0 and "non-finite loss" in res.output
 
 
-def test_results_import_neither_torch_nor_optuna_and_answer_fast(root):
-    code = ("import sys, time; t = time.time(); from starx import jobs_cli; "
+def test_results_and_status_import_neither_torch_nor_optuna(root):
+    """They answer at once on a login node because they never import the heavy stacks (the time
+    itself is not asserted: timing belongs to bench/, not to tests on shared CI cores)."""
+    code = ("import sys; from starx import jobs_cli; "
             "jobs_cli.results(sys.argv[1], sort='top1', reverse=False, csv=None, markdown=None, plot=None, "
             "all_metrics=False, mean_over_=None, root=__import__('pathlib').Path(sys.argv[2])); "
             "jobs_cli.status(None, root=__import__('pathlib').Path(sys.argv[2]), lines=5); "
             "bad = [m for m in ('torch', 'optuna', 'submitit', 'matplotlib') if m in sys.modules]; "
-            "print('ELAPSED', time.time() - t, 'BAD', bad)")
+            "print('HEAVY', bad)")
     out = subprocess.run([sys.executable, "-c", code, "ksweep", str(root)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("ELAPSED"))
-    assert line.endswith("BAD []"), line
-    assert float(line.split()[1]) < 2.0, line  # generous: shared CI cores
+    assert "HEAVY []" in out.stdout.splitlines(), out.stdout
+    assert "ksweep" in out.stdout  # the table was printed
