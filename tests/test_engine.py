@@ -215,3 +215,24 @@ def test_quiet_cli_run_prints_no_info_lines_but_train_log_has_them(tmp_path):
     assert "INFO" not in out.stderr and "checkpoint at step" not in out.stderr, out.stderr[-2000:]
     (log_file,) = (tmp_path / "results").glob("quickstart/*/train.log")
     assert "checkpoint at step" in log_file.read_text()
+
+
+@pytest.mark.parametrize("world_size,mode,warned", [(2, "reduce-overhead", True), (1, "reduce-overhead", False),
+                                                     (2, "default", False)])
+def test_cuda_graphs_under_ddp_are_flagged_as_untested(caplog, world_size, mode, warned):
+    """compile_mode=reduce-overhead is measured on one GPU; with several DDP processes the run says
+    that it has not been tested there (torch.compile is lazy, so no GPU is needed to check it)."""
+    import logging
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from starx.train.dist import DistInfo
+    from starx.train.stages import _maybe_compile
+
+    cfg = OmegaConf.create({"compile": True, "compile_mode": mode})
+    dist = DistInfo(0, world_size, 0, torch.device("cuda", 0))
+    with caplog.at_level(logging.WARNING, logger="starx.train.stages"):
+        compiled = _maybe_compile(torch.nn.Linear(2, 2), cfg, dist)
+    assert compiled is not None and hasattr(compiled, "_orig_mod")
+    assert any("not tested it with 2 DDP processes" in r.message for r in caplog.records) == warned
