@@ -128,6 +128,8 @@ def fake_dist_job(run_dir: str) -> dict:
     import torch
     import torch.distributed as dist
 
+    from starx.train.dist import shutdown
+
     env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     dist.init_process_group("gloo", init_method="env://")
     try:
@@ -139,6 +141,4 @@ def fake_dist_job(run_dir: str) -> dict:
             records.write_json_atomic(Path(run_dir) / "result.json", out)
         return out
     finally:
-        from starx.train.dist import shutdown
-
-        shutdown()
+        shutdown()  # as run_job leaves
