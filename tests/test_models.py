@@ -206,14 +206,16 @@ def test_block_stream_is_plain_prenorm_residual():
 
     torch.manual_seed(0)
     block = MambaMLPBlock(16, Mamba(16, d_state=4, backend="torch"), 32, backend="torch").double()
+
+    def plain(x):
+        x = x + block.mixer(block.norm1(x))
+        return x + block.mlp(block.norm2(x))
+
     out0, res0 = torch.randn(2, 7, 16, dtype=torch.float64), torch.randn(2, 7, 16, dtype=torch.float64)
-    x = out0 + res0
-    x = x + block.mixer(block.norm1(x))
-    expected = x + block.mlp(block.norm2(x))
     out, residual = block(out0, res0)
-    torch.testing.assert_close(out + residual, expected)
-    out, residual = block(x, None)  # the first block: the stream is x alone
-    torch.testing.assert_close(out + residual, x + block.mixer(block.norm1(x)) + block.mlp(block.norm2(x + block.mixer(block.norm1(x)))))
+    torch.testing.assert_close(out + residual, plain(out0 + res0))
+    out, residual = block(out0, None)  # the first block: the stream is x alone
+    torch.testing.assert_close(out + residual, plain(out0))
 
 
 def test_autocast_bf16_keeps_fp32_params():
