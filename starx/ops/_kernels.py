@@ -12,14 +12,16 @@ import importlib.metadata
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from starx.choices import Backend
+
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "cuda", "torch"]
-BACKENDS: tuple[str, ...] = ("auto", "cuda", "torch")
+# The backend names are declared once, in starx.choices.Backend (torch-free: the spec reads them too).
+BACKENDS: tuple[str, ...] = tuple(b.value for b in Backend)
 
 INSTALL_HINT = (
     "install the kernels on a CUDA machine, after torch: "
