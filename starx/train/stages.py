@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig
 
+from starx.models.config import SPEC_ONLY_KEYS, model_config
 from starx.train import checkpoint
 from starx.train.dist import DistInfo
 from starx.train.loop import StageLoop, StageSpec, ensure_cpu_threads
@@ -36,6 +37,7 @@ class RunContext:
     num_train: int
     num_classes: int
     autocast_dtype: Optional[torch.dtype]
+    derived: dict[str, Any]  # starx.spec.derive(cfg, world_size=...): what derived.json says
 
     @property
     def ckpt_dir(self) -> Path:
@@ -43,12 +45,10 @@ class RunContext:
 
 
 def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """The spec's model section as create_model arguments (nulls mean 'the size's default')."""
-    m = cfg.model
-    kwargs = {k: m[k] for k in ("img_size", "patch_size", "cluster_size", "in_chans", "separator", "separator_len",
-                                "seq_multiplier", "depth", "embed_dim", "d_state", "decoder_dim", "decoder_depth",
-                                "decoder_heads", "decoder_cross_image", "norm_pix_loss", "backend")}
-    return {k: v for k, v in kwargs.items() if v is not None}
+    """The spec's model section as create_model arguments: every key but ``name``, nulls (the
+    size's default) left out. No list of names: ``starx.models.config.model_config`` owns the
+    translation, and a spec field that is not a model field fails there."""
+    return {k: v for k, v in cfg.model.items() if k not in SPEC_ONLY_KEYS and v is not None}
 
 
 def _epoch_loader(ctx: RunContext, *, stage: str, per_rank_batch: int, img_size: int, k: int, **augment):
@@ -109,22 +109,25 @@ def _maybe_compile(model: torch.nn.Module, cfg: DictConfig, dist: DistInfo) -> t
 
 
 def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
-    from starx.models import create_model
+    from starx.models import STARPretrain
 
     cfg = ctx.cfg
     k = cfg.model.seq_multiplier
-    model = create_model(cfg.model.name, **model_kwargs(cfg)).to(ctx.dist.device)
+    model_cfg = model_config(cfg.model)
+    geo = model_cfg.geometry
+    model = STARPretrain(model_cfg).to(ctx.dist.device)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("pretrain: %s, %.2fM parameters, %d tokens per sequence", cfg.model.name, n_params / 1e6, model.num_tokens)
+    log.info("pretrain: %s, %.2fM parameters, %d encoder tokens per sequence (%d in the packed sequence)",
+             cfg.model.name, n_params / 1e6, geo.encoder_tokens, geo.sequence_tokens)
     global_batch = cfg.data.batch_size
-    per_rank = global_batch // ctx.dist.world_size // cfg.optim.accum_steps
+    per_rank = ctx.derived["micro_batch_images_per_rank"]
     if per_rank % k or per_rank == 0:
         raise ValueError(f"data.batch_size={global_batch} split over {ctx.dist.world_size} processes and "
                          f"{cfg.optim.accum_steps} micro-batches gives {per_rank} images, not a multiple of k={k}")
     spec = _stage_spec(ctx, "pretrain", global_batch=global_batch, epochs=cfg.pretrain.epochs,
-                       warmup_epochs=cfg.pretrain.warmup_epochs, lr=cfg.optim.base_lr * global_batch / 256,
+                       warmup_epochs=cfg.pretrain.warmup_epochs, lr=ctx.derived["pretrain_lr"],
                        min_lr=cfg.optim.min_lr, clip=cfg.optim.clip_grad, accum=cfg.optim.accum_steps,
-                       tokens_per_image=model.num_tokens // k)
+                       tokens_per_image=geo.encoder_tokens_per_image)
     optimizer = adamw_pretrain(model, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
                                fused=ctx.dist.device.type == "cuda")
     _, batches = _epoch_loader(ctx, stage="pretrain", per_rank_batch=per_rank, img_size=cfg.model.img_size, k=k,
@@ -172,21 +175,19 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
     from timm.utils import ModelEmaV3
 
     from starx.data import make_loader
-    from starx.models import create_classifier, load_pretrained
+    from starx.models import STARClassifier, load_pretrained
 
     cfg, ft = ctx.cfg, ctx.cfg.finetune
     img_size = ft.img_size or cfg.model.img_size
-    kwargs = {k: v for k, v in model_kwargs(cfg).items()
-              if k in ("patch_size", "in_chans", "depth", "embed_dim", "d_state", "backend")}
-    model = create_classifier(cfg.model.name, ctx.num_classes, img_size=img_size, drop_path=ft.drop_path, **kwargs)
+    model = STARClassifier(model_config(cfg.model, img_size=img_size, drop_path=ft.drop_path), ctx.num_classes)
     init = _init_weights(ctx)
     if init is not None:
         report = load_pretrained(model, init[0])
         log.info("finetune: weights from %s: %s", init[1], report.summary())
     model = model.to(ctx.dist.device)
-    per_rank = ft.batch_size // ctx.dist.world_size
+    per_rank = ctx.derived["finetune_batch_images_per_rank"]
     spec = _stage_spec(ctx, "finetune", global_batch=ft.batch_size, epochs=ft.epochs, warmup_epochs=ft.warmup_epochs,
-                       lr=ft.base_lr * ft.batch_size / 256, min_lr=ft.min_lr, clip=ft.clip_grad, accum=1,
+                       lr=ctx.derived["finetune_lr"], min_lr=ft.min_lr, clip=ft.clip_grad, accum=1,
                        tokens_per_image=(img_size // cfg.model.patch_size) ** 2 + 1,
                        eval_every_epochs=ft.eval_every_epochs)
     optimizer = adamw_finetune(model, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay, betas=ft.betas,
