@@ -78,7 +78,7 @@ def sweep(
     if resume and not (driver.dir / "study.journal").exists():
         _usage(f"nothing to resume: no study in {driver.dir}")
     summary = driver.run()
-    from starx.results.records import load_sweep_record
+    from starx.results.catalog import load_sweep_record
     from starx.results.table import render_rich, sweep_table
 
     render_rich(sweep_table(load_sweep_record(driver.root, cfg.name)), console)
@@ -96,7 +96,7 @@ def status(
     lines: int = typer.Option(5, "--lines", "-n", help="Error lines shown per failed run."),
 ):
     """List launched runs with their state: queued, running, done, failed (with the error's last lines)."""
-    from starx.results.records import ResultsError
+    from starx.results.catalog import ResultsError
     from starx.results.status import job_rows, status_table
     from starx.results.table import render_rich
 
@@ -121,7 +121,7 @@ def results(
     root: Optional[Path] = RootOpt,
 ):
     """Tables of runs or sweep trials (parameters, objective, key metrics, state, wall time)."""
-    from starx.results.records import ResultsError, resolve, varying_keys
+    from starx.results.catalog import ResultsError, resolve, varying_keys
     from starx.results.table import mean_over, render_rich, runs_table, sort_rows, sweep_table, to_csv, to_markdown
 
     console = _console()

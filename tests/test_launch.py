@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from starx.launch import records
+from starx import rundir
+from starx.launch import scheduler
 from starx.launch.config import LaunchConfig, LaunchConfigError, LaunchKind, SlurmConfig, tasks_per_node, validate
 from starx.launch.submit import launch, launch_config, slurm_parameters
 from starx.launch.testing import fake_prepare
@@ -98,11 +99,11 @@ def test_local_launch_runs_here_and_is_not_run_twice(tmp_path):
     prepared = fake_prepare(write_spec(tmp_path))
     h = launch(prepared, entry=FAKE)
     assert h.kind == "local" and h.result["status"] == "done" and h.result["pid"] == os.getpid()
-    assert records.read_launch(prepared.run_dir)["backend"] == "local"
-    assert records.run_state(prepared.run_dir).state == "done"
+    assert scheduler.read_launch(prepared.run_dir)["backend"] == "local"
+    assert scheduler.run_state(prepared.run_dir).state == "done"
     again = launch(prepared, entry=FAKE)
     assert again.attached and again.result["metrics"] == h.result["metrics"]
-    assert records.read_launch(prepared.run_dir)["submissions"] == 1
+    assert scheduler.read_launch(prepared.run_dir)["submissions"] == 1
     assert "done" in str(again)
 
 
@@ -110,7 +111,7 @@ def test_local_failure_is_recorded_with_its_traceback(tmp_path):
     prepared = fake_prepare(write_spec(tmp_path, fail=True))
     with pytest.raises(RuntimeError, match="fake failure"):
         launch(prepared, entry=FAKE)
-    st = records.run_state(prepared.run_dir)
+    st = scheduler.run_state(prepared.run_dir)
     assert st.state == "failed" and "fake failure at step 0" in st.detail
     assert any("RuntimeError" in ln for ln in st.error_tail)
 
@@ -128,7 +129,7 @@ def test_subprocess_launch_returns_at_once_and_follow_tails_the_log(tmp_path):
     st = h.wait(poll_s=0.1, timeout_s=60, follow=out)
     assert st.state == "done" and st.result["metrics"]["top1"] == pytest.approx(78.5)
     assert "Starting with JobEnvironment" in out.getvalue() or "Job completed" in out.getvalue()
-    events = [e["event"] for e in records.read_events(prepared.run_dir)]
+    events = [e["event"] for e in scheduler.read_events(prepared.run_dir)]
     assert events == ["start", "finished"]
 
 
@@ -144,16 +145,16 @@ def test_subprocess_preemption_requeues_and_resumes_from_the_checkpoint(tmp_path
     """USR2 (what SLURM sends before the time limit): checkpoint, requeue (exit 144), resume."""
     prepared = fake_prepare(write_spec(tmp_path, steps=40, sleep_s=0.05), ["launch.kind=subprocess"])
     h = launch(prepared, entry=FAKE)
-    start = wait_for(lambda: next((e for e in records.read_events(prepared.run_dir) if e["event"] == "start"), None))
-    wait_for(lambda: len(records.read_jsonl(prepared.run_dir / "metrics.jsonl")) >= 3)
+    start = wait_for(lambda: next((e for e in scheduler.read_events(prepared.run_dir) if e["event"] == "start"), None))
+    wait_for(lambda: len(rundir.read_jsonl(prepared.run_dir / "metrics.jsonl")) >= 3)
     os.kill(start["pid"], signal.SIGUSR2)  # the task process, as SLURM's --signal does
     st = h.wait(poll_s=0.1, timeout_s=60)
     assert st.state == "done", st
-    events = [e["event"] for e in records.read_events(prepared.run_dir)]
+    events = [e["event"] for e in scheduler.read_events(prepared.run_dir)]
     assert events == ["start", "preempted", "requeued", "start", "finished"], events
     resumed_from = st.result["metrics"]["resumed_from"]
     assert 3 <= resumed_from < 40
-    steps = [r["step"] for r in records.read_jsonl(prepared.run_dir / "metrics.jsonl") if "step" in r]
+    steps = [r["step"] for r in rundir.read_jsonl(prepared.run_dir / "metrics.jsonl") if "step" in r]
     assert steps == list(range(40))  # every step once: resumed, not restarted
 
 
@@ -161,39 +162,39 @@ def test_sigterm_saves_and_exits_without_requeue(tmp_path):
     """SIGTERM is SLURM's call (preemption requeue or scancel): save, exit, never requeue ourselves."""
     prepared = fake_prepare(write_spec(tmp_path, steps=200, sleep_s=0.05), ["launch.kind=subprocess"])
     h = launch(prepared, entry=FAKE)
-    start = wait_for(lambda: next((e for e in records.read_events(prepared.run_dir) if e["event"] == "start"), None))
-    wait_for(lambda: len(records.read_jsonl(prepared.run_dir / "metrics.jsonl")) >= 2)
+    start = wait_for(lambda: next((e for e in scheduler.read_events(prepared.run_dir) if e["event"] == "start"), None))
+    wait_for(lambda: len(rundir.read_jsonl(prepared.run_dir / "metrics.jsonl")) >= 2)
     os.kill(start["pid"], signal.SIGTERM)
     st = h.wait(poll_s=0.1, timeout_s=60)
     assert st.state == "preempted" and "run again" in st.detail
-    assert [e["event"] for e in records.read_events(prepared.run_dir)] == ["start", "preempted"]
+    assert [e["event"] for e in scheduler.read_events(prepared.run_dir)] == ["start", "preempted"]
     assert (prepared.run_dir / "checkpoints" / "last.json").exists()
 
 
 # ----------------------------------------------------------------------------- states
 def test_run_states_lost_unknown_and_prepared(tmp_path, monkeypatch):
     prepared = fake_prepare(write_spec(tmp_path))
-    assert records.run_state(prepared.run_dir).state == "prepared"
+    assert scheduler.run_state(prepared.run_dir).state == "prepared"
     # a subprocess job whose process is gone, without a result: lost
-    records.write_launch(prepared.run_dir, "subprocess", "999999999", prepared.run_dir / "launch", FAKE)
-    assert records.run_state(prepared.run_dir).state == "lost"
+    scheduler.write_launch(prepared.run_dir, "subprocess", "999999999", prepared.run_dir / "launch", FAKE)
+    assert scheduler.run_state(prepared.run_dir).state == "lost"
     # a SLURM job while the controller does not answer: unknown (never submitted twice)
-    records.write_launch(prepared.run_dir, "slurm", "12345", prepared.run_dir / "launch", FAKE)
-    monkeypatch.setattr(records, "query_slurm", lambda ids: None)
-    st = records.run_state(prepared.run_dir)
+    scheduler.write_launch(prepared.run_dir, "slurm", "12345", prepared.run_dir / "launch", FAKE)
+    monkeypatch.setattr(scheduler, "query_slurm", lambda ids: None)
+    st = scheduler.run_state(prepared.run_dir)
     assert st.state == "unknown" and st.active
     # the controller answers and the job is pending after a preemption
-    monkeypatch.setattr(records, "query_slurm", lambda ids: {"12345": ("PENDING", "BeginTime")})
-    records.write_json_atomic(prepared.run_dir / "result.json", {"status": "preempted", "metrics": {}})
-    st = records.run_state(prepared.run_dir)
+    monkeypatch.setattr(scheduler, "query_slurm", lambda ids: {"12345": ("PENDING", "BeginTime")})
+    rundir.write_json_atomic(prepared.run_dir / "result.json", {"status": "preempted", "metrics": {}})
+    st = scheduler.run_state(prepared.run_dir)
     assert st.state == "queued" and "requeued after preemption" in st.detail
     # the controller forgot the job; the result says preempted
-    monkeypatch.setattr(records, "query_slurm", lambda ids: {})
-    assert records.run_state(prepared.run_dir).state == "preempted"
+    monkeypatch.setattr(scheduler, "query_slurm", lambda ids: {})
+    assert scheduler.run_state(prepared.run_dir).state == "preempted"
     # ended by the scheduler without a result (TIMEOUT while still visible)
     (prepared.run_dir / "result.json").unlink()
-    monkeypatch.setattr(records, "query_slurm", lambda ids: {"12345": ("TIMEOUT", "None")})
-    st = records.run_state(prepared.run_dir)
+    monkeypatch.setattr(scheduler, "query_slurm", lambda ids: {"12345": ("TIMEOUT", "None")})
+    st = scheduler.run_state(prepared.run_dir)
     assert st.state == "failed" and "TIMEOUT" in st.detail
 
 
@@ -203,7 +204,7 @@ def test_multi_task_jobs_get_torch_distributed_env(tmp_path):
     prepared = fake_prepare(write_spec(tmp_path), ["launch.kind=subprocess", "launch.subprocess.tasks_per_node=2"])
     h = launch(prepared, entry="starx.launch.testing:fake_dist_job")
     st = h.wait(poll_s=0.2, timeout_s=120)
-    assert st.state == "done", (st, records.tail(h.log_paths()[0], 20))
+    assert st.state == "done", (st, rundir.tail(h.log_paths()[0], 20))
     assert st.result["metrics"] == {"sum": 3.0, "world_size": 2}
     env = st.result["env"]
     assert env["RANK"] == "0" and env["WORLD_SIZE"] == "2" and env["LOCAL_RANK"] == "0" and env["MASTER_PORT"]

@@ -354,3 +354,30 @@ def test_pretraining_optimizer_spares_separators_and_ssm_parameters():
         assert {"layers.0.mixer.A_log", "layers.1.mixer.D", "layers.0.mixer.in_proj.weight"} - spared == \
             {"layers.0.mixer.in_proj.weight"}  # matrices keep their decay
         assert all(names[i] not in spared for i in decay)
+
+
+def test_every_model_field_of_the_spec_reaches_the_model():
+    """Each field of the spec's model section (but the size name) changes the built model's config:
+    a field left out of the translation would validate, change the run id and do nothing."""
+    from dataclasses import fields
+
+    from starx.models import STARPretrain
+    from starx.models.config import SPEC_ONLY_KEYS, model_config
+    from starx.spec import load_spec
+    from starx.spec.schema import ModelSpec
+
+    base = ["model.img_size=32", "model.patch_size=4", "model.cluster_size=2", "model.in_chans=1",
+            "model.depth=2", "model.embed_dim=32", "model.decoder_dim=32", "model.decoder_depth=1",
+            "model.decoder_heads=2", "data.batch_size=64"]
+    changed = {"img_size": 64, "patch_size": 8, "cluster_size": 4, "in_chans": 3, "separator": "token",
+               "separator_len": 3, "seq_multiplier": 2, "depth": 4, "embed_dim": 64, "d_state": 8,
+               "decoder_dim": 64, "decoder_depth": 2, "decoder_heads": 4, "decoder_cross_image": False,
+               "norm_pix_loss": False, "backend": "torch"}
+    spec_fields = {f.name for f in fields(ModelSpec)} - set(SPEC_ONLY_KEYS)
+    assert spec_fields == set(changed), "a new model field needs a value here"
+    before = model_config(load_spec(None, base).model)
+    for name, value in changed.items():
+        cfg = load_spec(None, [*base, f"model.{name}={str(value).lower()}"])
+        after = model_config(cfg.model)
+        assert getattr(after, name) == value != getattr(before, name), name
+        assert getattr(STARPretrain(after).cfg, name) == value, name  # as the trainer builds it

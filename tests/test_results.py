@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from starx import jobs_cli
-from starx.results.records import ResultsError, resolve
+from starx.results.catalog import ResultsError, resolve
 from starx.results.status import job_rows, status_table
 from starx.results.table import mean_over, runs_table, sort_rows, sweep_table, to_csv, to_markdown
 

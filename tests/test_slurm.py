@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from starx.launch import records
+from starx import rundir
+from starx.launch import scheduler
 
 pytestmark = pytest.mark.slurm
 
@@ -72,21 +73,21 @@ def wait_for(cond, timeout: float, what: str, run_dir: Path | None = None, poll:
         v = cond()
         if v:
             return v
-        if run_dir is not None and records.run_state(run_dir).state in ("failed", "lost"):
+        if run_dir is not None and scheduler.run_state(run_dir).state in ("failed", "lost"):
             raise AssertionError(f"run ended while waiting for {what}: {explain(run_dir)}")
         time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}" + (f": {explain(run_dir)}" if run_dir else ""))
 
 
 def pretrain_steps(run_dir: Path) -> list[int]:
-    return [r["step"] for r in records.read_jsonl(run_dir / "metrics.jsonl")
+    return [r["step"] for r in rundir.read_jsonl(run_dir / "metrics.jsonl")
             if r.get("stage") == "pretrain" and "loss" in r]
 
 
 def explain(run_dir: Path) -> str:
-    st = records.run_state(run_dir)
-    logs = "\n".join(ln for p in records.log_paths(run_dir) for ln in records.tail(p, 15))
-    return f"{st.state}: {st.detail}\nevents: {records.read_events(run_dir)}\n{logs}"
+    st = scheduler.run_state(run_dir)
+    logs = "\n".join(ln for p in scheduler.log_paths(run_dir) for ln in rundir.tail(p, 15))
+    return f"{st.state}: {st.detail}\nevents: {scheduler.read_events(run_dir)}\n{logs}"
 
 
 def test_slurm_run_returns_at_once_and_finishes(tmp_path, cache_dir):
@@ -98,7 +99,7 @@ def test_slurm_run_returns_at_once_and_finishes(tmp_path, cache_dir):
     t0 = time.time()
     handle = launch(prepared)
     assert time.time() - t0 < 10 and handle.kind == "slurm" and handle.job_id.isdigit()
-    assert records.read_launch(prepared.run_dir)["job_id"] == handle.job_id
+    assert scheduler.read_launch(prepared.run_dir)["job_id"] == handle.job_id
     assert handle.state().state in ("queued", "running")
     st = handle.wait(poll_s=0.5, timeout_s=300)
     assert st.state == "done", explain(prepared.run_dir)
@@ -123,7 +124,7 @@ def test_slurm_sweep_keeps_two_trials_in_flight(tmp_path, cache_dir):
     assert {t["backend"] for t in trials} == {"slurm"} and len({t["job_id"] for t in trials}) == 2
     spans = []
     for t in trials:
-        ev = records.read_events(Path(t["run_dir"]))
+        ev = scheduler.read_events(Path(t["run_dir"]))
         spans.append((next(e["time"] for e in ev if e["event"] == "start"),
                       next(e["time"] for e in ev if e["event"] == "finished")))
     (s1, e1), (s2, e2) = spans
@@ -147,12 +148,12 @@ def test_slurm_preemption_requeues_and_resumes_from_the_checkpoint(tmp_path, cac
     else:
         subprocess.check_call(["scancel", "--signal=USR2", handle.job_id])
     t0 = time.time()
-    wait_for(lambda: sum(e["event"] == "start" for e in records.read_events(run_dir)) >= 2, 180, "the restart",
+    wait_for(lambda: sum(e["event"] == "start" for e in scheduler.read_events(run_dir)) >= 2, 180, "the restart",
              run_dir)
     restart_wait = time.time() - t0
     st = handle.wait(poll_s=0.5, timeout_s=300)
     assert st.state == "done", explain(run_dir)
-    events = records.read_events(run_dir)
+    events = scheduler.read_events(run_dir)
     names = [e["event"] for e in events]
     expected = ["start", "preempted", "start", "finished"]
     if how == "usr2":
@@ -165,7 +166,7 @@ def test_slurm_preemption_requeues_and_resumes_from_the_checkpoint(tmp_path, cac
     assert 3 <= saved < total
     assert sorted(steps) == list(range(1, total + 1)), "steps repeated or missing: not resumed from the checkpoint"
     restarted_at = events[names.index("start", 1)]["time"]
-    after = [r["step"] for r in records.read_jsonl(run_dir / "metrics.jsonl")
+    after = [r["step"] for r in rundir.read_jsonl(run_dir / "metrics.jsonl")
              if r.get("stage") == "pretrain" and "loss" in r and r.get("time", 0) > restarted_at]
     assert after and min(after) == saved + 1
     print(f"{how}: preempted at step {saved}/{total}; restarted {restart_wait:.1f} s after the signal")

@@ -21,8 +21,10 @@ def test_defaults_follow_the_star_b_recipe():
     assert cfg.model.separator == "cluster" and cfg.model.seq_multiplier == 4
     assert cfg.optim.betas == [0.9, 0.95] and cfg.optim.base_lr == 1.5e-4
     d = derive(load_spec(None, ["model.img_size=192", "model.patch_size=16", "data.batch_size=2048"]))
-    # 4 x (16 separator tokens + 144 patches) = 640, the paper's STAR-B sequence.
-    assert d["tokens_per_sequence"] == 640
+    # 4 x (16 separator tokens + 144 patches) = 640, the paper's STAR-B sequence; the encoder reads
+    # all but its last cluster: 624.
+    assert d["sequence_tokens"] == 640
+    assert d["encoder_tokens"] == 624
     assert d["pretrain_lr"] == pytest.approx(1.5e-4 * 2048 / 256)
 
 
@@ -106,7 +108,7 @@ def test_prepare_writes_spec_and_derived_without_touching_existing_files(tmp_pat
     run = prepare(ROOT / "specs/quickstart.yaml", [f"output_dir={tmp_path}"])
     assert run.run_dir == tmp_path / "quickstart" / run.run_id
     derived = json.loads((run.run_dir / "derived.json").read_text())
-    assert derived["tokens_per_sequence"] == 4 * (4 + 16)  # k x (separator cluster + 4x4 patches)
+    assert derived["sequence_tokens"] == 4 * (4 + 16)  # k x (separator cluster + 4x4 patches)
     (run.run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     again = prepare(ROOT / "specs/quickstart.yaml", [f"output_dir={tmp_path}"])
     assert again.run_dir == run.run_dir
@@ -128,6 +130,23 @@ def test_cli_validate_exit_codes():
     assert len(lines) == 1 and "model.separator" in lines[0]
     missing = _cli("run", "specs/nope.yaml")
     assert missing.returncode == 2 and "spec file not found" in missing.stderr
+
+
+def test_launch_section_is_validated_at_load_before_anything_is_written(tmp_path):
+    with pytest.raises(SpecError, match="field 'launch.slurm.nodes'"):
+        load_spec(None, ["launch.slurm.nodes=0"])
+    bad = _cli("validate", "specs/quickstart.yaml", "launch.slurm.nodes=0")
+    assert bad.returncode == 2 and "launch.slurm.nodes" in bad.stderr
+    run = _cli("run", "specs/quickstart.yaml", f"output_dir={tmp_path}", "launch.slurm.nodes=0")
+    assert run.returncode == 2 and "launch.slurm.nodes" in run.stderr
+    assert not any(tmp_path.iterdir())  # no run directory was created
+
+
+def test_spec_and_model_config_import_without_torch():
+    code = ("import sys; from starx.spec import load_spec, derive; from starx.models.config import model_config; "
+            "derive(load_spec(None)); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
 
 def test_committed_spec_reference_is_current():

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from starx.launch import records
+from starx import rundir
+from starx.launch import scheduler
 from starx.launch.testing import fake_prepare
 from starx.sweep.config import SweepError, load_sweep, parse_sweep, resolve_spec_path
 from starx.sweep.driver import SweepDriver, run_sweep
@@ -127,7 +128,7 @@ def test_grid_runs_every_cell_once_with_n_in_flight(tmp_path):
     ts = trials(tmp_path)
     assert sorted(t["params"]["fake.steps"] for t in ts) == [1, 10, 20, 30]  # each cell exactly once
     for t in ts:
-        assert records.read_launch(Path(t["run_dir"]))["submissions"] == 1
+        assert scheduler.read_launch(Path(t["run_dir"]))["submissions"] == 1
     ts.sort(key=lambda t: t["started"])
     for i, t in enumerate(ts):
         running = [o for o in ts[:i] if o["finished"] > t["started"]]
@@ -137,7 +138,7 @@ def test_grid_runs_every_cell_once_with_n_in_flight(tmp_path):
     again = drive(path, tmp_path)
     assert again.complete == 4 and len(trials(tmp_path)) == 4
     assert [t["params"]["fake.steps"] for t in sorted(ts, key=lambda t: t["number"])] == [1, 10, 20, 30]
-    assert all(records.read_launch(Path(t["run_dir"]))["submissions"] == 1 for t in ts)
+    assert all(scheduler.read_launch(Path(t["run_dir"]))["submissions"] == 1 for t in ts)
 
 
 def test_failed_trials_are_recorded_and_do_not_stop_the_sweep(tmp_path):
@@ -239,7 +240,7 @@ def test_resume_after_kill_9_reattaches_relaunches_and_never_reruns(tmp_path):
     try:
         def two_running():
             ts = [t for t in trials(tmp_path) if t["state"] == "RUNNING" and t["job_id"]]
-            if len(ts) == 2 and all(len(records.read_jsonl(Path(t["run_dir"]) / "metrics.jsonl")) >= 3 for t in ts):
+            if len(ts) == 2 and all(len(rundir.read_jsonl(Path(t["run_dir"]) / "metrics.jsonl")) >= 3 for t in ts):
                 return ts
             return None
 
@@ -248,7 +249,7 @@ def test_resume_after_kill_9_reattaches_relaunches_and_never_reruns(tmp_path):
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     survivor, victim = running
-    start = next(e for e in records.read_events(Path(victim["run_dir"])) if e["event"] == "start")
+    start = next(e for e in scheduler.read_events(Path(victim["run_dir"])) if e["event"] == "start")
     for pid in (int(victim["job_id"]), start["pid"]):  # the job's controller and its task
         try:
             os.kill(pid, signal.SIGKILL)
@@ -259,14 +260,14 @@ def test_resume_after_kill_9_reattaches_relaunches_and_never_reruns(tmp_path):
     assert summary.complete == 4 and summary.failed == 0
     ts = {t["number"]: t for t in trials(tmp_path)}
     assert sorted(t["params"]["x"] for t in ts.values()) == [1.0, 2.0, 3.0, 4.0]
-    s_launch = records.read_launch(Path(survivor["run_dir"]))
+    s_launch = scheduler.read_launch(Path(survivor["run_dir"]))
     assert s_launch["submissions"] == 1 and s_launch["job_id"] == survivor["job_id"]  # re-attached
-    v_launch = records.read_launch(Path(victim["run_dir"]))
+    v_launch = scheduler.read_launch(Path(victim["run_dir"]))
     assert v_launch["submissions"] == 2 and ts[victim["number"]]["relaunches"] == 1
-    v_result = records.read_json(Path(victim["run_dir"]) / "result.json")
+    v_result = rundir.read_json(Path(victim["run_dir"]) / "result.json")
     assert v_result["status"] == "done" and v_result["metrics"]["resumed_from"] >= 3
     others = [t for n, t in ts.items() if n not in (survivor["number"], victim["number"])]
-    assert all(records.read_launch(Path(t["run_dir"]))["submissions"] == 1 for t in others)
+    assert all(scheduler.read_launch(Path(t["run_dir"]))["submissions"] == 1 for t in others)
 
 
 def test_sweep_cli_dry_run_lists_the_grid():

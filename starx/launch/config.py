@@ -27,11 +27,11 @@ Dotted overrides work as usual: ``launch=slurm`` is not a dotted key, so use
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Optional
 
 
-class LaunchKind(str, Enum):
+class LaunchKind(StrEnum):
     """Where a run executes. Member names equal their values, so YAML reads ``kind: slurm``."""
 
     local = "local"  # run_job in the calling process; blocks until done

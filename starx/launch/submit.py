@@ -20,9 +20,11 @@ from typing import Any, Callable, Optional, TextIO
 
 from omegaconf import OmegaConf
 
-from . import records
+from starx.rundir import read_result, write_failure
+
+from . import scheduler
 from .config import LaunchConfig, LaunchKind, SlurmConfig, tasks_per_node, validate
-from .job import DEFAULT_ENTRY, StarxJob, resolve_entry, write_failure
+from .submitit_job import DEFAULT_ENTRY, StarxJob, resolve_entry
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def launch_config(cfg: Any) -> LaunchConfig:
 def submitit_folder(run_dir: Path, lc: LaunchConfig) -> Path:
     if lc.folder:
         return Path(lc.folder) / Path(run_dir).parent.name / Path(run_dir).name
-    return Path(run_dir) / records.LAUNCH_DIR
+    return Path(run_dir) / scheduler.LAUNCH_DIR
 
 
 def slurm_parameters(s: SlurmConfig, job_name: str) -> dict[str, Any]:
@@ -116,18 +118,18 @@ class LaunchHandle:
         return (f"{verb} {self.kind} job {self.job_id}: {self.run_dir}\n"
                 f"  state: starx status {self.experiment}    log: {self.log_paths()[0]}")
 
-    def state(self, slurm_states: Optional[dict] = None) -> records.RunState:
-        return records.run_state(self.run_dir, slurm_states)
+    def state(self, slurm_states: Optional[dict] = None) -> scheduler.RunState:
+        return scheduler.run_state(self.run_dir, slurm_states)
 
     def done(self) -> bool:
         st = self.state()
         return not st.active
 
     def log_paths(self) -> list[Path]:
-        return records.log_paths(self.run_dir)
+        return scheduler.log_paths(self.run_dir)
 
     def wait(self, poll_s: float = 2.0, timeout_s: Optional[float] = None,
-             follow: Optional[TextIO] = None) -> records.RunState:
+             follow: Optional[TextIO] = None) -> scheduler.RunState:
         """Block until the run is no longer queued/running; with ``follow``, tail its log."""
         t0 = time.time()
         tailer = _Tailer(self.log_paths()) if follow is not None else None
@@ -136,7 +138,7 @@ class LaunchHandle:
                 tailer.pump(follow)  # type: ignore[arg-type]
             st = self.state()
             if not st.active:
-                if st.state == records.LOST and time.time() - t0 < 10 * poll_s:
+                if st.state == scheduler.LOST and time.time() - t0 < 10 * poll_s:
                     # the job may have ended a moment before result.json became visible
                     time.sleep(poll_s)
                     st = self.state()
@@ -155,9 +157,9 @@ class LaunchHandle:
             time.sleep(poll_s)
 
 
-def _job_still_alive(st: records.RunState) -> bool:
+def _job_still_alive(st: scheduler.RunState) -> bool:
     job = st.job
-    return job is not None and job.backend in ("subprocess", "slurm") and job.state in (records.QUEUED, records.RUNNING)
+    return job is not None and job.backend in ("subprocess", "slurm") and job.state in (scheduler.QUEUED, scheduler.RUNNING)
 
 
 class _Tailer:
@@ -201,8 +203,8 @@ def launch(prepared: Any, *, follow: bool = False, kind: Optional[str | LaunchKi
     handle = LaunchHandle(k.value, str(prepared.experiment), str(prepared.run_id), run_dir)
 
     if not force:
-        st = records.run_state(run_dir)
-        if st.state == records.DONE:
+        st = scheduler.run_state(run_dir)
+        if st.state == scheduler.DONE:
             log.info("%s is already done; not launching it again", run_dir)
             handle.result, handle.attached = st.result, True
             return handle
@@ -225,7 +227,7 @@ def launch(prepared: Any, *, follow: bool = False, kind: Optional[str | LaunchKi
     except Exception as e:  # sbatch errors come as FailedJobError / CalledProcessError
         raise LaunchError(f"{k.value} submission failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}") from e
     handle.job_id, handle._job = str(job.job_id), job
-    records.write_launch(run_dir, k.value, handle.job_id, folder, entry)
+    scheduler.write_launch(run_dir, k.value, handle.job_id, folder, entry)
     log.info("submitted %s job %s for %s", k.value, handle.job_id, run_dir)
     if follow:
         handle.wait(follow=stream or sys.stderr)
@@ -233,26 +235,26 @@ def launch(prepared: Any, *, follow: bool = False, kind: Optional[str | LaunchKi
 
 
 def _run_local(handle: LaunchHandle, entry: str) -> LaunchHandle:
-    from .job import _preempted_cls
+    from .submitit_job import _preempted_cls
 
     run_dir = handle.run_dir
-    records.write_launch(run_dir, "local", None, None, entry)
-    records.record_event(run_dir, "start", backend="local")
+    scheduler.write_launch(run_dir, "local", None, None, entry)
+    scheduler.record_event(run_dir, "start", backend="local")
     fn: Callable[[str], Any] = resolve_entry(entry)
     t0 = time.time()
     Preempted = _preempted_cls()
     try:
         handle.result = fn(str(run_dir))
     except Preempted as e:  # type: ignore[misc]
-        records.record_event(run_dir, "preempted", backend="local", detail=str(e))
+        scheduler.record_event(run_dir, "preempted", backend="local", detail=str(e))
         log.warning("%s; run the same spec again to resume", e)
-        handle.result = records.read_json(run_dir / records.RESULT_JSON)
+        handle.result = read_result(run_dir)
         return handle
     except BaseException as e:
         import traceback
 
         write_failure(run_dir, traceback.format_exc(), time.time() - t0)
-        records.record_event(run_dir, "failed", backend="local", detail=f"{type(e).__name__}: {e}"[:500])
+        scheduler.record_event(run_dir, "failed", backend="local", detail=f"{type(e).__name__}: {e}"[:500])
         raise
-    records.record_event(run_dir, "finished", backend="local")
+    scheduler.record_event(run_dir, "finished", backend="local")
     return handle

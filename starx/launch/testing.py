@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import records
+from starx import rundir
+from starx.rundir import ResultRecord, RunDir, append_jsonl, write_json_atomic
 
 
 @dataclass
@@ -55,9 +56,10 @@ def fake_prepare(spec: str | Path, overrides: Sequence[str] = ()) -> FakePrepare
     run_id = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
     run_dir = Path(resolved.get("root", "results")) / str(resolved["experiment"]) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.yaml").write_text(OmegaConf.to_yaml(cfg))
+    rd = RunDir(run_dir)
+    rd.spec.write_text(OmegaConf.to_yaml(cfg))
     derived = {"experiment": resolved["experiment"], "run_id": run_id}
-    records.write_json_atomic(run_dir / "derived.json", derived)
+    write_json_atomic(rd.derived, derived)
     OmegaConf.set_readonly(cfg, True)
     return FakePrepared(str(resolved["experiment"]), run_id, run_dir, cfg, derived)
 
@@ -77,7 +79,8 @@ def fake_run_job(run_dir: str) -> dict:
 
     t0 = time.time()
     run_dir_p = Path(run_dir)
-    cfg = yaml.safe_load((run_dir_p / "spec.yaml").read_text())
+    rd = RunDir(run_dir_p)
+    cfg = yaml.safe_load(rd.spec.read_text())
     fake = {"steps": 5, "sleep_s": 0.0, "fail": False, "fail_at_step": -1, "fail_while": None,
             **(cfg.get("fake") or {})}
     signals.reset()
@@ -88,19 +91,18 @@ def fake_run_job(run_dir: str) -> dict:
     if ckpt.exists():
         start = json.loads(ckpt.read_text())["step"]
         resumed_from = start
-    base = {"experiment": cfg["experiment"], "run_id": run_dir_p.name,
-            "versions": {"fake": "1"}, "device": "cpu"}
-    records.write_json_atomic(run_dir_p / "result.json", {**base, "status": "running", "metrics": {},
-                                                          "wall_time_s": None, "error": None})
+    def record(status: str, **fields: Any) -> dict:
+        return rundir.write_result(rd, ResultRecord(cfg["experiment"], run_dir_p.name, status,
+                                                    versions={"fake": "1"}, device="cpu", **fields))
+
+    record(rundir.RUNNING)
     top1 = objective_of(cfg)
-    metrics_f = run_dir_p / "metrics.jsonl"
+    metrics_f = rd.metrics
     for step in range(start, int(fake["steps"])):
         if signals.preempt_requested():
             ckpt.parent.mkdir(exist_ok=True)
-            records.write_json_atomic(ckpt, {"step": step})
-            records.write_json_atomic(run_dir_p / "result.json", {
-                **base, "status": "preempted", "metrics": {}, "wall_time_s": time.time() - t0,
-                "error": None})
+            write_json_atomic(ckpt, {"step": step})
+            record(rundir.PREEMPTED, wall_time_s=time.time() - t0)
             raise signals.Preempted(signals.last_signal(), step)
         if fake["fail_while"] and Path(fake["fail_while"]).exists():
             raise RuntimeError(f"fake failure: {fake['fail_while']} exists")
@@ -108,19 +110,16 @@ def fake_run_job(run_dir: str) -> dict:
             raise RuntimeError(f"fake failure at step {step}")
         time.sleep(float(fake["sleep_s"]))
         loss = 1.0 / (1 + step) + 0.01 * (80.0 - top1)
-        records.append_jsonl(metrics_f, {"stage": "pretrain", "step": step, "epoch": step / 10,
+        append_jsonl(metrics_f, {"stage": "pretrain", "step": step, "epoch": step / 10,
                                          "loss": loss, "lr": 1e-3, "time": time.time(),
                                          "resumed_from": resumed_from})
         ckpt.parent.mkdir(exist_ok=True)
-        records.write_json_atomic(ckpt, {"step": step + 1})
-    records.append_jsonl(metrics_f, {"stage": "finetune", "kind": "eval", "epoch": 1,
+        write_json_atomic(ckpt, {"step": step + 1})
+    append_jsonl(metrics_f, {"stage": "finetune", "kind": "eval", "epoch": 1,
                                      "top1": top1, "top1_ema": top1 - 0.1, "time": time.time()})
-    result = {**base, "status": "done",
-              "metrics": {"pretrain_loss": 1.0 / max(1, int(fake["steps"])), "top1": top1,
-                          "top1_ema": top1 - 0.1, "resumed_from": resumed_from},
-              "wall_time_s": time.time() - t0, "error": None, "pid": os.getpid()}
-    records.write_json_atomic(run_dir_p / "result.json", result)
-    return result
+    return record(rundir.DONE, metrics={"pretrain_loss": 1.0 / max(1, int(fake["steps"])), "top1": top1,
+                                        "top1_ema": top1 - 0.1, "resumed_from": resumed_from},
+                  wall_time_s=time.time() - t0, extra={"pid": os.getpid()})
 
 
 def fake_dist_job(run_dir: str) -> dict:
@@ -135,10 +134,11 @@ def fake_dist_job(run_dir: str) -> dict:
     try:
         t = torch.tensor([float(dist.get_rank() + 1)])
         dist.all_reduce(t)
-        out = {"status": "done", "metrics": {"sum": float(t.item()), "world_size": dist.get_world_size()},
-               "env": env, "experiment": "fake", "run_id": Path(run_dir).name, "error": None}
+        record = ResultRecord("fake", Path(run_dir).name, rundir.DONE,
+                              metrics={"sum": float(t.item()), "world_size": dist.get_world_size()},
+                              extra={"env": env})
         if dist.get_rank() == 0:
-            records.write_json_atomic(Path(run_dir) / "result.json", out)
-        return out
+            rundir.write_result(Path(run_dir), record)
+        return record.to_dict()
     finally:
         shutdown()  # as run_job leaves

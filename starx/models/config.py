@@ -1,13 +1,84 @@
-"""STARConfig: every architecture number of the pretraining model and the classifier, checked once."""
+"""STARConfig: every architecture number of the pretraining model and the classifier, checked once;
+:class:`Geometry`: the one owner of a STAR sequence's token counts; :func:`model_config`: the one
+place that turns a spec's ``model`` section into a STARConfig.
+
+Torch-free (the spec loader, ``starx show`` and derived.json read it without loading torch).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Mapping
 
-SEPARATORS = ("none", "token", "cluster", "fixed", "distinct")
+from starx.choices import Backend, SeparatorKind
+
+SEPARATORS: tuple[str, ...] = tuple(k.value for k in SeparatorKind)
 POOLS = ("mean", "cls")
+
+# Keys of the spec's model section that are not STARConfig fields: the registered size it starts from.
+SPEC_ONLY_KEYS = ("name",)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Token counts of a STAR pretraining sequence, named by what they count.
+
+    A sequence is ``[sep_0, image_0, ..., sep_{k-1}, image_{k-1}]``: each separator has
+    ``sep_len`` (S) tokens, each image ``patches_per_image`` (N) patches. The encoder reads the
+    whole sequence except its last cluster (nothing is predicted from it, as in ARM). STAR-B at
+    k=4 (192 px, patch 16, 4x4 clusters, cluster separator): ``sequence_tokens`` = 4 x (16 + 144)
+    = 640, ``encoder_tokens`` = 640 - 16 = 624.
+    """
+
+    img_hw: tuple[int, int]
+    patch_size: int
+    cluster_size: int
+    k: int  # images per sequence (seq_multiplier)
+    sep_len: int  # S, tokens per separator (0 for none)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patches per image side (rows, columns)."""
+        return self.img_hw[0] // self.patch_size, self.img_hw[1] // self.patch_size
+
+    @property
+    def patches_per_image(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def cluster_tokens(self) -> int:
+        """Patches of one cluster (P = cluster_size**2): the unit of next-cluster prediction."""
+        return self.cluster_size**2
+
+    @property
+    def clusters_per_image(self) -> int:
+        return self.patches_per_image // self.cluster_tokens
+
+    @property
+    def segment_tokens(self) -> int:
+        """One separator and its image (S + N)."""
+        return self.sep_len + self.patches_per_image
+
+    @property
+    def sequence_tokens(self) -> int:
+        """The full packed sequence: k x (S + N)."""
+        return self.k * self.segment_tokens
+
+    @property
+    def encoder_tokens(self) -> int:
+        """What the encoder reads per sequence: the full sequence minus its last cluster."""
+        return self.sequence_tokens - self.cluster_tokens
+
+    @property
+    def encoder_tokens_per_image(self) -> int:
+        """encoder_tokens // k: what tokens/s counts per image in the metrics."""
+        return self.encoder_tokens // self.k
+
+    def as_dict(self) -> dict[str, int]:
+        return {"patches_per_image": self.patches_per_image, "clusters_per_image": self.clusters_per_image,
+                "separator_tokens": self.sep_len, "sequence_tokens": self.sequence_tokens,
+                "encoder_tokens": self.encoder_tokens}
 
 
 @dataclass(frozen=True)
@@ -32,7 +103,7 @@ class STARConfig:
     patch_size: int = 16
     cluster_size: int = 4
     in_chans: int = 3
-    separator: str = "cluster"
+    separator: SeparatorKind = SeparatorKind.cluster
     separator_len: int | None = None
     seq_multiplier: int = 4
     decoder_dim: int = 512
@@ -43,9 +114,13 @@ class STARConfig:
     d_state: int = 16
     d_conv: int = 4
     drop_path: float = 0.0
-    backend: str = "auto"
+    backend: Backend = Backend.auto
 
     def __post_init__(self) -> None:
+        for name, enum in (("separator", SeparatorKind), ("backend", Backend)):
+            value = getattr(self, name)
+            if value in enum.__members__.values():
+                object.__setattr__(self, name, enum(value))
         self._validate()
 
     # ----- derived numbers -----
@@ -55,31 +130,35 @@ class STARConfig:
         return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
 
     @property
+    def geometry(self) -> Geometry:
+        """The token counts of this config's pretraining sequence (the one place they are computed)."""
+        return Geometry(self.img_hw, self.patch_size, self.cluster_size, self.seq_multiplier, self.sep_len)
+
+    @property
     def grid(self) -> tuple[int, int]:
         """Patches per image side (rows, columns)."""
-        h, w = self.img_hw
-        return h // self.patch_size, w // self.patch_size
+        return self.geometry.grid
 
     @property
     def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
+        return self.geometry.patches_per_image
 
     @property
     def cluster_tokens(self) -> int:
-        return self.cluster_size**2
+        return self.geometry.cluster_tokens
 
     @property
     def clusters_per_image(self) -> int:
-        return self.num_patches // self.cluster_tokens
+        return self.geometry.clusters_per_image
 
     @property
     def sep_len(self) -> int:
         """Tokens per separator, with the kind's default resolved."""
-        if self.separator == "none":
+        if self.separator == SeparatorKind.none:
             return 0
         if self.separator_len is not None:
             return self.separator_len
-        return 1 if self.separator == "token" else self.cluster_tokens
+        return 1 if self.separator == SeparatorKind.token else self.cluster_size**2
 
     @property
     def patch_pixels(self) -> int:
@@ -113,11 +192,12 @@ class STARConfig:
                      "decoder_dim", "decoder_depth", "decoder_heads", "d_state", "d_conv"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) > 0,
                  f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        need(self.separator in SEPARATORS, f"separator must be one of {SEPARATORS}, got {self.separator!r}")
+        need(isinstance(self.separator, SeparatorKind), f"separator must be one of {SEPARATORS}, got {self.separator!r}")
         if self.separator_len is not None:
             need(isinstance(self.separator_len, int) and self.separator_len >= 1,
                  f"separator_len must be a positive integer or None, got {self.separator_len!r}")
-        need(self.backend in ("auto", "cuda", "torch"), f"backend must be auto | cuda | torch, got {self.backend!r}")
+        need(isinstance(self.backend, Backend),
+             f"backend must be one of {tuple(b.value for b in Backend)}, got {self.backend!r}")
         need(0.0 <= self.drop_path < 1.0, f"drop_path must be in [0, 1), got {self.drop_path}")
         need(self.embed_dim % 4 == 0, f"embed_dim must be divisible by 4 (2-D sin-cos positions), got {self.embed_dim}")
         need(self.decoder_dim % 4 == 0, f"decoder_dim must be divisible by 4, got {self.decoder_dim}")
@@ -140,3 +220,21 @@ class STARConfig:
             raise ValueError(
                 "invalid model config: with one image, no separator and one cluster there is nothing to predict"
             )
+
+
+def model_config(model_section: Mapping[str, Any], **stage: Any) -> STARConfig:
+    """The STARConfig a spec's ``model`` section describes: its registered size (``name``) with every
+    other key of the section applied (null = the size's default), then ``stage`` (what a stage
+    sets on top: the fine-tuning ``img_size`` and ``drop_path``).
+
+    The section's keys are passed as they are, with no list of names kept here: a spec field that
+    is not a STARConfig field fails at once (tests/test_models.py checks that each one reaches
+    the model).
+    """
+    from starx.models.registry import get_config
+
+    section = dict(model_section.items())
+    name = section.pop("name")
+    for key in SPEC_ONLY_KEYS:
+        section.pop(key, None)
+    return get_config(name, **{**section, **{k: v for k, v in stage.items() if v is not None}})

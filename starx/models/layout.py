@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from starx.models.config import STARConfig
+from starx.models.config import Geometry, STARConfig
 
 
 def cluster_order(grid_h: int, grid_w: int, c: int) -> Tensor:
@@ -33,28 +33,41 @@ def cluster_order(grid_h: int, grid_w: int, c: int) -> Tensor:
 
 @dataclass(frozen=True)
 class SequenceLayout:
-    sep_len: int  # S
-    image_tokens: int  # N
-    cluster_tokens: int  # P
-    k: int
+    geometry: Geometry  # the token counts (S, N, P, k and the totals): STARConfig.geometry
     order: Tensor  # (N,) raster index of each cluster-ordered patch
     target_index: Tensor  # (T,) index into the k*N cluster-ordered image patches of a sequence
     target_raster: Tensor  # (T,) raster index (within its image) of each target patch
-    mask: Tensor  # (T, num_tokens) bool, True where a target's query may read an encoder token
+    mask: Tensor  # (T, encoder_tokens) bool, True where a target's query may read an encoder token
+
+    @property
+    def sep_len(self) -> int:  # S
+        return self.geometry.sep_len
+
+    @property
+    def image_tokens(self) -> int:  # N
+        return self.geometry.patches_per_image
+
+    @property
+    def cluster_tokens(self) -> int:  # P
+        return self.geometry.cluster_tokens
+
+    @property
+    def k(self) -> int:
+        return self.geometry.k
 
     @property
     def segment(self) -> int:
-        return self.sep_len + self.image_tokens
+        return self.geometry.segment_tokens
 
     @property
     def seq_len(self) -> int:
-        """Tokens of the full sequence (separators + images)."""
-        return self.k * self.segment
+        """Tokens of the full sequence (separators + images): Geometry.sequence_tokens."""
+        return self.geometry.sequence_tokens
 
     @property
     def num_tokens(self) -> int:
-        """Tokens the encoder reads: the sequence minus its last cluster."""
-        return self.seq_len - self.cluster_tokens
+        """Tokens the encoder reads, the sequence minus its last cluster: Geometry.encoder_tokens."""
+        return self.geometry.encoder_tokens
 
     @property
     def num_targets(self) -> int:
@@ -62,10 +75,11 @@ class SequenceLayout:
 
 
 def build_layout(cfg: STARConfig) -> SequenceLayout:
-    S, N, P, k = cfg.sep_len, cfg.num_patches, cfg.cluster_tokens, cfg.seq_multiplier
-    seg = S + N
-    num_tokens = k * seg - P
-    order = cluster_order(*cfg.grid, cfg.cluster_size)
+    geo = cfg.geometry
+    S, N, P, k = geo.sep_len, geo.patches_per_image, geo.cluster_tokens, geo.k
+    seg = geo.segment_tokens
+    num_tokens = geo.encoder_tokens
+    order = cluster_order(*geo.grid, cfg.cluster_size)
     index, raster, rows = [], [], []
     key_pos = torch.arange(num_tokens)
     for i in range(k):
@@ -80,4 +94,4 @@ def build_layout(cfg: STARConfig) -> SequenceLayout:
             rows.append(((key_pos >= lo) & (key_pos < start)).expand(P, num_tokens))
     if not index:
         raise ValueError("this layout has no targets (one image, one cluster, no separator)")
-    return SequenceLayout(S, N, P, k, order, torch.cat(index), torch.cat(raster), torch.cat(rows))
+    return SequenceLayout(geo, order, torch.cat(index), torch.cat(raster), torch.cat(rows))

@@ -1,4 +1,5 @@
 """Model registry (timm style): names state architecture and size only; the rest is overrides.
+Torch loads only when a model is built (the configs are plain dataclasses).
 
     create_model("star_base", img_size=192, seq_multiplier=4, separator="cluster")
     create_classifier("star_base", num_classes=1000, img_size=224, drop_path=0.1)
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 from typing import Any, Callable
-
-import torch
 
 from starx.models.config import STARConfig
 
@@ -60,6 +59,8 @@ def create_classifier(name: str, num_classes: int, pool: str = "mean", **overrid
 
 def count_encoder_params(cfg: STARConfig) -> int:
     """Encoder parameters (patch embedding + blocks) without allocating them (meta device)."""
+    import torch
+
     from starx.models.blocks import PatchEmbed
     from starx.models.mamba import Mamba
     from starx.models.star import build_encoder_layers

@@ -9,10 +9,10 @@ from __future__ import annotations
 from starx._lazy import lazy_getattr
 
 _LAZY = {
-    "resolve": "starx.results.records",
-    "load_runs": "starx.results.records",
-    "load_sweep_record": "starx.results.records",
-    "ResultsError": "starx.results.records",
+    "resolve": "starx.results.catalog",
+    "load_runs": "starx.results.catalog",
+    "load_sweep_record": "starx.results.catalog",
+    "ResultsError": "starx.results.catalog",
     "sweep_table": "starx.results.table",
     "runs_table": "starx.results.table",
     "to_csv": "starx.results.table",

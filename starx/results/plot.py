@@ -8,16 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from starx.launch.records import read_jsonl
+from starx.rundir import RunDir, SweepDir, read_jsonl
 
-from .records import RunRecord, SweepRecord
+from .catalog import RunRecord, SweepRecord
 
 
 def _curves(run_dir: Path) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float]]]:
     """({stage: [(step, loss)]}, [(epoch, top1)]) from metrics.jsonl."""
     losses: dict[str, list[tuple[float, float]]] = {}
     evals: list[tuple[float, float]] = []
-    for r in read_jsonl(Path(run_dir) / "metrics.jsonl"):
+    for r in read_jsonl(RunDir(run_dir).metrics):
         if r.get("kind") == "eval" and isinstance(r.get("top1"), (int, float)):
             evals.append((float(r.get("epoch", len(evals))), float(r["top1"])))
         elif isinstance(r.get("loss"), (int, float)) and "step" in r:
@@ -69,7 +69,7 @@ def _param_order(sw: SweepRecord, name: str, values: list[Any]) -> list[Any]:
     try:
         import yaml
 
-        spec = yaml.safe_load((sw.dir / "sweep.yaml").read_text())
+        spec = yaml.safe_load(SweepDir(sw.dir).sweep_yaml.read_text())
     except Exception:  # noqa: BLE001 - ordering only
         pass
     declared = (((spec or {}).get("params") or {}).get(name) or {}).get("values")

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from starx.launch import records as lr
+from starx.launch import scheduler
 
-from .records import RunRecord, experiment_run_dirs, load_runs, resolve
+from .catalog import RunRecord, experiment_run_dirs, load_runs, resolve
 from .table import Tabular, fmt_duration
 
 
@@ -63,7 +63,7 @@ def status_table(rows: list[JobRow], n_lines: int = 5) -> Tabular:
             "state": j.run.status, "detail": detail[:60], "age": fmt_duration(age),
             "preemptions": j.requeues or "", "wall": j.run.wall_time_s,
         })
-        if st is not None and st.state in (lr.FAILED, lr.LOST) and st.error_tail:
+        if st is not None and st.state in (scheduler.FAILED, scheduler.LOST) and st.error_tail:
             notes.append(f"{j.run.experiment}/{j.run.run_id} ({j.backend} {j.job_id}) {st.state}:")
             notes += [f"    {ln}" for ln in st.error_tail[-n_lines:]]
     counts: dict[str, int] = {}

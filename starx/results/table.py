@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .records import KEY_METRICS, RunRecord, SweepRecord, varying_keys
+from .catalog import KEY_METRICS, RunRecord, SweepRecord, varying_keys
 
 MAX_PARAM_COLUMNS = 6
 

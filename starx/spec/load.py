@@ -1,12 +1,16 @@
 """Load a YAML spec, apply dotted ``key=value`` overrides, validate, and derive numbers.
 
 Every failure is a ``SpecError`` whose message is one line naming the file or the
-field's dotted path, with a suggestion when a key looks like a typo.
+field's dotted path, with a suggestion when a key or a choice looks like a typo.
+:func:`load_typed` is the typed loading itself (schema dataclass <- YAML <- overrides); sweep
+files use it too. Everything is checked here, once, before anything is written: the launch
+section included.
 """
 
 from __future__ import annotations
 
 import difflib
+import enum
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,16 +19,17 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from starx.spec.schema import BACKENDS, COMPILE_MODES, DEVICES, PRECISIONS, SEPARATORS, ExperimentSpec
+from starx.choices import not_one_of
+from starx.spec.schema import ExperimentSpec
 
 
 class SpecError(ValueError):
     """A spec (file, override or combination of values) that cannot run. One line."""
 
 
-def _schema_keys(path: str) -> list[str]:
-    """Field names valid at a dotted path of the schema ('' = top level)."""
-    node: Any = ExperimentSpec
+def _schema_keys(schema: type, path: str) -> list[str]:
+    """Field names valid at a dotted path of a schema dataclass ('' = top level)."""
+    node: Any = schema
     for part in [p for p in path.split(".") if p]:
         sub = {f.name: f for f in fields(node)}.get(part)
         if sub is None:
@@ -36,76 +41,88 @@ def _schema_keys(path: str) -> list[str]:
     return [f.name for f in fields(node)]
 
 
-def _key_error(full_key: str, origin: str) -> SpecError:
+def _key_error(schema: type, full_key: str, origin: str, error: type[SpecError]) -> SpecError:
     parent, _, key = full_key.rpartition(".")
-    close = difflib.get_close_matches(key, _schema_keys(parent), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, _schema_keys(schema, parent), n=1, cutoff=0.6)
     hint = f" (did you mean '{(parent + '.' if parent else '') + close[0]}'?)" if close else ""
-    return SpecError(f"{origin}: unknown field '{full_key}'{hint}")
+    return error(f"{origin}: unknown field '{full_key}'{hint}")
 
 
-def _merge(base: DictConfig, other: DictConfig, origin: str) -> DictConfig:
+def merge_typed(schema: type, base: DictConfig, other: Any, origin: str,
+                error: type[SpecError] = SpecError) -> DictConfig:
+    """``base`` <- ``other`` (a mapping or DictConfig) with every failure as a one-line ``error``:
+    unknown keys with a suggestion, wrong types and values outside a choice naming the field."""
     try:
         return OmegaConf.merge(base, other)  # type: ignore[return-value]
     except ConfigKeyError as e:
-        raise _key_error(str(e.full_key), origin) from None
+        raise _key_error(schema, str(e.full_key), origin, error) from None
     except ValidationError as e:
+        enum_type = getattr(e.child_node, "enum_type", None)
+        if isinstance(enum_type, type) and issubclass(enum_type, enum.Enum):
+            raise error(f"{origin}: field '{e.full_key}': {not_one_of(enum_type, e.value)}") from None
         msg = str(e).splitlines()[0]
-        raise SpecError(f"{origin}: field '{e.full_key}': {msg}") from None
+        raise error(f"{origin}: field '{e.full_key}': {msg}") from None
     except OmegaConfBaseException as e:
-        raise SpecError(f"{origin}: {str(e).splitlines()[0]}") from None
+        raise error(f"{origin}: {str(e).splitlines()[0]}") from None
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: Path, error: type[SpecError] = SpecError, what: str = "spec") -> dict:
+    """A YAML file's top-level mapping (safe_load), or a one-line ``error`` naming the file (and line)."""
     if not path.is_file():
-        raise SpecError(f"spec file not found: {path}")
+        raise error(f"{what} file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{path}{where}: invalid YAML: {problem}") from None
+        raise error(f"{path}{where}: invalid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: a spec must be a mapping of fields, got {type(data).__name__}")
+        raise error(f"{path}: a {what} must be a mapping of fields, got {type(data).__name__}")
     return data
 
 
-def _parse_overrides(overrides: Iterable[str]) -> DictConfig:
+def parse_overrides(overrides: Iterable[str], error: type[SpecError] = SpecError) -> DictConfig:
+    """Dotted ``key=value`` strings as a DictConfig (values parsed as YAML scalars)."""
     items = list(overrides)
     for item in items:
         key, eq, _ = item.partition("=")
         if not eq or not key or " " in key:
-            raise SpecError(f"override '{item}': expected key=value, e.g. model.seq_multiplier=2")
+            raise error(f"override '{item}': expected key=value, e.g. model.seq_multiplier=2")
     try:
         return OmegaConf.from_dotlist(items)
     except OmegaConfBaseException as e:
-        raise SpecError(f"overrides: {str(e).splitlines()[0]}") from None
+        raise error(f"overrides: {str(e).splitlines()[0]}") from None
+
+
+def load_typed(schema: type, layers: Iterable[tuple[Any, str]], error: type[SpecError] = SpecError) -> DictConfig:
+    """``OmegaConf.structured(schema)`` <- each (mapping, origin) layer in turn, interpolations resolved."""
+    cfg: DictConfig = OmegaConf.structured(schema)
+    for data, origin in layers:
+        cfg = merge_typed(schema, cfg, data, origin, error)
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise error(f"interpolation: {str(e).splitlines()[0]}") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise error(f"field '{missing[0]}': required, give it in the file or as {missing[0]}=VALUE")
+    return cfg
 
 
 def load_spec(path: str | Path | None, overrides: Iterable[str] = ()) -> DictConfig:
     """The validated spec: schema defaults <- YAML file <- overrides. Read-only."""
-    cfg: DictConfig = OmegaConf.structured(ExperimentSpec)
+    layers: list[tuple[Any, str]] = []
     if path is not None:
         path = Path(path)
-        cfg = _merge(cfg, OmegaConf.create(_read_yaml(path)), str(path))
-    cfg = _merge(cfg, _parse_overrides(overrides), "override")
-    try:
-        OmegaConf.resolve(cfg)
-    except OmegaConfBaseException as e:
-        raise SpecError(f"interpolation: {str(e).splitlines()[0]}") from None
+        layers.append((OmegaConf.create(read_yaml_mapping(path)), str(path)))
+    layers.append((parse_overrides(overrides), "override"))
+    cfg = load_typed(ExperimentSpec, layers)
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
-
-
-def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), allowed, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise SpecError(f"field '{key}': '{value}' is not one of {', '.join(allowed)}{hint}")
 
 
 def _positive(cfg: DictConfig, *keys: str, allow_zero: bool = False) -> None:
@@ -118,16 +135,24 @@ def _positive(cfg: DictConfig, *keys: str, allow_zero: bool = False) -> None:
             raise SpecError(f"field '{key}': must be {bound}, got {value}")
 
 
+def _validate_launch(cfg: DictConfig) -> None:
+    from starx.launch.config import LaunchConfigError
+    from starx.launch.config import validate as validate_launch
+
+    try:
+        validate_launch(cfg.launch)
+    except LaunchConfigError as e:
+        field, _, rest = str(e).partition(" ")
+        if field.startswith("launch.") and field.rstrip(":").replace(".", "").replace("_", "").isalnum():
+            raise SpecError(f"field '{field.rstrip(':')}': {rest}") from None
+        raise SpecError(str(e)) from None
+
+
 def validate(cfg: DictConfig) -> None:
-    """Checks that span several fields or need more than a type. Raises SpecError."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise SpecError(f"field '{missing[0]}': required, give it in the spec or as {missing[0]}=VALUE")
-    _choice(cfg, "model.separator", SEPARATORS)
-    _choice(cfg, "model.backend", BACKENDS)
-    _choice(cfg, "precision", PRECISIONS)
-    _choice(cfg, "compile_mode", COMPILE_MODES)
-    _choice(cfg, "device", DEVICES)
+    """Checks that span several fields or need more than a type. Raises SpecError.
+
+    (Choices are Enum-typed in the schema, so OmegaConf has checked them at load.)
+    """
     _positive(cfg, "model.img_size", "model.patch_size", "model.cluster_size", "model.in_chans",
               "model.seq_multiplier", "model.depth", "model.embed_dim", "data.batch_size",
               "optim.base_lr", "optim.accum_steps", "finetune.batch_size", "finetune.base_lr",
@@ -181,27 +206,30 @@ def validate(cfg: DictConfig) -> None:
             raise SpecError(f"field 'finetune.ema_decay': must be in (0, 1) or null, got {ft.ema_decay}")
     if not (cfg.pretrain.enabled or ft.enabled or cfg.eval.linear_baseline):
         raise SpecError("spec: every stage is off (pretrain, finetune, eval.linear_baseline): nothing to run")
+    _validate_launch(cfg)
 
 
 def derive(cfg: DictConfig, *, world_size: int = 1) -> dict:
-    """Numbers computed from the spec (never written back into it)."""
-    m = cfg.model
-    grid = m.img_size // m.patch_size
-    clusters = (grid // m.cluster_size) ** 2
-    cluster_tokens = m.cluster_size**2
-    default_len = 1 if m.separator == "token" else cluster_tokens
-    sep_len = 0 if m.separator == "none" else (m.separator_len or default_len)
-    k = m.seq_multiplier
+    """Numbers computed from the spec (never written back into it): what the trainer uses.
+
+    The token counts come from the model config's Geometry (``sequence_tokens``: the full packed
+    sequence; ``encoder_tokens``: what the encoder reads, the sequence minus its last cluster).
+    The trainer calls this again with its real ``world_size`` and writes derived.json from it.
+    """
+    from starx.models.config import model_config
+
+    geo = model_config(cfg.model).geometry
+    k = geo.k
     ft_batch = cfg.finetune.batch_size
+    micro = cfg.data.batch_size // cfg.optim.accum_steps
     return {
         "world_size": world_size,
-        "patches_per_image": grid * grid,
-        "clusters_per_image": clusters,
-        "separator_tokens": sep_len,
-        "tokens_per_sequence": k * (sep_len + grid * grid),
+        **geo.as_dict(),
         "sequences_per_batch": cfg.data.batch_size // k,
         "pretrain_lr": cfg.optim.base_lr * cfg.data.batch_size / 256,
         "finetune_lr": cfg.finetune.base_lr * ft_batch / 256,
-        "finetune_img_size": cfg.finetune.img_size or m.img_size,
-        "micro_batch_images": cfg.data.batch_size // cfg.optim.accum_steps,
+        "finetune_img_size": cfg.finetune.img_size or cfg.model.img_size,
+        "micro_batch_images": micro,
+        "micro_batch_images_per_rank": micro // world_size,
+        "finetune_batch_images_per_rank": ft_batch // world_size,
     }

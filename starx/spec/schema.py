@@ -9,27 +9,39 @@ specs/REFERENCE.md (`starx reference`) is generated from these classes and their
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Optional
 
+from starx.choices import Backend, SeparatorKind, choice
 from starx.launch.config import LaunchConfig
 
-SEPARATORS = ("none", "token", "cluster", "fixed", "distinct")
-BACKENDS = ("auto", "cuda", "torch")
-PRECISIONS = ("auto", "bf16", "fp32")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-DEVICES = ("auto", "cpu", "cuda")
+
+class Precision(StrEnum):
+    auto = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class Device(StrEnum):
+    auto = "auto"  # CUDA when available
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+CompileMode = choice("CompileMode", ("default", "reduce-overhead", "max-autotune"), "torch.compile's mode.")
 
 
 @dataclass
 class ModelSpec:
-    """Backbone and STAR sequence layout (arguments of ``starx.models.create_model``)."""
+    """Backbone and STAR sequence layout. Every field but ``name`` is a STARConfig field, passed on as
+    it is by ``starx.models.config.model_config`` (no list of names to keep in step)."""
 
     name: str = "star_tiny"  # registered size: star_tiny | star_small | star_base | star_large | ...
     img_size: int = 192  # pretraining input side (px)
     patch_size: int = 16  # patch side (px)
     cluster_size: int = 4  # patches per cluster side (ARM: 4 -> 16 patches a cluster)
     in_chans: int = 3  # 1 for grey images
-    separator: str = "cluster"  # none | token | cluster | fixed | distinct
+    separator: SeparatorKind = SeparatorKind.cluster  # none | token | cluster | fixed | distinct
     separator_len: Optional[int] = None  # tokens per separator; null = 1 for token, one cluster (cluster_size**2) otherwise
     seq_multiplier: int = 4  # k: images per sequence (1 with separator none = ARM)
     depth: Optional[int] = None  # encoder blocks; null = the size's default
@@ -40,7 +52,7 @@ class ModelSpec:
     decoder_heads: int = 8  # attention heads of the decoder
     decoder_cross_image: bool = True  # decoder may read features of earlier images (false: own image + separator)
     norm_pix_loss: bool = True  # targets normalised per patch (ARM)
-    backend: str = "auto"  # auto | cuda (mamba-ssm kernels) | torch (pure-PyTorch twin)
+    backend: Backend = Backend.auto  # auto | cuda (mamba-ssm kernels) | torch (pure-PyTorch twin)
 
 
 @dataclass
@@ -128,12 +140,12 @@ class ExperimentSpec:
 
     experiment: str = "default"  # results/<experiment>/<run_id>/
     seed: int = 0  # seeds weights, data order and augmentation; part of the run id
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
+    device: Device = Device.auto  # auto | cpu | cuda
+    precision: Precision = Precision.auto  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     compile: bool = False  # torch.compile the model
     # torch.compile mode when compile is on: default | reduce-overhead (CUDA graphs of the whole
     # forward and backward: the fastest on GPU, bench/README.md) | max-autotune
-    compile_mode: str = "default"
+    compile_mode: CompileMode = CompileMode.default
     deterministic: bool = False  # deterministic algorithms (exact resume on CPU)
     cpu_threads: Optional[int] = None  # torch threads for CPU compute; null = all cores of this process
     output_dir: str = "results"  # results root: runs go to <output_dir>/<experiment>/<run_id>/

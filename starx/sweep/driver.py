@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from starx.launch import records
+from starx import _compat
+from starx.launch import scheduler
+from starx.rundir import SweepDir, write_json_atomic
 
 from .config import SweepConfig, SweepError, resolve_spec_path
 
@@ -88,7 +90,7 @@ class SweepDriver:
         max_wall_s: return after this long, leaving trials running (resume later);
         detach: return once the last trials are launched, without waiting for them;
         retry_failed: queue each failed point of the space once more (see the module docstring)."""
-        from starx.launch.job import DEFAULT_ENTRY
+        from starx.launch.submitit_job import DEFAULT_ENTRY
 
         if prepare is None:
             from starx.api import prepare as api_prepare
@@ -97,6 +99,7 @@ class SweepDriver:
         self.cfg = cfg
         self.root = Path(root) if root is not None else sweep_root(cfg)
         self.dir = self.root / cfg.name
+        self.files = SweepDir(self.dir)
         self.prepare = prepare
         self.entry = entry or DEFAULT_ENTRY
         self.max_wall_s = max_wall_s
@@ -114,7 +117,7 @@ class SweepDriver:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = str(self.dir / "study.journal")
+        path = str(self.files.study)
         storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path, grace_period=5)))
         existing = [s.study_name for s in storage.get_all_studies()]
         n_before = 0
@@ -179,12 +182,12 @@ class SweepDriver:
 
     def _set_attrs(self, study, trial_id: int, **attrs: Any) -> None:
         for k, v in attrs.items():
-            study._storage.set_trial_user_attr(trial_id, k, _normalise(v))
+            _compat.set_trial_user_attr(study, trial_id, k, _normalise(v))
 
     # ------------------------------------------------------------------ lock
     def _acquire(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        f = open(self.dir / "driver.lock", "a+")
+        f = open(self.files.lock, "a+")
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -217,8 +220,8 @@ class SweepDriver:
         t.run_dir = Path(prepared.run_dir).resolve()
         self._set_attrs(study, t.trial_id, run_dir=str(t.run_dir), run_id=prepared.run_id,
                         experiment=prepared.experiment, overrides=overrides)
-        st = records.run_state(t.run_dir)
-        if st.state == records.DONE:
+        st = scheduler.run_state(t.run_dir)
+        if st.state == scheduler.DONE:
             log.info("trial %d: %s is already done; using its result", t.number, t.run_dir.name)
             self._set_attrs(study, t.trial_id, reused=True)
             self.inflight[t.number] = t
@@ -265,17 +268,17 @@ class SweepDriver:
     def _poll(self, study) -> None:
         slurm_ids = []
         for t in self.inflight.values():
-            rec = records.read_launch(t.run_dir)
+            rec = scheduler.read_launch(t.run_dir)
             if rec and rec.get("backend") == "slurm" and rec.get("job_id"):
                 slurm_ids.append(rec["job_id"])
-        states = records.query_slurm(slurm_ids) if slurm_ids else {}
+        states = scheduler.query_slurm(slurm_ids) if slurm_ids else {}
         if states is None:
             return  # the controller did not answer: decide nothing this round
         for t in list(self.inflight.values()):
-            st = records.run_state(t.run_dir, states)
-            if st.state == records.DONE:
+            st = scheduler.run_state(t.run_dir, states)
+            if st.state == scheduler.DONE:
                 self._complete(study, t, st.result or {})
-            elif st.state == records.FAILED:
+            elif st.state == scheduler.FAILED:
                 self._fail(study, t, "\n".join(st.error_tail) or st.detail or "failed")
             elif st.active:
                 t.lost_polls = 0
@@ -299,14 +302,14 @@ class SweepDriver:
 
         for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             ua = ft.user_attrs
-            t = _InFlight(ft.number, ft._trial_id, dict(ft.params), Path(ua.get("run_dir", ".")),
+            t = _InFlight(ft.number, _compat.trial_id(ft), dict(ft.params), Path(ua.get("run_dir", ".")),
                           relaunches=int(ua.get("relaunches", 0)))
             if "run_dir" not in ua:  # the driver died between ask and launch
                 log.info("trial %d: launching (the previous driver stopped before it did)", ft.number)
                 self._launch(study, t, self.cfg.trial_overrides(t.params))
                 continue
             self.inflight[t.number] = t
-            log.info("trial %d: re-attached (%s)", t.number, records.run_state(t.run_dir).state)
+            log.info("trial %d: re-attached (%s)", t.number, scheduler.run_state(t.run_dir).state)
 
     def _best(self, study) -> Optional[dict]:
         from optuna.trial import TrialState
@@ -333,7 +336,7 @@ class SweepDriver:
                 "started": ft.datetime_start.timestamp() if ft.datetime_start else None,
                 "finished": ft.datetime_complete.timestamp() if ft.datetime_complete else None,
             })
-        records.write_json_atomic(self.dir / "trials.json", {
+        write_json_atomic(self.files.trials, {
             "name": self.cfg.name, "spec": str(self.spec_path), "source": self.cfg.source,
             "objective": {"metric": self.cfg.objective.metric, "direction": self.cfg.objective.direction},
             "sampler": self.cfg.sampler, "params": list(self.cfg.params), "n_trials": self.cfg.total_trials(),
@@ -350,7 +353,7 @@ class SweepDriver:
             study = self._open_study()
             import yaml
 
-            (self.dir / "sweep.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            self.files.sweep_yaml.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             self._reattach(study)
             self.write_trials_json(study)
             dists = self._distributions()
@@ -369,7 +372,7 @@ class SweepDriver:
                 while not too_many and started < total and len(self.inflight) < self.cfg.n_parallel:
                     trial = study.ask(dists)
                     started += 1
-                    t = _InFlight(trial.number, trial._trial_id, dict(trial.params), Path("."))
+                    t = _InFlight(trial.number, _compat.trial_id(trial), dict(trial.params), Path("."))
                     self._launch(study, t, self.cfg.trial_overrides(t.params))
                     if t.number not in self.inflight:  # failed at once (spec error) or reused
                         failed = sum(ft.state == TrialState.FAIL for ft in study.get_trials(deepcopy=False)) - retries

@@ -8,7 +8,6 @@ from its last checkpoint, and a finished run returns its recorded result.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -17,29 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from starx.spec import load_spec
+from starx import rundir
+from starx.rundir import ResultRecord, RunDir, read_json, read_result, write_json_atomic
+from starx.spec import derive, load_spec
 from starx.train import signals
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
-STAGE_DONE = "checkpoints/{stage}.done.json"
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / RESULT_FILE
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
+__all__ = ["read_result", "run_job"]
 
 
 def _versions() -> dict[str, str]:
@@ -75,14 +59,13 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _stage_done(run_dir: Path, stage: str) -> dict | None:
-    path = run_dir / STAGE_DONE.format(stage=stage)
-    return json.loads(path.read_text()) if path.exists() else None
+def _stage_done(rd: RunDir, stage: str) -> dict | None:
+    return read_json(rd.stage_done(stage))
 
 
-def _mark_stage_done(run_dir: Path, stage: str, metrics: dict, is_main: bool) -> None:
+def _mark_stage_done(rd: RunDir, stage: str, metrics: dict, is_main: bool) -> None:
     if is_main:
-        _write_json(run_dir / STAGE_DONE.format(stage=stage), metrics)
+        write_json_atomic(rd.stage_done(stage), metrics)
 
 
 def _setup_run_logging(run_dir: Path, is_main: bool) -> Callable[[], None]:
@@ -90,7 +73,7 @@ def _setup_run_logging(run_dir: Path, is_main: bool) -> Callable[[], None]:
     ``starx -q``) keep the level they had. Returns the undo."""
     if not is_main:
         return lambda: None
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(RunDir(run_dir).train_log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     before = root.level
@@ -118,9 +101,10 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
     from starx.train import dist as dist_mod
 
     run_dir = Path(run_dir)
-    cfg = load_spec(run_dir / "spec.yaml")
-    previous = read_result(run_dir)
-    if previous and previous.get("status") == "done":
+    rd = RunDir(run_dir)
+    cfg = load_spec(rd.spec)
+    previous = read_result(rd)
+    if previous and previous.get("status") == rundir.DONE:
         log.info("run %s is already done", run_dir)
         return previous
 
@@ -130,18 +114,24 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
     signals.reset()
     signals.install()
     started = time.time()
-    prior_wall = float(previous.get("wall_time_s", 0.0)) if previous else 0.0
-    result: dict[str, Any] = {"experiment": cfg.experiment, "run_id": run_dir.name, "run_dir": str(run_dir),
-                              "status": "running", "metrics": {}, "wall_time_s": prior_wall,
-                              "versions": _versions(), "device": _device_name(dist.device),
-                              "world_size": dist.world_size, "error": None, "started": started}
+    prior_wall = float(previous.get("wall_time_s") or 0.0) if previous else 0.0
+    # derived.json again, from the numbers this trainer uses (the real world size among them)
+    derived = derive(cfg, world_size=dist.world_size)
+    if dist.is_main:
+        write_json_atomic(rd.derived, derived, indent=2)
+    record_ = ResultRecord(experiment=cfg.experiment, run_id=run_dir.name, status=rundir.RUNNING,
+                           wall_time_s=prior_wall, versions=_versions(), device=_device_name(dist.device),
+                           extra={"run_dir": str(run_dir), "world_size": dist.world_size, "started": started})
+    result = record_.to_dict()
 
     def record(status: str, error: str | None = None) -> None:
-        result.update(status=status, error=error, wall_time_s=round(prior_wall + time.time() - started, 2))
+        record_.status, record_.error = status, error
+        record_.wall_time_s = round(prior_wall + time.time() - started, 2)
+        result.update(record_.to_dict())
         if dist.is_main:
-            _write_json(run_dir / RESULT_FILE, result)
+            rundir.write_result(rd, record_)
 
-    record("running")
+    record(rundir.RUNNING)
     try:
         from starx.data import dataset_info, ensure_dataset
         from starx.train.baseline import linear_baseline
@@ -156,35 +146,35 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         train_data = ensure_dataset(cfg.data.dataset, cache, cfg.data.train_split)
         eval_data = ensure_dataset(cfg.data.eval_dataset or cfg.data.dataset, cache, cfg.data.eval_split)
         num_train, num_classes = dataset_info(train_data)
-        ctx = RunContext(cfg=cfg, run_dir=run_dir, dist=dist, metrics=MetricsLog(run_dir / "metrics.jsonl", dist.is_main),
+        ctx = RunContext(cfg=cfg, run_dir=run_dir, dist=dist, metrics=MetricsLog(rd.metrics, dist.is_main),
                          train_data=train_data, eval_data=eval_data, num_train=num_train, num_classes=num_classes,
-                         autocast_dtype=torch.bfloat16 if precision == "bf16" else None)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
+                         autocast_dtype=torch.bfloat16 if precision == "bf16" else None, derived=derived)
+        rd.checkpoints.mkdir(exist_ok=True)
         progress = StageProgress(enabled=dist.is_main)
         stages = [("pretrain", cfg.pretrain.enabled, run_pretrain), ("finetune", cfg.finetune.enabled, run_finetune),
                   ("linear_baseline", cfg.eval.linear_baseline, lambda c, p: linear_baseline(c))]
         for name, enabled, fn in stages:
             if not enabled:
                 continue
-            done = _stage_done(run_dir, name)
+            done = _stage_done(rd, name)
             if done is None:
                 log.info("stage %s: starting", name)
                 done = fn(ctx, progress)
-                _mark_stage_done(run_dir, name, done, dist.is_main)
+                _mark_stage_done(rd, name, done, dist.is_main)
                 # Rank 0 alone writes the stage's last checkpoint, which the next stage reads
                 # (finetune.init=pretrain): no rank goes on before it is there.
                 dist_mod.barrier(dist.device)
-            result["metrics"].update(done)
-            record("running")
-        record("done")
+            record_.metrics.update(done)
+            record(rundir.RUNNING)
+        record(rundir.DONE)
         log.info("run done in %.0f s: %s", result["wall_time_s"],
                  ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items() if isinstance(v, float)))
         return result
     except signals.Preempted as e:
-        record("preempted", str(e))
+        record(rundir.PREEMPTED, str(e))
         raise
     except BaseException as e:
-        record("failed", f"{type(e).__name__}: {e}".strip()[:2000])
+        record(rundir.FAILED, f"{type(e).__name__}: {e}".strip()[:2000])
         raise
     finally:
         undo_logging()

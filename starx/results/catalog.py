@@ -1,4 +1,5 @@
-"""Run and sweep records read back from disk: only the run directories and a sweep's trials.json.
+"""The catalog of runs and sweeps under a results root, read back from disk: only the run
+directories and a sweep's trials.json (layout: starx.rundir; job states: starx.launch.scheduler).
 
 Stdlib + PyYAML only (no torch, no optuna, no omegaconf), so ``starx results`` and
 ``starx status`` answer fast.
@@ -11,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from starx.launch import records as lr
+from starx.launch import scheduler
+from starx.launch.scheduler import RunState
+from starx.rundir import RunDir, SweepDir, read_json
 
 # Metrics shown by default, in this order, when present.
-KEY_METRICS = ("top1", "top1_ema", "best_top1", "linear_top1", "pretrain_loss", "pretrain_loss_tail",
-               "finetune_loss")
+KEY_METRICS = ("top1", "top5", "top1_ema", "best_top1", "knn_top1", "knn_top5", "probe_top1", "probe_top5",
+               "pixel_top1", "linear_top1", "pretrain_loss", "pretrain_loss_tail", "finetune_loss")
 # Spec keys that never distinguish runs (where they run, how often they log).
 _SPEC_NOISE = ("launch.", "output_dir", "data.cache_dir", "data.num_workers", "log_every", "checkpoint.",
                "root", "experiment")
@@ -31,7 +34,7 @@ class RunRecord:
     run_id: str
     run_dir: Path
     spec: dict = field(default_factory=dict)  # flattened: dotted key -> value
-    state: Optional[lr.RunState] = None
+    state: Optional[RunState] = None
 
     @property
     def result(self) -> dict:
@@ -51,7 +54,7 @@ class RunRecord:
         return self.state.state if self.state else "?"
 
     def events(self) -> list[dict]:
-        return lr.read_events(self.run_dir)
+        return scheduler.read_events(self.run_dir)
 
 
 @dataclass
@@ -124,7 +127,7 @@ def read_spec(run_dir: Path) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load((Path(run_dir) / "spec.yaml").read_text())
+        data = yaml.safe_load(RunDir(run_dir).spec.read_text())
     except (OSError, yaml.YAMLError):
         return {}
     return flatten(data or {})
@@ -147,16 +150,16 @@ def varying_keys(specs: Iterable[dict]) -> list[str]:
 
 
 def is_run_dir(p: Path) -> bool:
-    return (p / "spec.yaml").is_file()
+    return RunDir(p).is_run()
 
 
-def _states(run_dirs: list[Path]) -> dict[Path, lr.RunState]:
+def _states(run_dirs: list[Path]) -> dict[Path, RunState]:
     """Run states for many run dirs with one squeue call."""
-    launches = {d: lr.read_launch(d) for d in run_dirs}
+    launches = {d: scheduler.read_launch(d) for d in run_dirs}
     ids = [rec["job_id"] for rec in launches.values()
            if rec and rec.get("backend") == "slurm" and rec.get("job_id")]
-    slurm = lr.query_slurm(ids) if ids else {}
-    return {d: lr.run_state(d, slurm) for d in run_dirs}
+    slurm = scheduler.query_slurm(ids) if ids else {}
+    return {d: scheduler.run_state(d, slurm) for d in run_dirs}
 
 
 def load_runs(run_dirs: Iterable[Path], with_spec: bool = True) -> list[RunRecord]:
@@ -181,7 +184,7 @@ def list_sweeps(root: Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "trials.json").is_file())
+    return sorted(p.name for p in root.iterdir() if SweepDir(p).is_sweep())
 
 
 def list_experiments(root: Path) -> list[str]:
@@ -194,9 +197,9 @@ def list_experiments(root: Path) -> list[str]:
 
 def load_sweep_record(root: Path, name: str) -> SweepRecord:
     d = Path(root) / name
-    info = lr.read_json(d / "trials.json")
+    info = read_json(SweepDir(d).trials)
     if info is None:
-        raise ResultsError(f"{d}/trials.json is missing or unreadable")
+        raise ResultsError(f"{SweepDir(d).trials} is missing or unreadable")
     raw_trials = info.get("trials") or []
     run_dirs = [Path(t["run_dir"]) for t in raw_trials if t.get("run_dir") and Path(t["run_dir"]).is_dir()]
     runs = {r.run_dir: r for r in load_runs(run_dirs, with_spec=False)}
@@ -213,11 +216,11 @@ def resolve(root: Path, name: Optional[str]) -> tuple[str, Any]:
     root = Path(root)
     if name is None:
         return "all", load_runs(experiment_run_dirs(root))
-    if (root / name / "trials.json").is_file():
+    if SweepDir(root / name).is_sweep():
         return "sweep", load_sweep_record(root, name)
     # a path to a sweep or experiment directory works too
     p = Path(name)
-    if p.is_dir() and (p / "trials.json").is_file():
+    if p.is_dir() and SweepDir(p).is_sweep():
         return "sweep", load_sweep_record(p.parent, p.name)
     if p.is_dir() and is_run_dir(p):
         return "experiment", load_runs([p])

@@ -1,6 +1,8 @@
-"""What the launcher writes into a run directory, and how a run's state is worked out.
+"""The scheduler's view of a run: what the launcher writes into a run directory, and how a run's
+state is worked out from that and from the scheduler (squeue, process ids).
 
-Light on purpose (stdlib only): ``starx status`` and ``starx results`` import this.
+Light on purpose (stdlib only): ``starx status`` and ``starx results`` import this. File names
+and JSON io come from :mod:`starx.rundir`.
 
 Files (all inside ``results/<experiment>/<run_id>/``):
 
@@ -18,7 +20,6 @@ combines that file with the scheduler's view of its job (:func:`run_state`).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -28,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-LAUNCH_JSON = "launch.json"
-LAUNCH_DIR = "launch"
-EVENTS = "events.jsonl"
-RESULT_JSON = "result.json"
+from starx.rundir import LAUNCH_DIR, RunDir, append_jsonl, read_json, read_jsonl, read_result, tail, write_json_atomic
+
+__all__ = ["LAUNCH_DIR", "JobInfo", "RunState", "job_info", "log_paths", "query_slurm", "read_events",
+           "read_launch", "record_event", "run_state", "write_launch"]
 
 # Our state vocabulary (what ``starx status`` prints).
 QUEUED, RUNNING, DONE, FAILED, PREEMPTED, LOST, PREPARED, UNKNOWN = (
@@ -50,67 +51,9 @@ _SLURM_ACTIVE = {
 }
 
 
-# ----------------------------------------------------------------------------- small io
-def read_json(path: Path) -> Optional[dict]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-        return None  # being written (the engine writes atomically, but be lenient)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def append_jsonl(path: Path, obj: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(obj, default=str) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line being written
-    except FileNotFoundError:
-        pass
-    return out
-
-
-def tail(path: Path, n: int = 10) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            data = f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return []
-    return data.splitlines()[-n:]
-
-
 # ----------------------------------------------------------------------------- records
 def read_launch(run_dir: Path) -> Optional[dict]:
-    return read_json(Path(run_dir) / LAUNCH_JSON)
+    return read_json(RunDir(run_dir).launch_json)
 
 
 def write_launch(run_dir: Path, backend: str, job_id: Optional[str], folder: Optional[Path],
@@ -130,17 +73,17 @@ def write_launch(run_dir: Path, backend: str, job_id: Optional[str], folder: Opt
                              *([prev["job_id"]] if prev.get("job_id") else [])],
         **extra,
     }
-    write_json_atomic(run_dir / LAUNCH_JSON, rec)
+    write_json_atomic(RunDir(run_dir).launch_json, rec)
     return rec
 
 
 def record_event(run_dir: Path, event: str, **fields: Any) -> None:
-    append_jsonl(Path(run_dir) / LAUNCH_DIR / EVENTS,
+    append_jsonl(RunDir(run_dir).events,
                  {"time": time.time(), "event": event, "host": socket.gethostname(), **fields})
 
 
 def read_events(run_dir: Path) -> list[dict]:
-    return read_jsonl(Path(run_dir) / LAUNCH_DIR / EVENTS)
+    return read_jsonl(RunDir(run_dir).events)
 
 
 def log_paths(run_dir: Path, launch: Optional[dict] = None) -> list[Path]:
@@ -313,7 +256,7 @@ def run_state(run_dir: Path, slurm_states: Optional[dict] = None, n_error_lines:
     the run is ``lost`` (launched, but the job vanished without a result) or ``prepared``.
     """
     run_dir = Path(run_dir)
-    result = read_json(run_dir / RESULT_JSON)
+    result = read_result(run_dir)
     launch = read_launch(run_dir)
     job = job_info(launch, slurm_states)
     rstatus = (result or {}).get("status")

@@ -32,17 +32,33 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from . import records
+from starx import _compat
+from starx.rundir import write_failure
+
+from . import scheduler
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENTRY = "starx.train.job:run_job"
 SELF_REQUEUE_SIGNALS = ("SIGUSR1", "SIGUSR2")
 
+__all__ = ["DEFAULT_ENTRY", "JobEnv", "StarxJob", "resolve_entry", "write_failure"]
+
+
+class JobEnv(Protocol):
+    """What StarxJob reads of ``submitit.JobEnvironment`` (tests pass a stand-in)."""
+
+    job_id: str
+    global_rank: int
+    num_tasks: int
+    cluster: str
+    paths: Any
+
 
 def resolve_entry(entry: str) -> Callable[[str], Any]:
+    """'module:function' -> the function (the engine's run_job, or a test stand-in)."""
     module, _, name = entry.partition(":")
     fn = importlib.import_module(module)
     for part in name.split("."):
@@ -56,25 +72,6 @@ def _preempted_cls():
     except ImportError:  # pragma: no cover - the engine package is part of starx
         return ()
     return Preempted
-
-
-def write_failure(run_dir: Path, error: str, wall_time_s: float | None = None) -> None:
-    """Write result.json with status failed unless the engine already wrote a final one."""
-    run_dir = Path(run_dir)
-    prev = records.read_json(run_dir / records.RESULT_JSON)
-    if prev and prev.get("status") in ("done", "failed"):
-        return
-    derived = records.read_json(run_dir / "derived.json") or {}
-    records.write_json_atomic(run_dir / records.RESULT_JSON, {
-        "experiment": derived.get("experiment", run_dir.parent.name),
-        "run_id": derived.get("run_id", run_dir.name),
-        "status": "failed",
-        "metrics": (prev or {}).get("metrics", {}),
-        "wall_time_s": wall_time_s,
-        "versions": (prev or {}).get("versions", {}),
-        "device": (prev or {}).get("device"),
-        "error": error,
-    })
 
 
 class StarxJob:
@@ -112,7 +109,7 @@ class StarxJob:
         backend = "slurm" if env.cluster == "slurm" else "subprocess"
         job_id = str(env.job_id)
         if rank == 0:
-            records.record_event(self.run_dir, "start", job_id=job_id, backend=backend,
+            scheduler.record_event(self.run_dir, "start", job_id=job_id, backend=backend,
                                  restart=os.environ.get("SLURM_RESTART_COUNT"), pid=os.getpid(),
                                  tasks=env.num_tasks)
         fn = resolve_entry(self.entry)
@@ -122,7 +119,7 @@ class StarxJob:
         except Preempted as e:  # type: ignore[misc]
             signame = getattr(e, "signame", "signal")
             if rank == 0:
-                records.record_event(self.run_dir, "preempted", job_id=job_id, backend=backend,
+                scheduler.record_event(self.run_dir, "preempted", job_id=job_id, backend=backend,
                                      detail=str(e), step=getattr(e, "step", None))
             if signame in SELF_REQUEUE_SIGNALS:
                 self._requeue(env, signame, rank, backend)
@@ -132,39 +129,30 @@ class StarxJob:
             if rank == 0:
                 tb = traceback.format_exc()
                 write_failure(Path(self.run_dir), tb, time.time() - self._start)
-                records.record_event(self.run_dir, "failed", job_id=job_id, backend=backend,
+                scheduler.record_event(self.run_dir, "failed", job_id=job_id, backend=backend,
                                      detail=f"{type(e).__name__}: {e}"[:500])
             raise
         if rank == 0:
-            records.record_event(self.run_dir, "finished", job_id=job_id, backend=backend,
+            scheduler.record_event(self.run_dir, "finished", job_id=job_id, backend=backend,
                                  status=(result or {}).get("status") if isinstance(result, dict) else None)
         return result
 
-    def _requeue(self, env: Any, signame: str, rank: int, backend: str) -> None:
+    def _requeue(self, env: JobEnv, signame: str, rank: int, backend: str) -> None:
         """Requeue through submitit (checkpoint pickle + countdown), then exit."""
         if rank != 0:
             return  # only rank 0 requeues; the others exit when the job is killed
-        from submitit.core import job_environment as je
-        from submitit.core.utils import DelayedSubmission, UncompletedJobError
-
-        paths = env.paths
-        delayed = DelayedSubmission.load(paths.submitted_pickle)
-        handler = je.SignalHandler(env, paths, delayed)
-        handler._start_time = self._start
-        timed_out = handler.has_timed_out()
-        countdown = delayed._timeout_countdown - int(timed_out)
-        if countdown < 0:
-            msg = f"not requeued: timed out more than {delayed._timeout_countdown} times"
-            records.record_event(self.run_dir, "not_requeued", job_id=str(env.job_id),
-                                 backend=backend, detail=msg)
-            raise UncompletedJobError(msg)
-        reason = je._checkpoint(delayed, paths.submitted_pickle, countdown)
-        if reason:
-            raise UncompletedJobError(f"not requeued: {reason}")
-        records.record_event(self.run_dir, "requeued", job_id=str(env.job_id), backend=backend,
-                             detail=f"{signame}, timed_out={timed_out}, {countdown} timeouts left")
+        decision, token = _compat.submitit_prepare_requeue(env, self._start)
+        if not decision.requeue:
+            msg = f"not requeued: {decision.reason}"
+            if decision.countdown < 0:
+                scheduler.record_event(self.run_dir, "not_requeued", job_id=str(env.job_id),
+                                       backend=backend, detail=msg)
+            raise _compat.uncompleted_job_error()(msg)
+        scheduler.record_event(self.run_dir, "requeued", job_id=str(env.job_id), backend=backend,
+                               detail=f"{signame}, timed_out={decision.timed_out}, "
+                                      f"{decision.countdown} timeouts left")
         try:
-            env._requeue(countdown)  # SLURM: scontrol requeue; local: sys.exit(144)
+            _compat.submitit_requeue(env, token)  # SLURM: scontrol requeue; local: sys.exit(144)
         except subprocess.CalledProcessError as e:
             # e.g. SLURM is already requeuing or cancelling the job
             log.warning("scontrol requeue failed (%s); leaving it to the scheduler", e)

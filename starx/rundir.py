@@ -1,0 +1,219 @@
+"""The run directory and the sweep directory: their layout, the result record, atomic JSON io.
+
+The one module that spells the file names. Stdlib only: ``starx results`` / ``starx status`` read
+runs through it without torch, optuna or omegaconf.
+
+``<output_dir>/<experiment>/<run_id>/`` (:class:`RunDir`):
+
+| file | written by | what |
+|---|---|---|
+| ``spec.yaml`` | ``starx.api.prepare`` | the resolved spec (never changed after) |
+| ``derived.json`` | prepare, then the trainer (real world size) | ``starx.spec.derive`` |
+| ``metrics.jsonl`` | the trainer (rank 0) | one line per ``log_every`` steps, eval lines |
+| ``checkpoints/`` | the trainer | ``<stage>_last.pt``, ``<stage>.done.json`` |
+| ``result.json`` | the trainer; the launcher on a crash | :class:`ResultRecord` |
+| ``train.log`` | the trainer | the run's log |
+| ``launch.json``, ``launch/`` | ``starx.launch`` | the scheduler's records (``starx.launch.scheduler``) |
+
+``<output_dir>/<sweep>/`` (:class:`SweepDir`): ``study.journal`` (Optuna), ``sweep.yaml``,
+``trials.json`` (what ``starx results`` reads), ``driver.lock``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+SPEC = "spec.yaml"
+DERIVED = "derived.json"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+RESULT = "result.json"
+TRAIN_LOG = "train.log"
+LAUNCH_JSON = "launch.json"
+LAUNCH_DIR = "launch"
+EVENTS = "events.jsonl"
+
+TRIALS = "trials.json"
+STUDY = "study.journal"
+SWEEP_YAML = "sweep.yaml"
+DRIVER_LOCK = "driver.lock"
+
+# result.json "status" values written by the trainer and the launcher
+RUNNING, DONE, FAILED, PREEMPTED = "running", "done", "failed", "preempted"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    spec = property(lambda self: self.path / SPEC)
+    derived = property(lambda self: self.path / DERIVED)
+    metrics = property(lambda self: self.path / METRICS)
+    checkpoints = property(lambda self: self.path / CHECKPOINTS)
+    result = property(lambda self: self.path / RESULT)
+    train_log = property(lambda self: self.path / TRAIN_LOG)
+    launch_json = property(lambda self: self.path / LAUNCH_JSON)
+    launch_dir = property(lambda self: self.path / LAUNCH_DIR)
+    events = property(lambda self: self.path / LAUNCH_DIR / EVENTS)
+
+    def checkpoint(self, stage: str) -> Path:
+        """The last-state checkpoint of a stage."""
+        return self.checkpoints / f"{stage}_last.pt"
+
+    def stage_done(self, stage: str) -> Path:
+        """A finished stage's metrics (the stage is skipped on resume)."""
+        return self.checkpoints / f"{stage}.done.json"
+
+    def is_run(self) -> bool:
+        return self.spec.is_file()
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """Paths inside one sweep directory."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    trials = property(lambda self: self.path / TRIALS)
+    study = property(lambda self: self.path / STUDY)
+    sweep_yaml = property(lambda self: self.path / SWEEP_YAML)
+    lock = property(lambda self: self.path / DRIVER_LOCK)
+
+    def is_sweep(self) -> bool:
+        return self.trials.is_file()
+
+
+# ----------------------------------------------------------------------------- the result record
+@dataclass
+class ResultRecord:
+    """result.json: one record, whoever writes it (the trainer, the launcher after a crash, test fakes)."""
+
+    experiment: str
+    run_id: str
+    status: str  # running | done | failed | preempted
+    metrics: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: Optional[float] = None
+    versions: dict[str, str] = field(default_factory=dict)
+    device: Optional[str] = None
+    error: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)  # run_dir, world_size, started, ...: written beside
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {**d.pop("extra"), **d}
+
+
+def write_result(run_dir: Path | RunDir, record: ResultRecord) -> dict[str, Any]:
+    data = record.to_dict()
+    write_json_atomic(RunDir(_path(run_dir)).result, data)
+    return data
+
+
+def read_result(run_dir: Path | RunDir) -> Optional[dict[str, Any]]:
+    return read_json(RunDir(_path(run_dir)).result)
+
+
+def write_failure(run_dir: Path | RunDir, error: str, wall_time_s: float | None = None) -> None:
+    """result.json with status failed, unless the trainer already wrote a final one (launchers call
+    this when the job died before the trainer could record it)."""
+    rd = RunDir(_path(run_dir))
+    prev = read_result(rd)
+    if prev and prev.get("status") in (DONE, FAILED):
+        return
+    derived = read_json(rd.derived) or {}
+    write_result(rd, ResultRecord(
+        experiment=derived.get("experiment", rd.path.parent.name), run_id=derived.get("run_id", rd.name),
+        status=FAILED, metrics=(prev or {}).get("metrics", {}), wall_time_s=wall_time_s,
+        versions=(prev or {}).get("versions", {}), device=(prev or {}).get("device"), error=error))
+
+
+def _path(p: Path | RunDir | str) -> Path:
+    return p.path if isinstance(p, RunDir) else Path(p)
+
+
+# ----------------------------------------------------------------------------- atomic json io
+def read_json(path: Path) -> Optional[dict]:
+    """A JSON file's content, or None when it is missing or half-written."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None  # being written (writers are atomic, but be lenient)
+
+
+def write_json_atomic(path: Path, obj: Any, indent: int = 1) -> None:
+    """Write through a temporary file in the same directory and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=indent, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_text_if_changed(path: Path, text: str) -> None:
+    """Atomically write ``text`` unless the file already holds exactly that."""
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def append_jsonl(path: Path, obj: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(obj, default=str) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line being written
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def tail(path: Path, n: int = 10) -> list[str]:
+    """The last ``n`` lines of a (possibly large, growing) text file."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return []
+    return data.splitlines()[-n:]
