@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
+from starx.rundir import RunDir, write_text_if_changed
 from starx.spec import SpecError, derive, load_spec
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,6 @@ def run_identity(cfg: DictConfig) -> str:
     return f"{m.name}-k{m.seq_multiplier}-{m.separator}-s{cfg.seed}-{digest}"
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    if path.exists() and path.read_text() == text:
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def prepare(spec: str | Path | None, overrides: Iterable[str] = ()) -> PreparedRun:
     """Load and validate a spec, create its run directory with spec.yaml and derived.json."""
     cfg = load_spec(spec, overrides)
@@ -66,8 +59,10 @@ def prepare(spec: str | Path | None, overrides: Iterable[str] = ()) -> PreparedR
     except OSError as e:
         raise SpecError(f"field 'output_dir': cannot create {run_dir}: {e.strerror}") from None
     derived = derive(cfg)
-    _write_if_changed(run_dir / "spec.yaml", OmegaConf.to_yaml(cfg))
-    _write_if_changed(run_dir / "derived.json", json.dumps(derived, indent=2) + "\n")
+    rd = RunDir(run_dir)
+    write_text_if_changed(rd.spec, OmegaConf.to_yaml(cfg))
+    if not rd.derived.exists():  # the trainer rewrites it with the world size it runs with
+        write_text_if_changed(rd.derived, json.dumps(derived, indent=2) + "\n")
     return PreparedRun(cfg.experiment, run_id, run_dir, cfg, derived)
 
 

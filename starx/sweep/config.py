@@ -33,20 +33,36 @@ overrides; the others define the study and must stay as they were.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 
 from starx.spec import SpecError
+from starx.spec.load import load_typed, read_yaml_mapping
 
-PARAM_TYPES = ("choice", "int", "float", "logfloat")
-SAMPLERS = ("grid", "tpe", "random")
-DIRECTIONS = ("maximize", "minimize")
+
+class ParamType(StrEnum):
+    choice = "choice"  # a list of values (or of labelled override bundles)
+    int = "int"  # integers from low to high (step; log)
+    float = "float"  # floats from low to high (step; log)
+    logfloat = "logfloat"  # floats on a log scale
+
+
+class Sampler(StrEnum):
+    grid = "grid"  # every cell once, in the declared order
+    tpe = "tpe"
+    random = "random"
+
+
+class Direction(StrEnum):
+    maximize = "maximize"
+    minimize = "minimize"
+
+
 # Fields that may change when a sweep is resumed (the rest define the study).
 RESUMABLE_CHANGES = ("n_trials", "n_parallel", "max_failures", "poll_s")
 
@@ -171,15 +187,37 @@ def format_value(v: Any) -> str:
 
 
 # ---------------------------------------------------------------------- parsing
-_TOP = ("name", "spec", "overrides", "params", "objective", "sampler", "seed", "n_trials",
-        "n_parallel", "max_failures", "poll_s")
-_PARAM_KEYS = ("type", "values", "low", "high", "step", "log")
+# The typed schema of a sweep file, loaded like a spec (starx.spec.load.load_typed): unknown keys
+# with a suggestion, wrong types and values outside a choice as one-line errors naming the field.
+@dataclass
+class ParamFile:
+    type: ParamType = ParamType.choice
+    values: Any = None  # choice: a list of scalars, or a mapping label -> {dotted key: value}
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None
+    log: bool = False
 
 
-def _unknown(where: str, key: str, allowed: tuple[str, ...]) -> SweepError:
-    hint = difflib.get_close_matches(key, allowed, n=1)
-    extra = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})"
-    return SweepError(f"{where}: unknown field '{key}'{extra}")
+@dataclass
+class ObjectiveFile:
+    metric: str = "top1"
+    direction: Direction = Direction.maximize
+
+
+@dataclass
+class SweepFile:
+    name: Optional[str] = None
+    spec: Optional[str] = None  # the base experiment spec (a path)
+    overrides: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    objective: ObjectiveFile = field(default_factory=ObjectiveFile)
+    sampler: Sampler = Sampler.grid
+    seed: Any = 0
+    n_trials: Any = None
+    n_parallel: Any = 1
+    max_failures: Any = 3
+    poll_s: float = 5.0
 
 
 def _scalar_ok(v: Any) -> bool:
@@ -192,17 +230,14 @@ def _parse_param(where: str, name: str, raw: Any) -> Param:
         raw = {"type": "choice", "values": raw}
     if not isinstance(raw, dict):
         raise SweepError(f"{w}: expected a list of values or a mapping with 'type', got {raw!r}")
-    for key in raw:
-        if key not in _PARAM_KEYS:
-            raise _unknown(w, str(key), _PARAM_KEYS)
-    ptype = str(raw.get("type", "choice"))
-    if ptype == "log-float":
-        ptype = "logfloat"
-    if ptype not in PARAM_TYPES:
-        raise SweepError(f"{w}.type: '{ptype}' is not one of {', '.join(PARAM_TYPES)}")
-    p = Param(name=name, type=ptype, log=bool(raw.get("log", False)))
-    if ptype == "choice":
-        values = raw.get("values")
+    if raw.get("type") == "log-float":
+        raw = {**raw, "type": "logfloat"}
+    # values stay as written (a mapping of dotted keys must not be read as nested fields)
+    values = raw.get("values")
+    typed = load_typed(ParamFile, [({k: v for k, v in raw.items() if k != "values"}, w)], SweepError)
+    ptype = ParamType(typed.type)
+    p = Param(name=name, type=ptype.value, log=bool(typed.log))
+    if ptype is ParamType.choice:
         if isinstance(values, dict):
             if not values:
                 raise SweepError(f"{w}.values: empty")
@@ -222,33 +257,34 @@ def _parse_param(where: str, name: str, raw: Any) -> Param:
         else:
             raise SweepError(f"{w}.values: a non-empty list (or a mapping label -> overrides) is required")
         for key in ("low", "high", "step"):
-            if raw.get(key) is not None:
+            if typed[key] is not None:
                 raise SweepError(f"{w}.{key}: not used by a choice")
         return p
+    if values is not None:
+        raise SweepError(f"{w}.values: not used by type {ptype.value}")
     for key in ("low", "high"):
-        if raw.get(key) is None:
-            raise SweepError(f"{w}.{key}: required for type {ptype}")
-    try:
-        conv = int if ptype == "int" else float
-        p.low, p.high = conv(raw["low"]), conv(raw["high"])
-        p.step = None if raw.get("step") is None else conv(raw["step"])
-    except (TypeError, ValueError):
-        raise SweepError(f"{w}: low/high/step must be numbers") from None
-    if ptype == "int" and any(isinstance(raw.get(k), float) and not float(raw[k]).is_integer()
-                              for k in ("low", "high", "step")):
-        raise SweepError(f"{w}: an int parameter takes integer low/high/step")
+        if typed[key] is None:
+            raise SweepError(f"{w}.{key}: required for type {ptype.value}")
+    if ptype is ParamType.int:
+        if any(typed[k] is not None and not float(typed[k]).is_integer() for k in ("low", "high", "step")):
+            raise SweepError(f"{w}: an int parameter takes integer low/high/step")
+        p.low, p.high = int(typed.low), int(typed.high)
+        p.step = None if typed.step is None else int(typed.step)
+    else:
+        p.low, p.high = float(typed.low), float(typed.high)
+        p.step = None if typed.step is None else float(typed.step)
     if not p.low < p.high:
         raise SweepError(f"{w}: low ({p.low}) must be below high ({p.high})")
-    if (p.log or ptype == "logfloat") and p.low <= 0:
+    if (p.log or ptype is ParamType.logfloat) and p.low <= 0:
         raise SweepError(f"{w}.low: a log scale needs low > 0")
-    if (p.log or ptype == "logfloat") and p.step is not None:
+    if (p.log or ptype is ParamType.logfloat) and p.step is not None:
         raise SweepError(f"{w}.step: a log-scale parameter takes no step")
     if p.step is not None and p.step <= 0:
         raise SweepError(f"{w}.step: must be > 0")
     return p
 
 
-def _parse_overrides(where: str, raw: Any) -> list[str]:
+def _normalise_overrides(where: str, raw: Any) -> list[str]:
     if raw is None:
         return []
     if isinstance(raw, dict):
@@ -264,68 +300,63 @@ def _parse_overrides(where: str, raw: Any) -> list[str]:
 
 
 def parse_sweep(data: dict, *, source: str = "<sweep>", default_name: str = "sweep") -> SweepConfig:
+    """A sweep file's content as a SweepConfig (typed loading, then the checks across fields)."""
     where = source
     if not isinstance(data, dict):
         raise SweepError(f"{where}: expected a mapping at the top level")
-    for key in data:
-        if key not in _TOP:
-            raise _unknown(where, str(key), _TOP)
-    if not data.get("spec"):
+    data = dict(data)
+    # shorthands, then the typed schema
+    if isinstance(data.get("objective"), str):
+        data["objective"] = {"metric": data["objective"]}
+    raw_params = data.pop("params", None)
+    data["overrides"] = _normalise_overrides(where, data.get("overrides"))
+    typed = load_typed(SweepFile, [(data, where)], SweepError)
+    if not typed.spec:
         raise SweepError(f"{where}: spec: the base spec path is required")
-    raw_params = data.get("params") or {}
     if not isinstance(raw_params, dict) or not raw_params:
         raise SweepError(f"{where}: params: at least one parameter is required")
     params = {str(n): _parse_param(where, str(n), v) for n, v in raw_params.items()}
-    raw_obj = data.get("objective") or {}
-    if isinstance(raw_obj, str):
-        raw_obj = {"metric": raw_obj}
-    for key in raw_obj:
-        if key not in ("metric", "direction"):
-            raise _unknown(f"{where}: objective", str(key), ("metric", "direction"))
-    obj = Objective(metric=str(raw_obj.get("metric", "top1")),
-                    direction=str(raw_obj.get("direction", "maximize")))
-    if obj.direction not in DIRECTIONS:
-        raise SweepError(f"{where}: objective.direction: '{obj.direction}' is not maximize or minimize")
-    sampler = str(data.get("sampler", "grid"))
-    if sampler not in SAMPLERS:
-        hint = difflib.get_close_matches(sampler, SAMPLERS, n=1)
-        raise SweepError(f"{where}: sampler: '{sampler}' is not one of {', '.join(SAMPLERS)}"
-                         + (f" (did you mean '{hint[0]}'?)" if hint else ""))
 
-    def _int(key: str, default: Any, minimum: int) -> Any:
-        v = data.get(key, default)
+    def _int(key: str, minimum: int) -> Any:
+        v = typed[key]
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise SweepError(f"{where}: {key}: expected an integer >= {minimum}, got {v!r}")
         return v
 
+    seed, n_trials, n_parallel, max_failures = (_int("seed", 0), _int("n_trials", 1), _int("n_parallel", 1),
+                                                _int("max_failures", 0))
+    for key, value in (("seed", seed), ("n_parallel", n_parallel), ("max_failures", max_failures)):
+        if value is None:
+            raise SweepError(f"{where}: {key}: expected an integer, got null")
+    sampler = Sampler(typed.sampler)
     cfg = SweepConfig(
-        name=str(data.get("name") or default_name),
-        spec=str(data["spec"]),
-        overrides=_parse_overrides(where, data.get("overrides")),
+        name=str(typed.name or default_name),
+        spec=str(typed.spec),
+        overrides=list(typed.overrides),
         params=params,
-        objective=obj,
-        sampler=sampler,
-        seed=_int("seed", 0, 0),
-        n_trials=_int("n_trials", None, 1),
-        n_parallel=_int("n_parallel", 1, 1),
-        max_failures=_int("max_failures", 3, 0),
-        poll_s=float(data.get("poll_s", 5.0)),
+        objective=Objective(metric=str(typed.objective.metric), direction=Direction(typed.objective.direction).value),
+        sampler=sampler.value,
+        seed=seed,
+        n_trials=n_trials,
+        n_parallel=n_parallel,
+        max_failures=max_failures,
+        poll_s=float(typed.poll_s),
         source=source,
     )
     if not cfg.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise SweepError(f"{where}: name: '{cfg.name}' must be letters, digits, '-', '_' or '.'")
     if cfg.poll_s <= 0:
         raise SweepError(f"{where}: poll_s: must be > 0")
-    if sampler == "grid":
+    if sampler is Sampler.grid:
         for p in params.values():
             try:
                 p.grid_values()
             except ValueError as e:
                 raise SweepError(f"{where}: params.{p.name}: the grid sampler {e}") from None
     elif cfg.n_trials is None:
-        raise SweepError(f"{where}: n_trials: required for the {sampler} sampler")
+        raise SweepError(f"{where}: n_trials: required for the {sampler.value} sampler")
     keys = [k for p in params.values() for k in ([k for b in p.bundles.values() for k in b] if p.bundles else [p.name])]
     fixed = [o.split("=", 1)[0] for o in cfg.overrides]
     clash = sorted(set(keys) & set(fixed))
@@ -335,13 +366,9 @@ def parse_sweep(data: dict, *, source: str = "<sweep>", default_name: str = "swe
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and check a sweep file (the same typed loading, errors and suggestions as a spec)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SweepError(f"sweep file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise SweepError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    data = read_yaml_mapping(path, SweepError, what="sweep")
     return parse_sweep(data, source=str(path), default_name=path.stem)
 
 
