@@ -1,4 +1,12 @@
-"""What the CLI and the tests call: prepare a run directory, run it, show a spec.
+"""The facade: every ``starx`` command calls one function here, and so can a notebook or a test.
+
+- runs: :func:`prepare`, :func:`run`, :func:`show`, :func:`validate`, :func:`reference`;
+- models and the machine: :func:`models`, :func:`doctor`;
+- sweeps: :func:`load_sweep`, :func:`sweep`;
+- results: :func:`status`, :func:`results`;
+- data: :func:`build_dataset`, :func:`dataset_details`.
+
+Heavy imports happen inside the functions (``import starx.api`` loads no torch, optuna or ffcv).
 
 A run is identified by its resolved spec: ``run_id`` hashes every field that changes what
 is computed (not ``launch``, ``output_dir``, logging or checkpoint cadence), so running the same
@@ -12,7 +20,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -78,3 +86,87 @@ def run(spec: str | Path | None, overrides: Iterable[str] = (), *, follow: bool 
 
     prepared = prepare(spec, overrides)
     return prepared, launch(prepared, follow=follow)
+
+
+def validate(spec: str | Path | None, overrides: Iterable[str] = ()) -> DictConfig:
+    """The resolved spec, or a SpecError naming the field (nothing is written)."""
+    return load_spec(spec, overrides)
+
+
+def reference() -> str:
+    """The spec reference (Markdown): every field, its type, default and meaning."""
+    from starx.spec.reference import spec_reference
+
+    return spec_reference()
+
+
+def models() -> list[dict[str, Any]]:
+    """One row per registered model size (name, embed_dim, depth, encoder_params_m)."""
+    from starx.models import describe_models
+
+    return describe_models()
+
+
+def doctor() -> list[tuple[str, Optional[bool], str]]:
+    """(component, ok: True / None = missing / False = broken, details or fix) for what loads here."""
+    from starx.doctor import checks
+
+    return list(checks())
+
+
+def load_sweep(sweep_file: str | Path, overrides: Sequence[str] = (), *, n_parallel: Optional[int] = None):
+    """A sweep file as a SweepConfig, with extra fixed overrides and a trial count in flight."""
+    import dataclasses
+
+    from starx.sweep.config import load_sweep as _load
+
+    cfg = _load(sweep_file)
+    if overrides:
+        cfg = dataclasses.replace(cfg, overrides=[*cfg.overrides, *overrides])
+    if n_parallel is not None:
+        cfg = dataclasses.replace(cfg, n_parallel=n_parallel)
+    return cfg
+
+
+def sweep(cfg: Any, *, max_minutes: Optional[float] = None, detach: bool = False, retry_failed: bool = False,
+          require_existing: bool = False):
+    """Drive (or resume) a sweep; returns (SweepSummary, SweepRecord as ``starx results`` reads it)."""
+    from starx.results.catalog import load_sweep_record
+    from starx.sweep.config import SweepError
+    from starx.sweep.driver import SweepDriver
+
+    driver = SweepDriver(cfg, max_wall_s=None if max_minutes is None else max_minutes * 60, detach=detach,
+                         retry_failed=retry_failed)
+    if require_existing and not driver.files.study.exists():
+        raise SweepError(f"nothing to resume: no study in {driver.dir}")
+    summary = driver.run()
+    return summary, load_sweep_record(driver.root, cfg.name)
+
+
+def status(root: Path, name: Optional[str] = None):
+    """The launched runs (jobs) under a results root, or of one experiment or sweep."""
+    from starx.results.status import job_rows
+
+    return job_rows(Path(root), name)
+
+
+def results(root: Path, name: Optional[str] = None):
+    """("sweep", SweepRecord) | ("experiment", [RunRecord]) | ("all", [RunRecord])."""
+    from starx.results.catalog import resolve
+
+    return resolve(Path(root), name)
+
+
+def build_dataset(source: str, out: str | Path, **kwargs: Any):
+    """Write a source (embedded | imagefolder:PATH | idx:PATH | npz:PATH) as an FFCV .beton."""
+    from starx.data import build_dataset as _build
+
+    return _build(source, out, **kwargs)
+
+
+def dataset_details(path: str | Path):
+    """(images, classes, the image field's metadata) of a .beton, without importing FFCV."""
+    from starx.data.info import dataset_info, read_metadata
+
+    images, classes = dataset_info(path)
+    return images, classes, read_metadata(path)["image"]

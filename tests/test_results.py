@@ -15,7 +15,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from starx import jobs_cli
+from starx.cli import jobs as jobs_cli
 from starx.results.catalog import ResultsError, resolve
 from starx.results.status import job_rows, status_table
 from starx.results.table import mean_over, runs_table, sort_rows, sweep_table, to_csv, to_markdown
@@ -200,7 +200,7 @@ def test_status_lists_jobs_with_the_failure_lines(root):
 def test_results_and_status_import_neither_torch_nor_optuna(root):
     """They answer at once on a login node because they never import the heavy stacks (the time
     itself is not asserted: timing belongs to bench/, not to tests on shared CI cores)."""
-    code = ("import sys; from starx import jobs_cli; "
+    code = ("import sys; from starx.cli import jobs as jobs_cli; "
             "jobs_cli.results(sys.argv[1], sort='top1', reverse=False, csv=None, markdown=None, plot=None, "
             "all_metrics=False, mean_over_=None, root=__import__('pathlib').Path(sys.argv[2])); "
             "jobs_cli.status(None, root=__import__('pathlib').Path(sys.argv[2]), lines=5); "

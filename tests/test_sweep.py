@@ -274,7 +274,7 @@ def test_sweep_cli_dry_run_lists_the_grid():
     import typer
     from typer.testing import CliRunner
 
-    from starx import jobs_cli
+    from starx.cli import jobs as jobs_cli
 
     app = typer.Typer()
     app.command("sweep")(jobs_cli.sweep)

@@ -1,7 +1,8 @@
-"""``starx sweep``, ``starx status`` and ``starx results``: typer command functions.
+"""``starx sweep``, ``starx status`` and ``starx results``.
 
-The main app (starx.cli) registers them; heavy imports (optuna, submitit, matplotlib) stay
-inside the functions, and ``results``/``status`` never import torch.
+Heavy imports (optuna, submitit, matplotlib) stay inside the functions, and ``results``/``status``
+never import torch. Each function is guarded (the CLI's one error path) where it is defined, so
+an app that registers it elsewhere gets the same messages and exit codes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import List, Optional
 
 import typer
 
+from starx.cli._app import EXIT_FAILED, UsageError, command
+
 RootOpt = typer.Option(None, "--root", help="Results root (default: $STARX_RESULTS or ./results).",
                        show_default=False)
 
@@ -20,17 +23,13 @@ def _root(root: Optional[Path]) -> Path:
     return Path(root) if root is not None else Path(os.environ.get("STARX_RESULTS", "results"))
 
 
-def _console(stderr: bool = False):
+def _console():
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    return Console()
 
 
-def _usage(msg: str) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
+@command()
 def sweep(
     sweep_file: Path = typer.Argument(..., help="Sweep file, e.g. sweeps/quickstart.yaml"),
     overrides: Optional[List[str]] = typer.Argument(
@@ -47,18 +46,11 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the search space / grid cells and exit."),
 ):
     """Run an ablation or hyper-parameter search: an Optuna study on disk, N trials in flight, resumable."""
-    import dataclasses
+    from starx import api
 
-    from starx.sweep.config import load_sweep
-    from starx.sweep.driver import SweepDriver
-
-    cfg = load_sweep(sweep_file)
-    if overrides:
-        cfg = dataclasses.replace(cfg, overrides=[*cfg.overrides, *overrides])
-    if parallel is not None:
-        if parallel < 1:
-            _usage("--parallel must be >= 1")
-        cfg = dataclasses.replace(cfg, n_parallel=parallel)
+    if parallel is not None and parallel < 1:
+        raise UsageError("--parallel must be >= 1")
+    cfg = api.load_sweep(sweep_file, overrides or [], n_parallel=parallel)
     console = _console()
     if dry_run:
         console.print(f"sweep [bold]{cfg.name}[/]: spec {cfg.spec}, sampler {cfg.sampler}, "
@@ -73,40 +65,35 @@ def sweep(
                 console.print(f"  {name}: {p.type} {p.values if p.type == 'choice' else (p.low, p.high)}"
                               + (" log" if p.log or p.type == "logfloat" else ""), highlight=False, markup=False)
         return
-    driver = SweepDriver(cfg, max_wall_s=None if max_minutes is None else max_minutes * 60, detach=detach,
-                         retry_failed=retry_failed)
-    if resume and not (driver.dir / "study.journal").exists():
-        _usage(f"nothing to resume: no study in {driver.dir}")
-    summary = driver.run()
-    from starx.results.catalog import load_sweep_record
+    summary, record = api.sweep(cfg, max_minutes=max_minutes, detach=detach, retry_failed=retry_failed,
+                                require_existing=resume)
     from starx.results.table import render_rich, sweep_table
 
-    render_rich(sweep_table(load_sweep_record(driver.root, cfg.name)), console)
+    render_rich(sweep_table(record), console)
     console.print(f"study: {summary.dir}   ({summary.complete} done, {summary.failed} failed, "
                   f"{summary.running} running; {summary.stopped})", highlight=False)
     if summary.running:
         console.print(f"trials still running: run `starx sweep {sweep_file}` again to collect them", highlight=False)
     if not summary.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
+@command()
 def status(
     name: Optional[str] = typer.Argument(None, help="Experiment or sweep (default: every run under the root)."),
     root: Optional[Path] = RootOpt,
     lines: int = typer.Option(5, "--lines", "-n", help="Error lines shown per failed run."),
 ):
     """List launched runs with their state: queued, running, done, failed (with the error's last lines)."""
-    from starx.results.catalog import ResultsError
-    from starx.results.status import job_rows, status_table
+    from starx import api
+    from starx.results.status import status_table
     from starx.results.table import render_rich
 
-    try:
-        rows = job_rows(_root(root), name)
-    except ResultsError as e:
-        _usage(str(e))
+    rows = api.status(_root(root), name)
     render_rich(status_table(rows, lines), _console())
 
 
+@command()
 def results(
     name: Optional[str] = typer.Argument(None, help="Experiment or sweep name (or its directory)."),
     sort: Optional[str] = typer.Option(None, "--sort", "-s", help="Sort by a column (the objective: best first)."),
@@ -121,14 +108,12 @@ def results(
     root: Optional[Path] = RootOpt,
 ):
     """Tables of runs or sweep trials (parameters, objective, key metrics, state, wall time)."""
-    from starx.results.catalog import ResultsError, resolve, varying_keys
+    from starx import api
+    from starx.results.catalog import varying_keys
     from starx.results.table import mean_over, render_rich, runs_table, sort_rows, sweep_table, to_csv, to_markdown
 
     console = _console()
-    try:
-        kind, obj = resolve(_root(root), name)
-    except ResultsError as e:
-        _usage(str(e))
+    kind, obj = api.results(_root(root), name)
     if kind == "sweep":
         table = sweep_table(obj, all_metrics=all_metrics)
     else:
@@ -140,12 +125,12 @@ def results(
         try:
             table = mean_over(table, mean_over_)
         except ValueError as e:
-            _usage(str(e))
+            raise UsageError(str(e)) from None
     if sort:
         try:
             sort_rows(table, sort, reverse=(None if not reverse else not (sort == table.objective and table.maximize)))
         except ValueError as e:
-            _usage(str(e))
+            raise UsageError(str(e)) from None
     elif reverse:
         table.rows.reverse()
     render_rich(table, console)

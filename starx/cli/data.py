@@ -1,4 +1,4 @@
-"""`starx data ...`: build and inspect FFCV datasets.
+"""``starx data build | info``: build and inspect FFCV datasets.
 
 Heavy imports (ffcv, numba, torch) happen inside the commands so `starx --help` stays fast.
 """
@@ -10,21 +10,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-from .errors import DataError
+from starx.cli._app import command, console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
-EXIT_USAGE = 2
 
 
-def _fail(error: Exception) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(EXIT_USAGE)
-
-
-@app.command()
+@command(app)
 def build(
     source: str = typer.Argument(..., help="embedded | imagefolder:PATH | idx:PATH | npz:PATH"),
     out: Path = typer.Argument(..., help="the .beton file to write"),
@@ -37,28 +29,21 @@ def build(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Write SOURCE as an FFCV dataset (fields: image, label) to OUT, atomically."""
-    from .write import build_dataset
+    from starx import api
 
     logging.getLogger("starx.data").setLevel(logging.WARNING)  # the summary below says it all
-    try:
-        s = build_dataset(source, out, split=split, write_mode=write_mode, max_resolution=max_resolution,
+    s = api.build_dataset(source, out, split=split, write_mode=write_mode, max_resolution=max_resolution,
                           jpeg_quality=jpeg_quality, num_workers=workers, progress=progress)
-    except DataError as e:
-        _fail(e)
     console.print(f"wrote [bold]{s.path}[/]: {s.images:,} images, {s.classes} classes, "
                   f"{s.bytes / 1e6:,.1f} MB")
 
 
-@app.command()
+@command(app)
 def info(path: Path = typer.Argument(..., help="a .beton file")) -> None:
     """Print the number of images and classes of a dataset file, and its image sizes."""
-    from .info import dataset_info, read_metadata
+    from starx import api
 
-    try:
-        images, classes = dataset_info(path)
-        meta = read_metadata(path)["image"]
-    except DataError as e:
-        _fail(e)
+    images, classes, meta = api.dataset_details(path)
     jpeg = int((meta["mode"] == 0).sum())
     sizes = f"{meta['width'].min()}-{meta['width'].max()} x {meta['height'].min()}-{meta['height'].max()}"
     console.print(f"{path}: {images:,} images, {classes} classes, {path.stat().st_size / 1e6:,.1f} MB; "

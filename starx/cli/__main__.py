@@ -1,0 +1,5 @@
+import sys
+
+from starx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""The ``starx`` Typer app and its one error path.
+
+Every command is wrapped by :func:`guarded`: library errors become a one-line ``error: ...`` on
+stderr and an exit code, the same for every command:
+
+- 0: done;
+- 1 (EXIT_FAILED): the job itself failed (non-finite loss, corrupt checkpoint, a failed sweep, ...);
+- 2 (EXIT_USAGE): bad input (spec, override, sweep file, data source, results name, option); nothing
+  was started;
+- 130: interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="starx",
+    help="STAR: separator-packed autoregressive pretraining of Vision Mamba, as declarative experiments.\n\n"
+    "Quick start: starx run specs/quickstart.yaml",
+    no_args_is_help=False,
+    invoke_without_command=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+OverridesArg = typer.Argument(None, help="Dotted overrides, e.g. model.seq_multiplier=2 optim.base_lr=3e-4")
+
+
+class UsageError(ValueError):
+    """Bad input found by a command itself (an option out of range, nothing to resume, ...): exit 2."""
+
+
+def fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'your input is wrong' (exit 2) rather than 'the job broke' (exit 1)."""
+    from starx.data.errors import DataError
+    from starx.results.catalog import ResultsError
+    from starx.spec import SpecError  # SweepError is a SpecError
+
+    return (UsageError, SpecError, DataError, ResultsError)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(fn: F) -> F:
+    """Run a command body, turning known errors into one-line messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except _usage_errors() as e:
+            fail(str(e), EXIT_USAGE)
+        except KeyboardInterrupt:
+            fail("interrupted; the run resumes from its last checkpoint when started again", EXIT_INTERRUPTED)
+        except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            first = str(e).splitlines()[0] if str(e) else ""
+            fail(f"{type(e).__name__}: {first} (run with --debug for the traceback)", EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def command(typer_app: typer.Typer = app, name: str | None = None) -> Callable[[F], F]:
+    """Register a guarded command on ``typer_app``."""
+
+    def register(fn: F) -> F:
+        wrapped = guarded(fn)
+        typer_app.command(name)(wrapped)
+        return wrapped
+
+    return register
