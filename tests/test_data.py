@@ -167,7 +167,7 @@ def test_labels_that_do_not_match_images(tmp_path):
 
 
 def test_interrupted_build_leaves_no_output(tmp_path, monkeypatch):
-    from starx.data.writer import GuardedWriter
+    from starx.data.ffcv_writer import GuardedWriter
 
     def interrupted(self, workers, done, errors):
         raise KeyboardInterrupt

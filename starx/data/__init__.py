@@ -22,8 +22,8 @@ __all__ = ["DataError", "DatasetSummary", "build_dataset", "ensure_dataset", "ma
            "dataset_info", "StarLoader"]
 
 _LAZY = {
-    "DatasetSummary": "starx.data.write",
-    "build_dataset": "starx.data.write",
+    "DatasetSummary": "starx.data.build",
+    "build_dataset": "starx.data.build",
     "ensure_dataset": "starx.data.cache",
     "make_loader": "starx.data.loader",
     "StarLoader": "starx.data.loader",
@@ -34,6 +34,6 @@ if TYPE_CHECKING:
     from .cache import ensure_dataset
     from .info import dataset_info
     from .loader import StarLoader, make_loader
-    from .write import DatasetSummary, build_dataset
+    from .build import DatasetSummary, build_dataset
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

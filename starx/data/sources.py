@@ -18,7 +18,7 @@ SPLITS = ("train", "test", "val")
 
 
 @dataclass(frozen=True)
-class SourceSpec:
+class SourceRef:
     """A parsed source string: `embedded`, `imagefolder:PATH`, `idx:PATH` or `npz:PATH`."""
 
     kind: str
@@ -28,17 +28,17 @@ class SourceSpec:
         return self.kind if self.path is None else f"{self.kind}:{self.path}"
 
 
-def parse_source(source: str) -> SourceSpec:
+def parse_source(source: str) -> SourceRef:
     """Parse a source string; the path is resolved to an absolute path but not checked."""
     kind, sep, rest = str(source).partition(":")
     if kind == "embedded" and not rest:
-        return SourceSpec("embedded")
+        return SourceRef("embedded")
     if kind not in KINDS or not sep or not rest:
         raise DataError(
             f"unknown data source {source!r}: expected 'embedded', 'imagefolder:PATH', "
             "'idx:PATH' or 'npz:PATH'"
         )
-    return SourceSpec(kind, Path(rest).expanduser().resolve())
+    return SourceRef(kind, Path(rest).expanduser().resolve())
 
 
 def check_split(split: str) -> str:
@@ -91,29 +91,29 @@ def _check_labels(labels: np.ndarray, n: int, origin: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def open_source(source: str | SourceSpec, split: str = "train"):
+def open_source(source: str | SourceRef, split: str = "train"):
     """Open a source for `split`; raises DataError for missing or inconsistent inputs.
 
     Returns an indexable object with `len()`, `num_classes` and
     `source[i] -> (HxWx3 uint8, label)` that can be pickled to writer processes.
     """
-    spec = source if isinstance(source, SourceSpec) else parse_source(source)
+    ref = source if isinstance(source, SourceRef) else parse_source(source)
     split = check_split(split)
-    if spec.kind == "embedded":
+    if ref.kind == "embedded":
         from .embedded import load_embedded
 
         x, y = load_embedded(split)
         return ArraySource(x, y, origin=f"embedded[{split}]")
-    assert spec.path is not None
-    if not spec.path.exists():
-        raise DataError(f"{spec.path}: no such file or directory (source {spec})")
-    if spec.kind == "idx":
-        return _open_idx(spec.path, split)
-    if spec.kind == "npz":
-        return _open_npz(spec.path)
+    assert ref.path is not None
+    if not ref.path.exists():
+        raise DataError(f"{ref.path}: no such file or directory (source {ref})")
+    if ref.kind == "idx":
+        return _open_idx(ref.path, split)
+    if ref.kind == "npz":
+        return _open_npz(ref.path)
     from .imagefolder import ImageFolderSource
 
-    return ImageFolderSource.scan(spec.path, split)
+    return ImageFolderSource.scan(ref.path, split)
 
 
 def _open_idx(folder: Path, split: str) -> ArraySource:

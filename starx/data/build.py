@@ -1,4 +1,5 @@
-"""Write a source into an FFCV .beton (image + label), atomically, with a progress bar."""
+"""Write a source into an FFCV .beton (image + label), atomically, with a progress bar (the
+guarded FFCV writer underneath: starx.data.ffcv_writer)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
-from .sources import SourceSpec, open_source, parse_source
+from .sources import SourceRef, open_source, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ def _umask() -> int:
     return mask
 
 
-def default_write_mode(spec: SourceSpec) -> str:
+def default_write_mode(ref: SourceRef) -> str:
     """'jpg' for image folders (raw ImageNet would be ~10x its JPEG size), else 'raw'."""
-    return "jpg" if spec.kind == "imagefolder" else "raw"
+    return "jpg" if ref.kind == "imagefolder" else "raw"
 
 
 def build_dataset(
@@ -72,18 +73,18 @@ def build_dataset(
     Raises DataError naming the file (and field) for missing paths, empty class folders,
     unreadable images and labels that do not match images.
     """
-    spec = parse_source(source)
-    mode = write_mode or default_write_mode(spec)
+    ref = parse_source(source)
+    mode = write_mode or default_write_mode(ref)
     if mode not in WRITE_MODES:
         raise DataError(f"{out}: write_mode must be one of {WRITE_MODES}, got {mode!r}")
-    src = open_source(spec, split)
+    src = open_source(ref, split)
     if len(src) == 0:
-        raise DataError(f"{spec}: no images in split {split!r}")
+        raise DataError(f"{ref}: no images in split {split!r}")
     out = Path(out).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     if num_workers is None:
         # Array sources are cheap to encode raw: worker start-up would cost more than it saves.
-        small = spec.kind != "imagefolder" and mode == "raw"
+        small = ref.kind != "imagefolder" and mode == "raw"
         num_workers = 1 if small else min(os.cpu_count() or 1, 16)
 
     from ffcv.fields import IntField, RGBImageField
@@ -103,10 +104,10 @@ def build_dataset(
     tmp = Path(tmp_name)
     started = time.perf_counter()
     try:
-        from .writer import GuardedWriter
+        from .ffcv_writer import GuardedWriter
 
         # Small pages waste less of the file on small sets (each worker leaves one page part-filled).
-        page_size = SMALL_PAGE if spec.kind != "imagefolder" else LARGE_PAGE
+        page_size = SMALL_PAGE if ref.kind != "imagefolder" else LARGE_PAGE
         GuardedWriter(str(tmp), fields, page_size=page_size, num_workers=num_workers,
                       show_progress=progress, description=f"writing {out.name}",
                       ).from_indexed_dataset(src, chunksize=100)
