@@ -25,7 +25,7 @@ from starx.spec import load_spec  # noqa: E402
 from starx.train import dist  # noqa: E402
 from starx.train.loop import run_fixed_steps  # noqa: E402
 from starx.train.optim import adamw_pretrain  # noqa: E402
-from starx.train.stages import _maybe_ddp, model_kwargs  # noqa: E402
+from starx.train.stages import model_kwargs, wrap_ddp  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = create_model(cfg.model.name, **model_kwargs(cfg)).to(info.device)
     opt = adamw_pretrain(model, weight_decay=0.05, betas=(0.9, 0.95), fused=True)
-    ddp = _maybe_ddp(model, info)
+    ddp = wrap_ddp(model, info)
     images = torch.randn(args.batch, 3, 192, 192, device=info.device)
     records = run_fixed_steps(ddp, opt, lambda first: ((images, None) for _ in range(args.steps - first)),
                               steps=args.steps, images_per_step=args.batch * info.world_size,

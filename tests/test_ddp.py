@@ -161,13 +161,13 @@ import datetime, os, sys
 from pathlib import Path
 import torch, torch.distributed as td
 from starx.train.dist import DistInfo, shutdown
-from starx.train.loop import NonFiniteLoss, StageLoop, StageSpec
+from starx.train.loop import NonFiniteLoss, StageLoop, StagePlan
 from starx.train.metrics import MetricsLog
 
 rank, world, tmp = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), Path(sys.argv[1])
 td.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
 model = torch.nn.Linear(2, 1)
-spec = StageSpec(name="s", total_steps=12, steps_per_epoch=12, warmup_steps=0, peak_lr=0.1, min_lr=0.1,
+spec = StagePlan(name="s", total_steps=12, steps_per_epoch=12, warmup_steps=0, peak_lr=0.1, min_lr=0.1,
                  clip_grad=None, accum_steps=1, images_per_step=2, tokens_per_image=1, log_every=5,
                  checkpoint_every_steps=0, checkpoint_every_minutes=1e-9 if rank == int(sys.argv[2]) else 0)
 
@@ -181,7 +181,7 @@ loop = StageLoop(spec, model=model, optimizer=torch.optim.SGD(model.parameters()
                  metrics=MetricsLog(tmp / "metrics.jsonl", enabled=rank == 0), autocast_dtype=None)
 (tmp / str(rank)).mkdir()
 try:
-    loop._run_steps(None)
+    loop.run_steps()
     rc = 0
 except NonFiniteLoss:
     rc = 3 if loop.state.step == 5 else 5

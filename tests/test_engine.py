@@ -187,13 +187,13 @@ def test_stage_resumed_at_its_end_keeps_its_last_loss(tmp_path):
     import torch
 
     from starx.train.dist import DistInfo
-    from starx.train.loop import StageLoop, StageSpec
+    from starx.train.loop import StageLoop, StagePlan
     from starx.train.metrics import MetricsLog
 
     def stage():
         torch.manual_seed(0)
         model = torch.nn.Linear(2, 1)
-        spec = StageSpec(name="s", total_steps=3, steps_per_epoch=3, warmup_steps=0, peak_lr=0.1, min_lr=0.1,
+        spec = StagePlan(name="s", total_steps=3, steps_per_epoch=3, warmup_steps=0, peak_lr=0.1, min_lr=0.1,
                          clip_grad=None, accum_steps=1, images_per_step=1, tokens_per_image=1, log_every=10,
                          checkpoint_every_steps=0, checkpoint_every_minutes=0)
         return StageLoop(spec, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),

@@ -37,8 +37,9 @@ class NonFiniteLoss(RuntimeError):
 
 
 @dataclass
-class StageSpec:
-    """What a stage loop needs to know, computed by the job from the spec."""
+class StagePlan:
+    """What a stage loop runs (steps, schedule, batch, cadence): the job computes it from the spec.
+    A plan, not a spec: specs are the YAML files (starx.spec)."""
 
     name: str
     total_steps: int
@@ -96,7 +97,7 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
 
 
 class StageLoop:
-    def __init__(self, spec: StageSpec, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    def __init__(self, spec: StagePlan, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  loader_fn: LoaderFn, step_fn: StepFn, dist: DistInfo, ckpt_dir: Path, metrics: MetricsLog,
                  autocast_dtype: Optional[torch.dtype], ema: Optional[torch.nn.Module] = None,
                  eval_fn: Optional[EvalFn] = None):
@@ -234,7 +235,7 @@ class StageLoop:
         if progress is not None:
             progress.start(s.name, s.total_steps, self.state.step)
         try:
-            self._run_steps(progress)
+            self.run_steps(progress)
         finally:
             if progress is not None:
                 progress.finish()
@@ -243,7 +244,9 @@ class StageLoop:
         self.save()
         return self.state
 
-    def _run_steps(self, progress: Optional[StageProgress]) -> None:
+    def run_steps(self, progress: Optional[StageProgress] = None) -> None:
+        """The step loop alone, from ``state.step`` to ``plan.total_steps``: no resume and no final
+        checkpoint (``run`` adds them). The public step API for benchmarks and parity checks."""
         # Losses stay on the device until a log line, a checkpoint or the end of the stage
         # needs them: a per-step .item() would stall the GPU while the host queues the next step.
         s = self.spec
@@ -324,7 +327,7 @@ def run_fixed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
     ``batch[0]``. Returns the metrics lines the loop logged (rank 0; empty elsewhere)."""
     import tempfile
 
-    spec = StageSpec(name="steps", total_steps=steps, steps_per_epoch=steps, warmup_steps=warmup_steps,
+    spec = StagePlan(name="steps", total_steps=steps, steps_per_epoch=steps, warmup_steps=warmup_steps,
                      peak_lr=peak_lr, min_lr=0.0, clip_grad=clip_grad, accum_steps=1,
                      images_per_step=images_per_step, tokens_per_image=tokens_per_image, log_every=log_every,
                      checkpoint_every_steps=0, checkpoint_every_minutes=0)
@@ -335,5 +338,5 @@ def run_fixed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
         loop = StageLoop(spec, model=model, optimizer=optimizer, loader_fn=lambda epoch, first: batches(first),
                          step_fn=step_fn, dist=dist, ckpt_dir=Path(tmp), metrics=metrics,
                          autocast_dtype=autocast_dtype)
-        loop._run_steps(None)
+        loop.run_steps()
         return metrics.read() if dist.is_main else []

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from starx.models.config import SPEC_ONLY_KEYS, model_config
 from starx.train import checkpoint
 from starx.train.dist import DistInfo
-from starx.train.loop import StageLoop, StageSpec, ensure_cpu_threads
+from starx.train.loop import StageLoop, StagePlan, ensure_cpu_threads
 from starx.train.metrics import MetricsLog
 from starx.train.optim import adamw_finetune, adamw_pretrain
 from starx.train.progress import StageProgress
@@ -72,15 +72,15 @@ def _steps(epochs: float, steps_per_epoch: int) -> int:
     return max(1, math.ceil(epochs * steps_per_epoch))
 
 
-def _stage_spec(ctx: RunContext, name: str, *, global_batch: int, epochs: float, warmup_epochs: float, lr: float,
+def _stage_plan(ctx: RunContext, name: str, *, global_batch: int, epochs: float, warmup_epochs: float, lr: float,
                 min_lr: float, clip: Optional[float], accum: int, tokens_per_image: int,
-                eval_every_epochs: float = 0.0) -> StageSpec:
+                eval_every_epochs: float = 0.0) -> StagePlan:
     cfg = ctx.cfg
     steps_per_epoch = ctx.num_train // global_batch
     if steps_per_epoch < 1:
         raise ValueError(f"{name}: the batch of {global_batch} images is larger than the {ctx.num_train} "
                          f"training images of {ctx.train_data}")
-    return StageSpec(
+    return StagePlan(
         name=name, total_steps=_steps(epochs, steps_per_epoch), steps_per_epoch=steps_per_epoch,
         warmup_steps=round(warmup_epochs * steps_per_epoch), peak_lr=lr, min_lr=min_lr, clip_grad=clip,
         accum_steps=accum, images_per_step=global_batch, tokens_per_image=tokens_per_image,
@@ -90,7 +90,7 @@ def _stage_spec(ctx: RunContext, name: str, *, global_batch: int, epochs: float,
         cpu_threads=cfg.cpu_threads or len(os.sched_getaffinity(0)))
 
 
-def _maybe_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
+def wrap_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
     if dist.world_size == 1:
         return model
     ids = [dist.device.index] if dist.device.type == "cuda" else None
@@ -124,7 +124,7 @@ def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
     if per_rank % k or per_rank == 0:
         raise ValueError(f"data.batch_size={global_batch} split over {ctx.dist.world_size} processes and "
                          f"{cfg.optim.accum_steps} micro-batches gives {per_rank} images, not a multiple of k={k}")
-    spec = _stage_spec(ctx, "pretrain", global_batch=global_batch, epochs=cfg.pretrain.epochs,
+    spec = _stage_plan(ctx, "pretrain", global_batch=global_batch, epochs=cfg.pretrain.epochs,
                        warmup_epochs=cfg.pretrain.warmup_epochs, lr=ctx.derived["pretrain_lr"],
                        min_lr=cfg.optim.min_lr, clip=cfg.optim.clip_grad, accum=cfg.optim.accum_steps,
                        tokens_per_image=geo.encoder_tokens_per_image)
@@ -132,7 +132,7 @@ def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
                                fused=ctx.dist.device.type == "cuda")
     _, batches = _epoch_loader(ctx, stage="pretrain", per_rank_batch=per_rank, img_size=cfg.model.img_size, k=k,
                                scale=tuple(cfg.data.crop_scale), hflip=cfg.data.hflip)
-    train_model = _maybe_ddp(_maybe_compile(model, cfg, ctx.dist), ctx.dist)
+    train_model = wrap_ddp(_maybe_compile(model, cfg, ctx.dist), ctx.dist)
 
     def step(batch):
         images, _ = batch
@@ -186,7 +186,7 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
         log.info("finetune: weights from %s: %s", init[1], report.summary())
     model = model.to(ctx.dist.device)
     per_rank = ctx.derived["finetune_batch_images_per_rank"]
-    spec = _stage_spec(ctx, "finetune", global_batch=ft.batch_size, epochs=ft.epochs, warmup_epochs=ft.warmup_epochs,
+    spec = _stage_plan(ctx, "finetune", global_batch=ft.batch_size, epochs=ft.epochs, warmup_epochs=ft.warmup_epochs,
                        lr=ctx.derived["finetune_lr"], min_lr=ft.min_lr, clip=ft.clip_grad, accum=1,
                        tokens_per_image=(img_size // cfg.model.patch_size) ** 2 + 1,
                        eval_every_epochs=ft.eval_every_epochs)
@@ -207,7 +207,7 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
         criterion = LabelSmoothingCrossEntropy(ft.label_smoothing)
     else:
         criterion = torch.nn.CrossEntropyLoss()
-    train_model = _maybe_ddp(_maybe_compile(model, cfg, ctx.dist), ctx.dist)
+    train_model = wrap_ddp(_maybe_compile(model, cfg, ctx.dist), ctx.dist)
 
     def step(batch):
         images, labels = batch
