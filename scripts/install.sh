@@ -30,6 +30,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[install] creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-echo "[install] pip install -e .[test] (torch, ffcv, timm, optuna, submitit, ...)"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "[install] pip install -e .[all,test] (torch, ffcv, timm, optuna, submitit, ...)"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[all,test]"
 "$VENV/bin/python" -c "import starx, torch, ffcv, importlib.metadata as md; print(f'[install] starx {starx.__version__}, torch {torch.__version__}, ffcv {md.version(\"ffcv\")}')"
