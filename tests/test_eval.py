@@ -114,3 +114,49 @@ def test_features_of_several_blocks_are_concatenated():
     assert 1 not in model.taps
     first = encoder_features(model, images, [1])
     torch.testing.assert_close(first.mean(-1), torch.zeros(2), atol=1e-5, rtol=0)  # each token's norm is centred
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["eval.knn.enabled=true", "pretrain.enabled=false", "finetune.init=none"], "need pretrain.enabled=true"),
+    (["eval.linear_probe.enabled=true", "eval.feature_blocks=[0]"], "eval.feature_blocks"),
+    (["model.depth=4", "eval.feature_blocks=[5]"], "eval.feature_blocks"),
+    (["eval.knn.k=0"], "eval.knn.k"),
+    (["eval.every_epochs=-1"], "eval.every_epochs"),
+])
+def test_readout_fields_are_checked_with_the_spec(overrides, message):
+    from starx.spec import SpecError, load_spec
+    from tests.test_engine import QUICKSTART
+
+    with pytest.raises(SpecError, match=message):
+        load_spec(QUICKSTART, overrides)
+
+
+def test_quickstart_spec_asks_for_both_readouts_and_the_pixel_baseline():
+    from starx.spec import load_spec
+    from tests.test_engine import QUICKSTART
+
+    cfg = load_spec(QUICKSTART)
+    assert cfg.eval.knn.enabled and cfg.eval.linear_probe.enabled and cfg.eval.pixel_baseline
+    assert (cfg.eval.knn.k, cfg.eval.knn.temperature, list(cfg.eval.feature_blocks)) == (20, 0.07, [-1])
+
+
+def test_run_reports_readouts_during_and_after_pretraining_and_top5_after_fine_tuning(tmp_path):
+    """eval.every_epochs runs the read-outs during pretraining too: each goes to metrics.jsonl as an
+    eval line of the pretraining stage; the last one, and fine-tuning's top-1/top-5, to result.json."""
+    import json
+
+    from starx.api import prepare
+    from starx.train.job import run_job
+    from tests.test_engine import QUICKSTART, metrics, tiny
+
+    run = prepare(QUICKSTART, tiny(tmp_path, "eval.knn.enabled=true", "eval.linear_probe.enabled=true",
+                                   "eval.linear_probe.epochs=10", "eval.every_epochs=0.04", "pretrain.epochs=0.07"))
+    result = run_job(run.run_dir)
+    m = result["metrics"]
+    keys = ("knn_top1", "knn_top5", "probe_top1", "probe_top5", "top1", "top5")
+    assert all(0 <= m[k] <= 100 for k in keys), m
+    assert m["knn_top5"] >= m["knn_top1"] and m["probe_top5"] >= m["probe_top1"] and m["top5"] >= m["top1"]
+    evals = [r for r in metrics(run.run_dir) if r.get("kind") == "eval" and r["stage"] == "pretrain"]
+    assert [r["step"] for r in evals] == [6, 11]  # every 0.04 epochs of 156 steps, and at the end
+    assert evals[-1]["knn_top1"] == m["knn_top1"] and evals[-1]["probe_top5"] == m["probe_top5"]
+    assert json.loads((run.run_dir / "result.json").read_text())["metrics"] == m

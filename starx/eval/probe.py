@@ -5,7 +5,7 @@ The features are extracted once, so an epoch of the probe is a pass over an (n, 
 probe trains in seconds. SGD with momentum 0.9 and no weight decay by default, lr = base_lr x
 batch / 256 (MAE: 0.1), a cosine schedule after a linear warm-up of one tenth of the epochs; the
 linear layer starts from trunc_normal(std 0.01) and a zero bias, as MAE's. MAE uses LARS because
-its batch is 16,384; at a batch of a few hundred plain SGD is the usual choice (MoCo v3, DINO).
+its batch is 16,384; at a batch of about a thousand plain SGD is the usual choice (MoCo v3, DINO).
 Training is seeded and, on CPU, deterministic, so every rank of a data-parallel run fits the
 same probe on the same (gathered) features.
 """
@@ -22,7 +22,7 @@ from torch import Tensor
 @dataclass(frozen=True)
 class ProbeSettings:
     epochs: int = 100
-    batch_size: int = 256
+    batch_size: int = 1024
     base_lr: float = 0.1
     weight_decay: float = 0.0
     seed: int = 0

@@ -114,8 +114,9 @@ class Readouts:
             out.update(percentages(all_reduce_sum(counts.to(dist.device)).cpu(), n_test, prefix="probe_"))
         done = time.perf_counter()
         out["readout_s"] = round(done - started, 2)
-        log.info("read-outs of %d-dim features (blocks %s) of %d train / %d held-out images: %s "
-                 "(features %.1f s, read-outs %.1f s)", x_train.shape[1], args[0], x_train.shape[0], n_test,
+        log.info("read-outs of %d-dim features (blocks %s) of %d train / %d held-out images (%d scored on rank %d "
+                 "of %d): %s (features %.1f s, read-outs %.1f s)", x_train.shape[1], args[0], x_train.shape[0], n_test,
+                 y_test.numel(), dist.rank, dist.world_size,
                  ", ".join(f"{k}={v:.2f}" for k, v in out.items() if "top" in k), extracted - started,
                  done - extracted)
         return out

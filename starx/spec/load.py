@@ -204,8 +204,25 @@ def validate(cfg: DictConfig) -> None:
             raise SpecError(f"field 'finetune.layer_decay': must be in (0, 1], got {ft.layer_decay}")
         if ft.ema_decay is not None and not 0 < ft.ema_decay < 1:
             raise SpecError(f"field 'finetune.ema_decay': must be in (0, 1) or null, got {ft.ema_decay}")
-    if not (cfg.pretrain.enabled or ft.enabled or cfg.eval.linear_baseline):
-        raise SpecError("spec: every stage is off (pretrain, finetune, eval.linear_baseline): nothing to run")
+    if not (cfg.pretrain.enabled or ft.enabled or cfg.eval.pixel_baseline):
+        raise SpecError("spec: every stage is off (pretrain, finetune, eval.pixel_baseline): nothing to run")
+    _validate_readouts(cfg)
+
+
+def _validate_readouts(cfg: DictConfig) -> None:
+    """eval.knn / eval.linear_probe / eval.every_epochs / eval.feature_blocks."""
+    e = cfg.eval
+    _positive(cfg, "eval.knn.k", "eval.knn.temperature", "eval.linear_probe.epochs", "eval.linear_probe.batch_size",
+              "eval.linear_probe.base_lr")
+    _positive(cfg, "eval.every_epochs", "eval.linear_probe.weight_decay", allow_zero=True)
+    if (e.knn.enabled or e.linear_probe.enabled) and not cfg.pretrain.enabled:
+        raise SpecError("field 'eval.knn' / 'eval.linear_probe': the read-outs score pretraining features and "
+                        "need pretrain.enabled=true")
+    blocks = list(e.feature_blocks)
+    depth = cfg.model.depth
+    if not blocks or 0 in blocks or (depth and any(not -depth <= b <= depth for b in blocks)):
+        raise SpecError(f"field 'eval.feature_blocks': {blocks} must name encoder blocks 1..{depth or 'depth'} "
+                        f"(or -1 for the last, -2 the one before, ...)")
     _validate_launch(cfg)
 
 

@@ -119,11 +119,45 @@ class FinetuneStage:
 
 
 @dataclass
-class EvalStage:
-    """Held-out evaluation and baselines."""
+class KnnReadout:
+    """Weighted kNN on frozen pretraining features (DINO): train split = memory bank, held-out split = queries."""
 
-    linear_baseline: bool = False  # also train a linear classifier on raw pixels (same split)
-    batch_size: int = 512  # images per evaluation batch
+    enabled: bool = False  # run it after pretraining (and every eval.every_epochs during it)
+    k: int = 20  # neighbours that vote (DINO: 20)
+    temperature: float = 0.07  # a neighbour's vote is exp(cosine similarity / temperature) (DINO: 0.07)
+
+
+@dataclass
+class ProbeReadout:
+    """Linear probe on frozen pretraining features (MAE's head: BatchNorm without affine, then linear), cached."""
+
+    enabled: bool = False  # run it after pretraining (and every eval.every_epochs during it)
+    epochs: int = 100  # passes over the cached training features (seconds: no image is decoded again)
+    batch_size: int = 1024  # features per SGD step (momentum 0.9, warm-up 1/10 then cosine)
+    base_lr: float = 0.1  # lr = base_lr x batch_size / 256 (MAE: 0.1)
+    weight_decay: float = 0.0  # on the linear layer (MAE: 0)
+
+
+@dataclass
+class EvalStage:
+    """Held-out evaluation, read-outs of frozen features and baselines."""
+
+    pixel_baseline: bool = False  # also fit a linear classifier on raw pixels (same split): a floor, not a probe
+    batch_size: int = 512  # images per evaluation batch (each rank of a data-parallel run scores its share)
+    knn: KnnReadout = field(default_factory=KnnReadout)
+    linear_probe: ProbeReadout = field(default_factory=ProbeReadout)
+    # Read-outs also every this many pretraining epochs (0 = only after pretraining); may be fractional
+    every_epochs: float = 0.0
+    # Encoder blocks whose features the read-outs use, concatenated: 1-based, negative from the last
+    # (-1 = the last block). The causal pretraining encoder reads one image at a time in pretraining
+    # layout (its separator in front); a block's feature is the mean over the image's tokens of its
+    # output, normed by the LayerNorm through which the decoder reads that depth (parameter-free for a
+    # block the decoder does not read). Why: these are the weights and the token order pretraining
+    # trained, and the mean is the fine-tuning classifier's pool (the last token alone would weigh the
+    # last cluster most). The classifier's 4-direction model would let every token see the whole image,
+    # but its 3 extra directions are untrained copies of the forward weights: a read-out through it would
+    # measure that untrained transfer, not what pretraining learned (starx/eval/features.py)
+    feature_blocks: list[int] = field(default_factory=lambda: [-1])
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""A linear classifier on raw pixels: the floor a pretrained-then-fine-tuned model must beat.
+"""The pixel baseline: a linear classifier on raw pixels, the floor a pretrained-then-fine-tuned model
+must beat. Not a probe: it reads no learned feature (the linear probe of frozen pretraining
+features is starx/eval/probe.py).
 
 Multinomial logistic regression (softmax + L2), fitted full-batch with L-BFGS on the
 training split at the fine-tuning resolution, scored on the same held-out split as the
@@ -40,8 +42,9 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, l2: float 
     return model
 
 
-def linear_baseline(ctx) -> dict[str, Any]:
+def pixel_baseline(ctx) -> dict[str, Any]:
     from starx.data import make_loader
+    from starx.eval.accuracy import percentages, topk_correct
 
     cfg = ctx.cfg
     img_size = cfg.finetune.img_size or cfg.model.img_size
@@ -51,10 +54,10 @@ def linear_baseline(ctx) -> dict[str, Any]:
     x_test, y_test = _pixels(make_loader(ctx.eval_data, **common))
     model = fit_linear(x_train, y_train, ctx.num_classes)
     with torch.no_grad():
-        train_top1 = 100.0 * (model(x_train).argmax(-1) == y_train).float().mean().item()
-        top1 = 100.0 * (model(x_test).argmax(-1) == y_test).float().mean().item()
-    log.info("linear baseline on raw pixels: top1 %.2f (train %.2f) on %d/%d images", top1, train_top1,
-             len(y_train), len(y_test))
-    ctx.metrics.write({"stage": "linear_baseline", "kind": "eval", "step": 0, "linear_top1": top1,
-                       "linear_train_top1": train_top1})
-    return {"linear_top1": top1}
+        train = percentages(topk_correct(model(x_train), y_train), len(y_train), prefix="pixel_train_")
+        test = percentages(topk_correct(model(x_test), y_test), len(y_test), prefix="pixel_")
+    log.info("pixel baseline (linear classifier on raw pixels): top1 %.2f, top5 %.2f (train top1 %.2f) on %d/%d "
+             "images", test["pixel_top1"], test["pixel_top5"], train["pixel_train_top1"], len(y_train), len(y_test))
+    ctx.metrics.write({"stage": "pixel_baseline", "kind": "eval", "step": 0, **test,
+                       "pixel_train_top1": train["pixel_train_top1"]})
+    return test

@@ -134,7 +134,7 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
     record(rundir.RUNNING)
     try:
         from starx.data import dataset_info, ensure_dataset
-        from starx.train.baseline import linear_baseline
+        from starx.train.baseline import pixel_baseline
         from starx.train.metrics import MetricsLog
         from starx.train.progress import StageProgress
         from starx.train.stages import RunContext, run_finetune, run_pretrain
@@ -152,7 +152,7 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         rd.checkpoints.mkdir(exist_ok=True)
         progress = StageProgress(enabled=dist.is_main)
         stages = [("pretrain", cfg.pretrain.enabled, run_pretrain), ("finetune", cfg.finetune.enabled, run_finetune),
-                  ("linear_baseline", cfg.eval.linear_baseline, lambda c, p: linear_baseline(c))]
+                  ("pixel_baseline", cfg.eval.pixel_baseline, lambda c, p: pixel_baseline(c))]
         for name, enabled, fn in stages:
             if not enabled:
                 continue

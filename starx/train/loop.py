@@ -313,7 +313,7 @@ class StageLoop:
         self.state.evals.append(result)
         self.metrics.write(result)
         log.info("%s eval at step %d: %s", self.spec.name, self.state.step,
-                 ", ".join(f"{k}={v:.2f}" for k, v in result.items() if k.startswith("top1")))
+                 ", ".join(f"{k}={v:.2f}" for k, v in result.items() if "top" in k))
 
 
 def run_fixed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Callable[[int], Iterable[Any]],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -13,10 +12,12 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig
 
+from starx.eval import readout
+from starx.eval.accuracy import evaluate_classifier
 from starx.models.config import SPEC_ONLY_KEYS, model_config
 from starx.train import checkpoint
 from starx.train.dist import DistInfo
-from starx.train.loop import StageLoop, StagePlan, ensure_cpu_threads
+from starx.train.loop import StageLoop, StagePlan
 from starx.train.metrics import MetricsLog
 from starx.train.optim import adamw_finetune, adamw_pretrain
 from starx.train.progress import StageProgress
@@ -127,7 +128,10 @@ def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
     spec = _stage_plan(ctx, "pretrain", global_batch=global_batch, epochs=cfg.pretrain.epochs,
                        warmup_epochs=cfg.pretrain.warmup_epochs, lr=ctx.derived["pretrain_lr"],
                        min_lr=cfg.optim.min_lr, clip=cfg.optim.clip_grad, accum=cfg.optim.accum_steps,
-                       tokens_per_image=geo.encoder_tokens_per_image)
+                       tokens_per_image=geo.encoder_tokens_per_image, eval_every_epochs=cfg.eval.every_epochs)
+    readouts = None
+    if readout.enabled(cfg):  # kNN / linear probe of frozen features, after pretraining and every eval.every_epochs
+        readouts = readout.Readouts(ctx, spec.cpu_threads)
     optimizer = adamw_pretrain(model, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
                                fused=ctx.dist.device.type == "cuda")
     _, batches = _epoch_loader(ctx, stage="pretrain", per_rank_batch=per_rank, img_size=cfg.model.img_size, k=k,
@@ -139,12 +143,16 @@ def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
         return train_model(images).loss, images.shape[0]
 
     loop = StageLoop(spec, model=train_model, optimizer=optimizer, loader_fn=batches, step_fn=step, dist=ctx.dist,
-                     ckpt_dir=ctx.ckpt_dir, metrics=ctx.metrics, autocast_dtype=ctx.autocast_dtype)
+                     ckpt_dir=ctx.ckpt_dir, metrics=ctx.metrics, autocast_dtype=ctx.autocast_dtype,
+                     eval_fn=(lambda: readouts(model)) if readouts is not None else None)
     state = loop.run(progress)
     tail = state.losses[-max(1, len(state.losses) // 10):]
-    return {"pretrain_loss": state.last_loss, "pretrain_loss_tail": sum(tail) / len(tail) if tail else state.last_loss,
-            "pretrain_steps": spec.total_steps, "pretrain_images_seen": spec.total_steps * global_batch,
-            "params_m": round(n_params / 1e6, 3)}
+    out = {"pretrain_loss": state.last_loss, "pretrain_loss_tail": sum(tail) / len(tail) if tail else state.last_loss,
+           "pretrain_steps": spec.total_steps, "pretrain_images_seen": spec.total_steps * global_batch,
+           "params_m": round(n_params / 1e6, 3)}
+    if readouts is not None:
+        out.update({key: v for key, v in state.evals[-1].items() if key.startswith(("knn_", "probe_", "readout_"))})
+    return out
 
 
 def _init_weights(ctx: RunContext) -> Optional[tuple[dict, str]]:
@@ -153,20 +161,6 @@ def _init_weights(ctx: RunContext) -> Optional[tuple[dict, str]]:
         return None
     path = ctx.ckpt_dir / "pretrain_last.pt" if init == "pretrain" else Path(init).expanduser()
     return checkpoint.model_state(checkpoint.load(path), path), str(path)
-
-
-@torch.no_grad()
-def evaluate_top1(model: torch.nn.Module, loader, device: torch.device, autocast_dtype, cpu_threads: int = 0) -> float:
-    model.eval()
-    correct = torch.zeros((), device=device)
-    total = 0
-    for images, labels in loader:
-        ensure_cpu_threads(cpu_threads, device)
-        with torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
-            logits = model(images)
-        correct += (logits.argmax(-1) == labels).sum()
-        total += labels.numel()
-    return 100.0 * float(correct) / max(1, total)
 
 
 def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
@@ -197,7 +191,7 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
                                scale=tuple(ft.crop_scale), hflip=cfg.data.hflip, randaug=ft.randaug, reprob=ft.reprob)
     eval_loader = make_loader(ctx.eval_data, stage="eval", batch_size=cfg.eval.batch_size, img_size=img_size,
                               in_chans=cfg.model.in_chans, num_workers=cfg.data.num_workers, seed=cfg.seed,
-                              device=ctx.dist.device)
+                              device=ctx.dist.device, rank=ctx.dist.rank, world_size=ctx.dist.world_size)
     mixup = None
     if ft.mixup > 0 or ft.cutmix > 0:
         mixup = Mixup(mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix, label_smoothing=ft.label_smoothing,
@@ -217,9 +211,9 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
 
     def evaluate() -> dict[str, float]:
         args = (eval_loader, ctx.dist.device, ctx.autocast_dtype, spec.cpu_threads)
-        result = {"top1": evaluate_top1(model, *args)}
+        result = evaluate_classifier(model, *args)  # top1, top5: each rank scores its share, counts summed
         if ema is not None:
-            result["top1_ema"] = evaluate_top1(ema.module, *args)
+            result.update(evaluate_classifier(ema.module, *args, suffix="_ema"))
         return result
 
     loop = StageLoop(spec, model=train_model, optimizer=optimizer, loader_fn=batches, step_fn=step, dist=ctx.dist,
@@ -229,6 +223,5 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
     final = state.evals[-1]
     out = {"top1": final["top1"], "best_top1": max(e["top1"] for e in state.evals),
            "finetune_loss": state.last_loss, "finetune_steps": spec.total_steps}
-    if "top1_ema" in final:
-        out["top1_ema"] = final["top1_ema"]
+    out.update({key: final[key] for key in ("top5", "top1_ema", "top5_ema") if key in final})
     return out
