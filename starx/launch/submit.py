@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Optional, Protocol, Sequence, TextIO
 
 from omegaconf import OmegaConf
 
@@ -27,6 +27,21 @@ from .config import LaunchConfig, LaunchKind, SlurmConfig, tasks_per_node, valid
 from .submitit_job import DEFAULT_ENTRY, StarxJob, resolve_entry
 
 log = logging.getLogger(__name__)
+
+
+class Prepared(Protocol):
+    """A run ready to launch: ``starx.api.PreparedRun`` (and ``starx.launch.testing.FakePrepared``)."""
+
+    experiment: str
+    run_id: str
+    run_dir: Path
+    cfg: Any  # the resolved spec (DictConfig); launch() reads only its ``launch`` section
+
+
+class PrepareFn(Protocol):
+    """``starx.api.prepare``: (spec path, dotted overrides) -> a Prepared run directory."""
+
+    def __call__(self, spec: Any, overrides: Sequence[str] = ..., /) -> Prepared: ...
 
 
 class LaunchError(RuntimeError):
@@ -186,7 +201,7 @@ class _Tailer:
                     self.pos[p] += cut
 
 
-def launch(prepared: Any, *, follow: bool = False, kind: Optional[str | LaunchKind] = None,
+def launch(prepared: Prepared, *, follow: bool = False, kind: Optional[str | LaunchKind] = None,
            entry: str = DEFAULT_ENTRY, force: bool = False,
            stream: Optional[TextIO] = None) -> LaunchHandle:
     """Run or submit a prepared run (see the module docstring).

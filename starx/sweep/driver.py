@@ -29,10 +29,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from starx import _compat
 from starx.launch import scheduler
+from starx.launch.submit import PrepareFn
 from starx.rundir import SweepDir, write_json_atomic
 
 from .config import SweepConfig, SweepError, resolve_spec_path
@@ -83,7 +84,7 @@ def _normalise(obj: Any) -> Any:
 
 class SweepDriver:
     def __init__(self, cfg: SweepConfig, *, root: Optional[Path] = None,
-                 prepare: Optional[Callable[..., Any]] = None, entry: Optional[str] = None,
+                 prepare: Optional[PrepareFn] = None, entry: Optional[str] = None,
                  max_wall_s: Optional[float] = None, detach: bool = False, retry_failed: bool = False):
         """cfg: the parsed sweep; root: results root (default: the base spec's output_dir);
         prepare/entry: injectable for tests (default: starx.api.prepare, the engine's run_job);
