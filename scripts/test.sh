@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${STARX_VENV:-.venv}
 if [ "$(id -u)" = 0 ]; then export STARX_SLURM=1; fi
-bash scripts/install.sh
+[ "${STARX_SKIP_INSTALL:-0}" = 1 ] || bash scripts/install.sh  # .ci/run installs first
 if [ "${STARX_SLURM:-0}" = 1 ] && [ -x scripts/slurm/start_local_cluster.sh ]; then
   bash scripts/slurm/start_local_cluster.sh || echo "[test] local SLURM cluster did not start: slurm tests will be skipped"
 fi

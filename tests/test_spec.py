@@ -45,7 +45,7 @@ def test_overrides_apply_and_are_typed():
 
 def test_resolved_spec_is_read_only():
     cfg = load_spec(None)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - OmegaConf's ReadonlyConfigError
         cfg.model.depth = 3
 
 

@@ -21,7 +21,7 @@ from starx import rundir
 from starx.launch import scheduler
 from starx.launch.testing import fake_prepare
 from starx.sweep.config import SweepError, load_sweep, parse_sweep, resolve_spec_path
-from starx.sweep.driver import SweepDriver, run_sweep
+from starx.sweep.driver import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = "starx.launch.testing:fake_run_job"

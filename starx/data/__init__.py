@@ -31,9 +31,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from .build import DatasetSummary, build_dataset
     from .cache import ensure_dataset
     from .info import dataset_info
     from .loader import StarLoader, make_loader
-    from .build import DatasetSummary, build_dataset
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

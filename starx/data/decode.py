@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from numba import njit, set_parallel_chunksize
-
 from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
 from ffcv.libffcv import ctypes_memcopy, imdecode, resize_crop
 from ffcv.pipeline.compiler import Compiler
+from numba import njit, set_parallel_chunksize
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MASK64 = (1 << 64) - 1

@@ -24,7 +24,7 @@ def _guarded_job(errors: Queue, *args) -> None:
         worker_job_indexed_dataset(*args)
     except BaseException as e:  # noqa: BLE001 - everything must reach the parent
         errors.put(str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}")
-        raise SystemExit(1)
+        raise SystemExit(1) from e
 
 
 class GuardedWriter(DatasetWriter):
@@ -75,8 +75,7 @@ class GuardedWriter(DatasetWriter):
 
     def _wait(self, workers, done, errors) -> None:
         """Show progress until every sample is written; raise DataError if a worker fails."""
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("images"), TimeRemainingColumn())

@@ -124,7 +124,7 @@ class StarxJob:
             if signame in SELF_REQUEUE_SIGNALS:
                 self._requeue(env, signame, rank, backend)
             log.warning("%s: exiting so that the scheduler can requeue or cancel the job", e)
-            raise SystemExit(128 + int(getattr(signal, str(signame), signal.SIGTERM)))
+            raise SystemExit(128 + int(getattr(signal, str(signame), signal.SIGTERM))) from e
         except Exception as e:
             if rank == 0:
                 tb = traceback.format_exc()

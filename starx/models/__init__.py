@@ -37,7 +37,26 @@ _LAZY = {
     "STARPretrain": "starx.models.star",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "BiMamba4",
+    "Geometry",
+    "LoadReport",
+    "Mamba",
+    "PretrainOutput",
+    "SEPARATORS",
+    "STARClassifier",
+    "STARConfig",
+    "STARPretrain",
+    "count_encoder_params",
+    "create_classifier",
+    "create_model",
+    "describe_models",
+    "get_config",
+    "list_models",
+    "load_pretrained",
+    "model_config",
+    "register_model",
+]
 
 if TYPE_CHECKING:
     from starx.models.classifier import LoadReport, STARClassifier, load_pretrained

@@ -101,7 +101,7 @@ def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
         vals = [t.params.get(p, t.number) if p != "trial" else t.number for t in sw.trials]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals if v is not None)
         order = _param_order(sw, p, [v for v in vals if v is not None])
-        pos = (lambda v: v) if numeric else (lambda v: order.index(v) if v in order else -1)
+        pos = (lambda v: v) if numeric else (lambda v: order.index(v) if v in order else -1)  # noqa: B023
         xs = [pos(t.params.get(p, t.number) if p != "trial" else t.number) for t in done]
         ys = [t.value for t in done]
         ax.scatter(xs, ys, zorder=3)

@@ -40,7 +40,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Optional
 
-
 from starx.spec import SpecError
 from starx.spec.load import load_typed, read_yaml_mapping
 
