@@ -30,7 +30,8 @@ from starx.spec import SpecError, derive, load_spec
 log = logging.getLogger(__name__)
 
 # Fields that do not change what a run computes, so they stay out of its identity.
-_IDENTITY_EXCLUDED = ("launch", "output_dir", "log_every", "checkpoint", "data.num_workers", "data.cache_dir")
+_IDENTITY_EXCLUDED = ("launch", "output_dir", "log_every", "checkpoint", "data.num_workers", "data.cache_dir",
+                      "tracking")
 
 
 @dataclass

@@ -21,7 +21,7 @@ KEY_METRICS = ("top1", "top5", "top1_ema", "best_top1", "knn_top1", "knn_top5", 
                "pixel_top1", "linear_top1", "pretrain_loss", "pretrain_loss_tail", "finetune_loss")
 # Spec keys that never distinguish runs (where they run, how often they log).
 _SPEC_NOISE = ("launch.", "output_dir", "data.cache_dir", "data.num_workers", "log_every", "checkpoint.",
-               "root", "experiment")
+               "root", "experiment", "tracking.")
 
 
 class ResultsError(ValueError):

@@ -207,6 +207,17 @@ def validate(cfg: DictConfig) -> None:
     if not (cfg.pretrain.enabled or ft.enabled or cfg.eval.pixel_baseline):
         raise SpecError("spec: every stage is off (pretrain, finetune, eval.pixel_baseline): nothing to run")
     _validate_readouts(cfg)
+    _validate_tracking(cfg)
+
+
+def _validate_tracking(cfg: DictConfig) -> None:
+    """The optional packages the tracking section asks for."""
+    import importlib.util
+
+    for key, module in (("tracking.tensorboard", "tensorboard"), ("tracking.wandb.enabled", "wandb")):
+        if OmegaConf.select(cfg, key) and importlib.util.find_spec(module) is None:
+            raise SpecError(f"field '{key.removesuffix('.enabled')}': needs the '{module}' extra, which is not "
+                            f"installed here: pip install 'starx[{module}]'")
 
 
 def _validate_readouts(cfg: DictConfig) -> None:

@@ -160,6 +160,31 @@ class EvalStage:
     feature_blocks: list[int] = field(default_factory=lambda: [-1])
 
 
+class WandbMode(StrEnum):
+    offline = "offline"  # write the run under the run directory; `wandb sync` uploads it later
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class WandbTracking:
+    """Weights & Biases (the 'wandb' extra): the run id is the W&B id and name, the experiment its group, the resolved spec its config."""
+
+    enabled: bool = False  # log every metrics.jsonl scalar to W&B (rank 0)
+    mode: WandbMode = WandbMode.offline  # offline (no network needed; `wandb sync` later) | online | disabled
+    project: str = "starx"  # W&B project
+    entity: Optional[str] = None  # W&B team or user; null = the logged-in default
+    tags: list[str] = field(default_factory=list)  # W&B run tags
+
+
+@dataclass
+class TrackingSpec:
+    """Live dashboards fed the same scalars as metrics.jsonl (rank 0 only); not part of the run id."""
+
+    tensorboard: bool = False  # write TensorBoard event files into the run directory (the 'tensorboard' extra)
+    wandb: WandbTracking = field(default_factory=WandbTracking)
+
+
 @dataclass
 class CheckpointSpec:
     """When the last-state checkpoint of a stage is written (also on SIGUSR1/USR2/TERM and at stage end)."""
@@ -191,4 +216,5 @@ class ExperimentSpec:
     finetune: FinetuneStage = field(default_factory=FinetuneStage)
     eval: EvalStage = field(default_factory=EvalStage)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
     launch: LaunchConfig = field(default_factory=LaunchConfig)

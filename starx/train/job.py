@@ -132,10 +132,11 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
             rundir.write_result(rd, record_)
 
     record(rundir.RUNNING)
+    metrics = None
     try:
         from starx.data import dataset_info, ensure_dataset
+        from starx.tracking import tracked_metrics
         from starx.train.baseline import pixel_baseline
-        from starx.train.metrics import MetricsLog
         from starx.train.progress import StageProgress
         from starx.train.stages import RunContext, run_finetune, run_pretrain
 
@@ -146,7 +147,8 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         train_data = ensure_dataset(cfg.data.dataset, cache, cfg.data.train_split)
         eval_data = ensure_dataset(cfg.data.eval_dataset or cfg.data.dataset, cache, cfg.data.eval_split)
         num_train, num_classes = dataset_info(train_data)
-        ctx = RunContext(cfg=cfg, run_dir=run_dir, dist=dist, metrics=MetricsLog(rd.metrics, dist.is_main),
+        metrics = tracked_metrics(cfg, run_dir, dist.is_main)  # metrics.jsonl, and TensorBoard / W&B if asked for
+        ctx = RunContext(cfg=cfg, run_dir=run_dir, dist=dist, metrics=metrics,
                          train_data=train_data, eval_data=eval_data, num_train=num_train, num_classes=num_classes,
                          autocast_dtype=torch.bfloat16 if precision == "bf16" else None, derived=derived)
         rd.checkpoints.mkdir(exist_ok=True)
@@ -177,5 +179,7 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         record(rundir.FAILED, f"{type(e).__name__}: {e}".strip()[:2000])
         raise
     finally:
+        if metrics is not None:
+            metrics.close()
         undo_logging()
         dist_mod.shutdown()
