@@ -1,0 +1,30 @@
+"""One forward + backward of the Triton scan at a STAR shape, for a kernel profiler:
+
+    ncu --clock-control none --kernel-name regex:scan_ --section SpeedOfLight --section WarpStateStats \
+        --section Occupancy --section SchedulerStats python bench/profile_scan.py --shape k4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.triton_scan import SHAPES, inputs  # noqa: E402
+from starx.ops import triton_scan as ts  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--shape", default="k4", choices=list(SHAPES))
+p.add_argument("--layout", default="last")
+args = p.parse_args()
+b, d, L, g = SHAPES[args.shape]
+x = [t.requires_grad_() if t.is_floating_point() else t for t in inputs(b, d, L, g, args.layout)]
+for _ in range(2):
+    out = ts.selective_scan_triton(*x, True)
+    out.backward(torch.randn_like(out))
+torch.cuda.synchronize()

@@ -1,0 +1,188 @@
+"""The selective scan at STAR shapes: roofline, mamba-ssm's kernel vs starx's Triton scan.
+
+For each shape (one Mamba layer of STAR-B: d_inner 768, d_state 16, bf16 activations, fp32 A / D /
+dt bias, softplus, gate z) it prints
+
+* the floor: bytes the op must move (each input read once, each output written once) over the
+  copy bandwidth measured here, and exp2 evaluations over the multiprocessors' special-function
+  rate (16 per clock per SM on Hopper), forward and backward;
+* median times (triton.testing.do_bench) of mamba-ssm's ``selective_scan_fn`` (through starx's
+  custom op) and of the Triton scan for each tile shape asked for, forward and forward + backward;
+* the largest relative error of the Triton scan's output and gradients against mamba-ssm's.
+
+    python bench/triton_scan.py [--configs 32x1/32x1/16 ...] [--layouts first last] [--out scan.jsonl]
+
+A config is FWD_CHANNELSxWARPS/BWD_CHANNELSxWARPS/STEPS/UNROLLxSTAGES (starx.ops.triton_scan.TILES); layout
+"first" is mamba-ssm's (b, d, l), "last" the channel-last (b, l, d) of the projections.
+
+Shapes: k=1 (256 x 128 tokens), k=4 (64 x 624), k=8 (32 x 1264): 256 images a step; the
+fine-tuning mixer at 224 px (128 x 197 tokens, 4 directions as 4 groups of 768 channels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import triton.testing
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from starx.ops import triton_scan as ts  # noqa: E402
+
+SHAPES = {  # name: (sequences, channels, tokens, groups)
+    "k1": (256, 768, 128, 1),
+    "k4": (64, 768, 624, 1),
+    "k8": (32, 768, 1264, 1),
+    "ft4dir": (128, 4 * 768, 197, 4),
+}
+N = 16
+
+
+def copy_bandwidth() -> float:
+    x = torch.empty(2**29, dtype=torch.float32, device="cuda")  # 2 GiB
+    y = torch.empty_like(x)
+    ms = triton.testing.do_bench(lambda: y.copy_(x), warmup=50, rep=300, return_mode="median")
+    return 2 * x.numel() * 4 / (ms / 1e3)
+
+
+def sm_exp_rate() -> float:
+    p = torch.cuda.get_device_properties(0)
+    clock = getattr(p, "clock_rate", None) or 1_755_000  # kHz
+    return p.multi_processor_count * 16 * clock * 1e3
+
+
+def inputs(b: int, d: int, L: int, g: int, layout: str = "first", seed: int = 0):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    bf = torch.bfloat16
+    r = lambda *s, dtype=bf: torch.randn(*s, device="cuda", generator=gen).to(dtype)  # noqa: E731
+    u, delta, z = r(b, d, L), (r(b, d, L, dtype=torch.float32) * 0.5 - 1).to(bf), r(b, d, L)
+    A = -torch.rand(d, N, device="cuda", generator=gen) * 4 - 0.5
+    B, C = r(b, g, N, L), r(b, g, N, L)
+    D, bias = r(d, dtype=torch.float32), r(d, dtype=torch.float32) * 0.1
+    if layout == "last":  # same values, channel-last memory
+        u, delta, z = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (u, delta, z))
+        B, C = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (B, C))
+    return u, delta, A, B, C, D, z, bias
+
+
+def floor(b: int, d: int, L: int, g: int, bw: float, exp_rate: float, bt: int) -> dict:
+    """Bytes each pass must move and exps it must evaluate, and the times they take at the
+    measured copy bandwidth and the special-function rate."""
+    act = b * d * L * 2  # one bf16 (b, d, l) tensor
+    bc = b * g * N * L * 2
+    states = b * d * -(-L // bt) * N * 4
+    fwd_bytes = 3 * act + 2 * bc + act + states  # u, delta, z, B, C in; out, tile states out
+    bwd_bytes = 4 * act + 2 * bc + states + 3 * act + 2 * b * g * N * L * 4  # + dout; du, ddelta, dz, dB, dC out
+    exps = b * d * N * L
+    return {"fwd_bytes_mb": fwd_bytes / 1e6, "bwd_bytes_mb": bwd_bytes / 1e6, "exps_m": exps / 1e6,
+            "fwd_floor_ms": max(fwd_bytes / bw, exps / exp_rate) * 1e3,
+            "bwd_floor_ms": max(bwd_bytes / bw, 2 * exps / exp_rate) * 1e3,
+            "fwd_mem_ms": fwd_bytes / bw * 1e3, "fwd_exp_ms": exps / exp_rate * 1e3,
+            "bwd_mem_ms": bwd_bytes / bw * 1e3, "bwd_exp_ms": 2 * exps / exp_rate * 1e3}
+
+
+def mamba_ops():
+    try:
+        from starx.ops._kernels import kernels_or_raise
+        from starx.ops._scan_op import selective_scan_kernel
+
+        kernels_or_raise()
+        return selective_scan_kernel
+    except Exception as e:  # noqa: BLE001  (report and time the Triton scan alone)
+        print(f"# mamba-ssm not available: {e}")
+        return None
+
+
+def time_pair(fwd, args, dout) -> tuple[float, float]:
+    """Median ms of the forward alone (no grad) and of forward + backward."""
+    with torch.no_grad():
+        f = triton.testing.do_bench(lambda: fwd(*args), warmup=25, rep=100, return_mode="median")
+    leaves = [a.detach().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+              for a in args]
+
+    def fb():
+        out = fwd(*leaves)
+        torch.autograd.backward(out, dout)
+
+    fbm = triton.testing.do_bench(fb, warmup=25, rep=100, return_mode="median", grad_to_none=[
+        a for a in leaves if isinstance(a, torch.Tensor)])
+    return f, fbm
+
+
+def rel_errors(fwd_a, fwd_b, args_a, dout, args_b) -> dict:
+    """Relative errors of fwd_a on args_a against fwd_b on args_b (same values, maybe another layout)."""
+    res = {}
+    outs = []
+    for fwd, args in ((fwd_a, args_a), (fwd_b, args_b)):
+        leaves = [a.detach().clone().requires_grad_() for a in args]
+        out = fwd(*leaves)
+        out.backward(dout)
+        outs.append([out] + [a.grad for a in leaves])
+    names = ["out", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "dbias"]
+    for name, x, y in zip(names, *outs):
+        res[name] = ((x.float() - y.float()).norm() / y.float().norm()).item()
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    p.add_argument("--configs", nargs="+", default=["16x1/16x1/16/1x1"], help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES]")
+    p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    bw, exp_rate = copy_bandwidth(), sm_exp_rate()
+    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__, "triton": triton.__version__, "copy_gb_s": round(bw / 1e9),
+            "exp_rate_t_s": round(exp_rate / 1e12, 2), "command": " ".join(["python"] + sys.argv)}
+    print(json.dumps(info))
+    mamba = mamba_ops()
+    rows = []
+    for name in args.shapes:
+        b, d, L, g = SHAPES[name]
+        for layout in args.layouts:
+            x = inputs(b, d, L, g, layout)
+            dout = torch.randn_like(x[0])
+            row = {"shape": name, "layout": layout, "b": b, "d": d, "L": L, "groups": g}
+            mfwd = lambda u, de, A, B, C, D, z, bi: mamba(u, de, A, B, C, D, z, bi, True)  # noqa: E731
+            if mamba is not None and layout == "first":
+                row["mamba_fwd_ms"], row["mamba_fwdbwd_ms"] = time_pair(mfwd, x, dout)
+            for config in args.configs:
+                fwd, bwd, steps, *pipe = config.split("/")
+                unroll, stages = map(int, pipe[0].split("x")) if pipe else (1, 1)
+                ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))),
+                                steps=int(steps), unroll=unroll, stages=stages)
+                tfwd = lambda u, de, A, B, C, D, z, bi: ts.selective_scan_triton(u, de, A, B, C, D, z, bi, True)  # noqa: E731
+                f, fb = time_pair(tfwd, x, dout)
+                r = dict(row, config=config, triton_fwd_ms=f, triton_fwdbwd_ms=fb,
+                         **floor(b, d, L, g, bw, exp_rate, int(steps)))
+                if mamba is not None:
+                    ref = inputs(b, d, L, g, "first")
+                    r["rel_err_vs_mamba"] = rel_errors(tfwd, mfwd, x, dout, ref)
+                rows.append(r)
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+            del x, dout
+            torch.cuda.empty_cache()
+    print(f"{'shape':>7} {'layout':>6} {'config':>18} {'mamba f':>8} {'mamba f+b':>9} {'triton f':>8} {'triton f+b':>10}"
+          f" {'floor f':>7} {'floor f+b':>9} {'max err':>8}")
+    for r in rows:
+        err = max(r.get("rel_err_vs_mamba", {"-": float("nan")}).values())
+        print(f"{r['shape']:>7} {r['layout']:>6} {r['config']:>18} {r.get('mamba_fwd_ms', float('nan')):>8.3f} "
+              f"{r.get('mamba_fwdbwd_ms', float('nan')):>9.3f} {r['triton_fwd_ms']:>8.3f} {r['triton_fwdbwd_ms']:>10.3f} "
+              f"{r['fwd_floor_ms']:>7.3f} {r['fwd_floor_ms'] + r['bwd_floor_ms']:>9.3f} {err:>8.1e}")
+    if args.out:
+        with args.out.open("w") as f:
+            f.write(json.dumps(info) + "\n")
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Selective scan (Mamba-1 S6) in Triton, built for vision lengths: starx's ``triton`` backend.
+
+Same semantics and layouts as ``selective_scan_fn`` (see starx.ops.scan), plus an optional
+per-position state reset. Needs only torch and Triton: no build step, no mamba-ssm.
+
+Design (bench/README.md has the roofline and timings behind it):
+
+* One program owns a block of ``BD`` channels of one sequence for the whole sequence, its
+  (BD, d_state) state in registers, and walks time in tiles of ``BT`` steps. Each tile is read
+  once from memory, coalesced along time (the (b, d, l) layout's contiguous axis).
+* Inside a tile the recurrence ``h_t = a_t h_{t-1} + x_t`` is a parallel associative scan over
+  (a, x) pairs (``tl.associative_scan``); the tile's result is joined to the carried state with
+  one multiply-add. Nothing of size (b, d, n, l) ever reaches memory.
+* The forward stores the state at each tile start (b, d, tiles, n) for the backward, which walks
+  the tiles from the last, recomputes the tile's states from there, and runs the adjoint
+  ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` as a reverse associative scan. ``a_t h_{t-1}`` is
+  ``h_t - x_t``, so no shifted state is needed; ``a_{t+1}`` is read with a one-step-shifted load.
+* dB and dC (shared by all channels) are summed over the program's channels in registers, then
+  added across channel blocks with one fp32 atomic per (n, t) and block; dA, dD and the dt bias
+  gradient are per-sequence partial sums, added over the batch by torch.
+* Reset: where ``reset[b, t]`` is set, ``a_t = 0``: the state restarts from zero at t (images
+  packed in one sequence that do not see each other). Upstream Mamba-1 cannot do this.
+
+The ops are torch custom ops (``torch.ops.starx.triton_scan_fwd/bwd``) with fake shapes, so
+torch.compile traces around them and CUDA graphs capture them.
+"""
+
+# (no ``from __future__ import annotations``: custom_op infers the op schema from real annotations)
+import functools
+
+import torch
+from torch import Tensor
+
+LOG2E = 1.4426950408889634
+
+
+@functools.lru_cache(maxsize=1)
+def triton_error() -> str | None:
+    """Why the Triton scan cannot run here (None when it can): Triton missing, or no CUDA."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install
+        return f"Triton does not import ({type(e).__name__}: {e}); it ships with the CUDA builds of torch"
+    return None
+
+
+# Channels per program (BD) and warps per program of the forward and the backward, and the
+# steps per saved state (T), chosen by bench/triton_scan.py on an H200 at STAR shapes. T is
+# shared: the backward restarts each tile of T steps from the state the forward saved there.
+TILES = {"fwd": (16, 1), "bwd": (16, 1), "steps": 16, "unroll": 1, "stages": 1}
+
+
+def _block_channels(channels_per_group: int, wanted: int) -> int:
+    """The largest power of two <= wanted that divides one group's channels (a program's
+    channels must share one group's B and C)."""
+    bd = wanted
+    while bd > 1 and channels_per_group % bd:
+        bd //= 2
+    return bd
+
+
+def _grouped(t: Tensor) -> Tensor:
+    return t.unsqueeze(1) if t.dim() == 3 else t
+
+
+def _like_layout(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """A new (b, d, l) tensor laid out as t: channel-last where t is, else contiguous."""
+    if t.stride(1) == 1 and t.shape[1] > 1:
+        return torch.empty((t.shape[0], t.shape[2], t.shape[1]), device=t.device, dtype=dtype).transpose(1, 2)
+    return torch.empty(t.shape, device=t.device, dtype=dtype)
+
+
+def _bdl(t: Tensor) -> tuple[int, int, int]:
+    """Strides (batch, time, channel) of a (b, d, l) tensor."""
+    return t.stride(0), t.stride(2), t.stride(1)
+
+
+def _bgln(t: Tensor) -> tuple[int, int, int, int]:
+    """Strides (batch, group, time, state) of a (b, g, n, l) tensor."""
+    return t.stride(0), t.stride(1), t.stride(3), t.stride(2)
+
+
+def _reset_rows(reset: Tensor | None) -> tuple[Tensor | None, int]:
+    """reset as (b, l) or (l,) (shared by the batch) -> (tensor, batch stride)."""
+    if reset is None:
+        return None, 0
+    return reset, (reset.stride(0) if reset.dim() == 2 else 0)
+
+
+def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, reset: Tensor | None) -> None:
+    b, d, L = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"u and delta must both be (b, d, l); got {tuple(u.shape)}, {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != d or A.is_complex():
+        raise ValueError(f"A must be real (d={d}, n); got {tuple(A.shape)} {A.dtype}")
+    n = A.shape[1]
+    if n & (n - 1):
+        raise ValueError(f"the Triton scan needs a power-of-two d_state; got {n}")
+    if B.shape[0] != b or B.shape[2:] != (n, L) or C.shape != B.shape or d % B.shape[1]:
+        raise ValueError(f"B and C must be (b, n, l) or (b, g, n, l) with g dividing d={d}; got "
+                         f"{tuple(B.shape)}, {tuple(C.shape)}")
+    if reset is not None and (reset.dim() not in (1, 2) or reset.shape[-1] != L):
+        raise ValueError(f"reset must be (l,) or (b, l) with l={L}; got {tuple(reset.shape)}")
+
+
+def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: bool, save_states: bool):
+    """Launch the forward kernel: (out (b, d, l) in u's dtype and layout, states (b, tiles, d, n)
+    fp32, or an empty tensor without save_states). B, C: (b, g, n, l), any strides."""
+    from starx.ops._triton_scan_kernels import scan_fwd
+
+    b, d, L = u.shape
+    n, groups = A.shape[1], B.shape[1]
+    bd, warps = TILES["fwd"]
+    bd, T = _block_channels(d // groups, bd), TILES["steps"]
+    out = _like_layout(u, u.dtype)
+    states = u.new_empty((b, -(-L // T), d, n) if save_states else (0,), dtype=torch.float32)
+    reset, sr_b = _reset_rows(reset)
+    zz = z if z is not None else u
+    scan_fwd[(d // bd, b)](
+        u, delta, zz, out, A, D if D is not None else A, delta_bias if delta_bias is not None else A, B, C,
+        reset if reset is not None else u, states, L, d // groups, d,
+        *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(out), *_bgln(B), *_bgln(C), sr_b,
+        N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, SAVE_STATES=save_states,
+        UNROLL=TILES["unroll"], STAGES=TILES["stages"], num_warps=warps,
+    )  # fmt: skip
+    return out, states
+
+
+def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus: bool):
+    """Launch the backward kernel: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); the last three
+    are empty tensors where D, delta_bias or z are absent. du, ddelta, dz are laid out as u."""
+    from starx.ops._triton_scan_kernels import scan_bwd
+
+    b, d, L = u.shape
+    n, groups = A.shape[1], B.shape[1]
+    bd, warps = TILES["bwd"]
+    bd, T = _block_channels(d // groups, bd), TILES["steps"]
+    if states.shape[1] != -(-L // T):
+        raise ValueError(f"saved states cover {states.shape[1]} tiles; {L} steps in tiles of {T} need {-(-L // T)}")
+    f32 = torch.float32
+    blocks = d // bd
+    du, ddelta = _like_layout(u, u.dtype), _like_layout(u, delta.dtype)
+    dz = _like_layout(u, z.dtype) if z is not None else u.new_empty(0)
+    dB = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)  # per channel block, summed below
+    dC = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
+    dA = torch.empty((b, d, n), device=u.device, dtype=f32)
+    dD = torch.empty((b, d), device=u.device, dtype=f32)
+    dbias = torch.empty((b, d), device=u.device, dtype=f32)
+    work = torch.empty((b, blocks, T, bd, n), device=u.device, dtype=f32)
+    reset, sr_b = _reset_rows(reset)
+    zz = z if z is not None else u
+    scan_bwd[(blocks, b)](
+        u, delta, zz, dout, A, D if D is not None else A, delta_bias if delta_bias is not None else A, B, C,
+        reset if reset is not None else u, states, work,
+        du, ddelta, dz if z is not None else du, dB, dC, dA, dD, dbias, L, d // groups, d,
+        *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(dout), *_bgln(B), *_bgln(C), sr_b,
+        *_bdl(du), dB.stride(0), dB.stride(2),
+        N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
+        num_warps=warps,
+    )  # fmt: skip
+    per_group = lambda t: t.view(b, groups, blocks // groups, L, n).sum(2).transpose(2, 3)  # noqa: E731
+    return (du, ddelta, dA.sum(0).to(A.dtype), per_group(dB).to(B.dtype), per_group(dC).to(C.dtype),
+            dD.sum(0).to(D.dtype) if D is not None else u.new_empty(0),
+            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), dz)
+
+
+@torch.library.custom_op("starx::triton_scan_fwd", mutates_args=())
+def triton_scan_fwd(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+    delta_bias: Tensor | None, reset: Tensor | None, delta_softplus: bool, save_states: bool,
+) -> tuple[Tensor, Tensor]:
+    """(out, states saved for the backward or an empty tensor). B, C: (b, g, n, l)."""
+    return scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus, save_states)
+
+
+@triton_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus, save_states):
+    b, d, L = u.shape
+    n_tiles = -(-L // TILES["steps"])
+    states = u.new_empty((b, n_tiles, d, A.shape[1]) if save_states else (0,), dtype=torch.float32)
+    return _like_layout(u, u.dtype), states
+
+
+@torch.library.custom_op("starx::triton_scan_bwd", mutates_args=())
+def triton_scan_bwd(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+    delta_bias: Tensor | None, reset: Tensor | None, states: Tensor, dout: Tensor, delta_softplus: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz), empty where the input is absent."""
+    return scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus)
+
+
+@triton_scan_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus):
+    b, d, L = u.shape
+    n, g = A.shape[1], B.shape[1]
+    maybe = lambda t: t.new_empty(t.shape) if t is not None else u.new_empty(0)  # noqa: E731
+    grouped = lambda t: t.new_empty((b, g, L, n)).transpose(2, 3)  # noqa: E731
+    return (_like_layout(u, u.dtype), _like_layout(u, delta.dtype), torch.empty_like(A), grouped(B), grouped(C),
+            maybe(D), maybe(delta_bias), _like_layout(u, z.dtype) if z is not None else u.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus, _ = inputs
+    ctx.delta_softplus = delta_softplus
+    ctx.present = (D is not None, z is not None, delta_bias is not None)
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, reset, output[1])
+
+
+def _backward(ctx, grad_out, _grad_states):
+    u, delta, A, B, C, D, z, delta_bias, reset, states = ctx.saved_tensors
+    if states.numel() == 0:
+        raise RuntimeError("the Triton scan's forward ran without saving states (no input needed a gradient)")
+    has_D, has_z, has_bias = ctx.present
+    du, ddelta, dA, dB, dC, dD, dbias, dz = triton_scan_bwd(
+        u, delta, A, B, C, D, z, delta_bias, reset, states, grad_out, ctx.delta_softplus
+    )
+    return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None, dbias if has_bias else None,
+            None, None, None)
+
+
+triton_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan_triton(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
+    delta_bias: Tensor | None = None, delta_softplus: bool = False, reset: Tensor | None = None,
+) -> Tensor:
+    """``selective_scan_fn``'s arguments and layouts (B, C (b, n, l) or grouped (b, g, n, l)), on
+    the Triton kernels, plus ``reset`` ((l,) or (b, l), nonzero = the state restarts at that step)."""
+    _check(u, delta, A, B, C, reset)
+    B, C = _grouped(B), _grouped(C)
+    if reset is not None:
+        reset = reset.to(torch.int8).contiguous()
+    A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    out, _ = triton_scan_fwd(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus, needs_grad)
+    return out
+
+
+__all__ = ["TILES", "scan_backward", "scan_forward", "selective_scan_triton", "triton_error"]
