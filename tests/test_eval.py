@@ -3,6 +3,8 @@ the pretraining encoder's features (one image at a time, pretraining layout)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,8 +145,6 @@ def test_quickstart_spec_asks_for_both_readouts_and_the_pixel_baseline():
 def test_run_reports_readouts_during_and_after_pretraining_and_top5_after_fine_tuning(tmp_path):
     """eval.every_epochs runs the read-outs during pretraining too: each goes to metrics.jsonl as an
     eval line of the pretraining stage; the last one, and fine-tuning's top-1/top-5, to result.json."""
-    import json
-
     from starx.api import prepare
     from starx.train.job import run_job
     from tests.test_engine import QUICKSTART, metrics, tiny
@@ -160,3 +160,23 @@ def test_run_reports_readouts_during_and_after_pretraining_and_top5_after_fine_t
     assert [r["step"] for r in evals] == [6, 11]  # every 0.04 epochs of 156 steps, and at the end
     assert evals[-1]["knn_top1"] == m["knn_top1"] and evals[-1]["probe_top5"] == m["probe_top5"]
     assert json.loads((run.run_dir / "result.json").read_text())["metrics"] == m
+
+
+def test_results_table_shows_readouts_top5_and_the_pixel_baseline_beside_top1(tmp_path):
+    import yaml
+
+    from starx.results.catalog import resolve
+    from starx.results.table import runs_table
+
+    metrics = {"top1": 84.35, "top5": 99.5, "knn_top1": 65.5, "knn_top5": 95.75, "probe_top1": 71.7,
+               "probe_top5": 98.0, "pixel_top1": 83.55, "readout_s": 13.6}
+    for run_id in ("a", "b"):
+        d = tmp_path / "exp" / run_id
+        d.mkdir(parents=True)
+        (d / "spec.yaml").write_text(yaml.safe_dump({"experiment": "exp", "seed": 0 if run_id == "a" else 1}))
+        (d / "result.json").write_text(json.dumps({"experiment": "exp", "run_id": run_id, "status": "done",
+                                                   "metrics": metrics, "wall_time_s": 1.0}))
+    _, runs = resolve(tmp_path, "exp")
+    columns = runs_table(runs).columns
+    shown = ["top1", "top5", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "pixel_top1"]
+    assert [c for c in columns if c in shown] == shown

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.test_ddp import _prepare, _run_ranks, ddp_tmp  # noqa: F401 (a fixture)
+from tests.test_ddp import _prepare, _run_ranks
 
 # One step of each stage at a learning rate of ~1e-9 (the first step of a very long warm-up), so
 # the weights the evaluations read are the seeded initial ones whatever the number of processes.
@@ -26,10 +26,10 @@ def _metrics(run) -> dict:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_evaluate_their_shares_and_match_one_process(ddp_tmp):
-    one = _prepare(ddp_tmp, "eval_one", *EVAL)
+def test_two_gloo_processes_evaluate_their_shares_and_match_one_process(tmp_path):
+    one = _prepare(tmp_path, "eval_one", *EVAL)
     _run_ranks(one.run_dir, 1)
-    two = _prepare(ddp_tmp, "eval_two", *EVAL)
+    two = _prepare(tmp_path, "eval_two", *EVAL)
     _run_ranks(two.run_dir, 2)
     expected, got = _metrics(one), _metrics(two)
     assert set(KEYS) <= set(expected) and set(KEYS) <= set(got)
