@@ -28,7 +28,8 @@ def tiny(tmp_path: Path, *extra: str) -> list[str]:
             "data.crop_scale=[0.5,1.0]", "model.depth=2", "model.embed_dim=32", "model.decoder_dim=32", "model.decoder_depth=1",
             "model.decoder_heads=2", "data.batch_size=64", "pretrain.epochs=0.07", "pretrain.warmup_epochs=0.02",
             "finetune.batch_size=64", "finetune.epochs=0.07", "finetune.warmup_epochs=0.02", "eval.batch_size=500",
-            "eval.pixel_baseline=false", "log_every=1", "deterministic=true", *extra]
+            "eval.pixel_baseline=false", "eval.knn.enabled=false", "eval.linear_probe.enabled=false", "log_every=1",
+            "deterministic=true", *extra]
 
 
 def metrics(run_dir: Path) -> list[dict]:

@@ -62,7 +62,8 @@ def tiny(tmp_path: Path, cache: Path, *extra: str) -> list[str]:
             "model.depth=2", "model.embed_dim=32", "model.decoder_dim=32", "model.decoder_depth=1",
             "model.decoder_heads=2", "data.batch_size=64", "pretrain.epochs=0.07", "pretrain.warmup_epochs=0.02",
             "finetune.batch_size=64", "finetune.epochs=0.07", "finetune.warmup_epochs=0.02", "eval.batch_size=500",
-            "eval.pixel_baseline=false", "log_every=1", "finetune.enabled=false",
+            "eval.pixel_baseline=false", "eval.knn.enabled=false", "eval.linear_probe.enabled=false", "log_every=1",
+            "finetune.enabled=false",
             "launch.kind=slurm", "launch.slurm.cpus_per_task=1", "launch.slurm.timeout_min=15",
             "launch.slurm.signal_delay_s=60", *extra]
 
