@@ -283,7 +283,9 @@ class StageLoop:
                 if self.eval_fn is not None and s.eval_every_steps and self.state.step % s.eval_every_steps == 0 \
                         and self.state.step < s.total_steps:
                     interval_losses += self._read_losses()
+                    eval_start = time.perf_counter()
                     self._evaluate()
+                    interval_start += time.perf_counter() - eval_start  # images/s counts training time only
                 if self._preempt_check_due() and any_rank(signals.preempt_requested(), self.dist.device):
                     self._read_losses()
                     self.save()
