@@ -7,7 +7,10 @@ specs/star_base_in1k.yaml does (starx.train.stages.model_kwargs, starx.train.opt
    and reads its images/s and memory from the metrics it writes;
 2. splits one step with CUDA events: encoder forward, decoder forward, loss, backward,
    optimizer step;
-3. reports MFU = 6 x params x tokens/s over the bf16 matmul rate measured on the same device.
+3. reports MFU = 6 x params x tokens/s over the bf16 matmul rate measured on the same device;
+4. times the anchor in the same process the same way (bench/anchors.py: a causal ViT-B of the
+   encoder's width, depth and token count, same images a step, same compile mode) and reports
+   starx's images/s as a ratio to it: the number every starx speed claim is stated in.
 
 Data wait is measured by bench/loader_bench.py (FFCV); a loader that delivers more images/s
 than the step consumes hides it completely (FFCV prefetches on its own threads).
@@ -30,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.anchors import causal_vit_images_per_s  # noqa: E402
 from starx.models import create_model  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
@@ -112,6 +116,7 @@ def main() -> None:
     p.add_argument("--backend", default="cuda")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
+    p.add_argument("--no-anchor", action="store_true", help="skip the causal ViT-B anchor")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -132,20 +137,29 @@ def main() -> None:
                      "params_m": round(params / 1e6, 2), "peak_mem_gb": round(eng["peak_mem_gb"], 2),
                      "us_per_image": round(1e6 / eng["images_per_s"], 1),
                      "split_ms": {n: round(v, 2) for n, v in parts.items()}, "split_total_ms": round(step_ms, 2)})
+        tokens = model.num_tokens
         del model, run_model, opt
         torch.cuda.empty_cache()
+        if not args.no_anchor:
+            mode = args.compile_mode if args.compile_mode else (None if not args.compile else "default")
+            anchor = causal_vit_images_per_s(args.batch, k, tokens, mode)
+            rows[-1].update(anchor_images_per_s=round(anchor, 1), ratio=round(rows[-1]["images_per_s"] / anchor, 3))
+            torch.cuda.empty_cache()
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
             "compile_mode": args.compile_mode, "backend": args.backend,
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking
-    info.update(mamba_ssm=status["mamba_ssm"], causal_conv1d=status["causal_conv1d"], scan_config=status["scan_config"])
+    info.update(mamba_ssm=status["mamba_ssm"], causal_conv1d=status["causal_conv1d"], scan_config=status["scan_config"],
+                triton=status["triton"])
     print(json.dumps(info))
-    print(f"{'k':>2} {'tokens':>6} {'img/s':>8} {'us/img':>7} {'MFU':>6} {'mem GB':>7}  split ms (enc/dec/loss/bwd/opt)")
+    print(f"{'k':>2} {'tokens':>6} {'img/s':>8} {'ViT-B':>8} {'ratio':>6} {'us/img':>7} {'MFU':>6} {'mem GB':>7}"
+          "  split ms (enc/dec/loss/bwd/opt)")
     for r in rows:
         s = r["split_ms"]
-        print(f"{r['k']:>2} {r['tokens_per_seq']:>6} {r['images_per_s']:>8.0f} {r['us_per_image']:>7.1f} "
+        print(f"{r['k']:>2} {r['tokens_per_seq']:>6} {r['images_per_s']:>8.0f} {r.get('anchor_images_per_s', 0):>8.0f} "
+              f"{r.get('ratio', 0):>6.3f} {r['us_per_image']:>7.1f} "
               f"{r['mfu']:>6.1%} {r['peak_mem_gb']:>7.1f}  {s['encoder_fwd']:.1f}/{s['decoder_fwd']:.1f}/"
               f"{s['loss']:.1f}/{s['backward']:.1f}/{s['optimizer']:.1f}")
     if args.out:

@@ -21,7 +21,11 @@ from starx.ops import triton_scan as ts  # noqa: E402
 p = argparse.ArgumentParser()
 p.add_argument("--shape", default="k4", choices=list(SHAPES))
 p.add_argument("--layout", default="last")
+p.add_argument("--config", default=None, help="FBDxFW/BBDxBW/STEPS as in bench/triton_scan.py")
 args = p.parse_args()
+if args.config:
+    fwd, bwd, steps = args.config.split("/")[:3]
+    ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))), steps=int(steps))
 b, d, L, g = SHAPES[args.shape]
 x = [t.requires_grad_() if t.is_floating_point() else t for t in inputs(b, d, L, g, args.layout)]
 for _ in range(2):

@@ -161,7 +161,7 @@ def main() -> None:
                                 steps=int(steps), unroll=unroll, stages=stages)
                 tfwd = lambda u, de, A, B, C, D, z, bi: ts.selective_scan_triton(u, de, A, B, C, D, z, bi, True)  # noqa: E731
                 f, fb = time_pair(tfwd, x, dout)
-                r = dict(row, config=config, triton_fwd_ms=f, triton_fwdbwd_ms=fb,
+                r = dict(row, config=config, triton_fwd_ms=f, triton_fwdbwd_ms=fb, registers=dict(ts.REGISTERS),
                          **floor(b, d, L, g, bw, exp_rate, int(steps)))
                 if mamba is not None:
                     ref = inputs(b, d, L, g, "first")
@@ -171,12 +171,13 @@ def main() -> None:
             del x, dout
             torch.cuda.empty_cache()
     print(f"{'shape':>7} {'layout':>6} {'config':>18} {'mamba f':>8} {'mamba f+b':>9} {'triton f':>8} {'triton f+b':>10}"
-          f" {'floor f':>7} {'floor f+b':>9} {'max err':>8}")
+          f" {'floor f':>7} {'floor f+b':>9} {'max err':>8} {'regs f/b':>9}")
     for r in rows:
         err = max(r.get("rel_err_vs_mamba", {"-": float("nan")}).values())
         print(f"{r['shape']:>7} {r['layout']:>6} {r['config']:>18} {r.get('mamba_fwd_ms', float('nan')):>8.3f} "
               f"{r.get('mamba_fwdbwd_ms', float('nan')):>9.3f} {r['triton_fwd_ms']:>8.3f} {r['triton_fwdbwd_ms']:>10.3f} "
-              f"{r['fwd_floor_ms']:>7.3f} {r['fwd_floor_ms'] + r['bwd_floor_ms']:>9.3f} {err:>8.1e}")
+              f"{r['fwd_floor_ms']:>7.3f} {r['fwd_floor_ms'] + r['bwd_floor_ms']:>9.3f} {err:>8.1e} "
+              f"{r['registers'].get('fwd')}/{r['registers'].get('bwd')}")
     if args.out:
         with args.out.open("w") as f:
             f.write(json.dumps(info) + "\n")

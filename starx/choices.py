@@ -41,8 +41,9 @@ def not_one_of(enum: type[StrEnum], value: object) -> str:
 class Backend(StrEnum):
     """Which implementation of the kernel ops runs (starx.ops)."""
 
-    auto = "auto"  # the fused kernels for CUDA tensors when they load, else the torch twin
+    auto = "auto"  # on CUDA tensors the fastest backend that loads (triton, then cuda), else the torch twin
     cuda = "cuda"  # mamba-ssm / causal-conv1d kernels; fails with the install hint where they can't load
+    triton = "triton"  # starx's Triton selective scan (CUDA; needs only torch's Triton), channel-last mixer
     torch = "torch"  # the pure-PyTorch twin (any device)
 
 

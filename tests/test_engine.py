@@ -58,6 +58,7 @@ def test_tiny_run_writes_the_full_run_directory(tmp_path):
     assert any(r.get("kind") == "eval" and "top1_ema" in r for r in records)
     on_disk = json.loads((run.run_dir / "result.json").read_text())
     assert on_disk["metrics"] == m and on_disk["versions"]["torch"]
+    assert on_disk["scan_backend"] == "torch"  # which selective scan ran (CPU: the twin)
     # Running it again returns the recorded result without training.
     before = (run.run_dir / "metrics.jsonl").read_text()
     assert run_job(run.run_dir)["metrics"] == m

@@ -194,7 +194,7 @@ def test_scan_custom_op_opcheck(seqlen, groups):
     """The custom op's fake shapes (incl. the chunk states the kernel returns), schema and
     autograd registration agree with the real kernel (torch.library.opcheck)."""
     inputs = scan_inputs(torch.bfloat16, L=seqlen)
-    b, d, n = B, D, N
+    b, n = B, N
     inputs["B"] = inputs["B"].detach()[:, None].expand(b, groups, n, seqlen).contiguous().requires_grad_()
     inputs["C"] = inputs["C"].detach()[:, None].expand(b, groups, n, seqlen).contiguous().requires_grad_()
     args = tuple(inputs[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")) + (True,)

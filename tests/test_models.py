@@ -372,7 +372,7 @@ def test_every_model_field_of_the_spec_reaches_the_model():
     changed = {"img_size": 64, "patch_size": 8, "cluster_size": 4, "in_chans": 3, "separator": "token",
                "separator_len": 3, "seq_multiplier": 2, "depth": 4, "embed_dim": 64, "d_state": 8,
                "decoder_dim": 64, "decoder_depth": 2, "decoder_heads": 4, "decoder_cross_image": False,
-               "norm_pix_loss": False, "backend": "torch"}
+               "state_reset": True, "norm_pix_loss": False, "backend": "torch"}
     spec_fields = {f.name for f in fields(ModelSpec)} - set(SPEC_ONLY_KEYS)
     assert spec_fields == set(changed), "a new model field needs a value here"
     before = model_config(load_spec(None, base).model)

@@ -217,11 +217,12 @@ def test_backend_choice():
     x = torch.zeros(1, 2, 3)
     w = torch.zeros(2, 4)
     with pytest.raises(ValueError, match="backend"):
-        causal_conv1d(x, w, backend="triton")
+        causal_conv1d(x, w, backend="tpu")  # ("triton" is a backend now)
     causal_conv1d(x, w, backend="auto")  # CPU tensors: the twin, whatever is installed
     status = kernel_status()
     assert status["torch_twin"] is True
-    assert {"torch", "cuda_available", "mamba_ssm", "causal_conv1d", "kernels_ok", "error", "scan_config"} <= status.keys()
+    assert {"torch", "cuda_available", "mamba_ssm", "causal_conv1d", "kernels_ok", "error", "scan_config", "triton",
+            "triton_error", "auto_backend"} <= status.keys()
     if status["mamba_ssm"] is None or "+starx.scan" not in status["mamba_ssm"]:
         assert status["scan_config"] == "stock"  # only starx's build reads MAMBA_SCAN_CONFIG
     if not status["kernels_ok"] or not status["cuda_available"]:

@@ -75,6 +75,11 @@ class Geometry:
         """encoder_tokens // k: what tokens/s counts per image in the metrics."""
         return self.encoder_tokens // self.k
 
+    @property
+    def image_starts(self) -> tuple[int, ...]:
+        """Sequence positions where each image's segment (its separator, then its patches) begins."""
+        return tuple(j * self.segment_tokens for j in range(self.k))
+
     def as_dict(self) -> dict[str, int]:
         return {"patches_per_image": self.patches_per_image, "clusters_per_image": self.clusters_per_image,
                 "separator_tokens": self.sep_len, "sequence_tokens": self.sequence_tokens,
@@ -92,9 +97,11 @@ class STARConfig:
     images, each preceded by a separator of ``separator_len`` tokens (None: 1 for ``token``,
     one cluster = cluster_size**2 for the other kinds; 0 for ``none``).
     ``decoder_cross_image``: whether the decoder may read encoder features of earlier images
-    (True) or only of the target's own image and its separator (False).
+    (True) or only of the target's own image and its separator (False). ``state_reset``: the
+    encoder's scan state restarts at each image's first token (its separator), so packed images
+    do not see each other: the control that tells cross-image context from sequence length.
     ``norm_pix_loss``: targets normalised per patch (ARM). ``drop_path`` is the stochastic-depth
-    rate of the last block (linear from 0). ``backend``: auto | cuda | torch (see starx.ops).
+    rate of the last block (linear from 0). ``backend``: auto | cuda | triton | torch (starx.ops).
     """
 
     embed_dim: int = 768
@@ -110,6 +117,7 @@ class STARConfig:
     decoder_depth: int = 4
     decoder_heads: int = 8
     decoder_cross_image: bool = True
+    state_reset: bool = False
     norm_pix_loss: bool = True
     d_state: int = 16
     d_conv: int = 4
@@ -198,6 +206,8 @@ class STARConfig:
                  f"separator_len must be a positive integer or None, got {self.separator_len!r}")
         need(isinstance(self.backend, Backend),
              f"backend must be one of {tuple(b.value for b in Backend)}, got {self.backend!r}")
+        need(not (self.state_reset and self.backend == Backend.cuda),
+             "state_reset needs backend triton, torch or auto: mamba-ssm's scan (cuda) cannot restart its state")
         need(0.0 <= self.drop_path < 1.0, f"drop_path must be in [0, 1), got {self.drop_path}")
         need(self.embed_dim % 4 == 0, f"embed_dim must be divisible by 4 (2-D sin-cos positions), got {self.embed_dim}")
         need(self.decoder_dim % 4 == 0, f"decoder_dim must be divisible by 4, got {self.decoder_dim}")

@@ -10,7 +10,6 @@ kernels and the torch twin, and to / from mamba-ssm itself. The 4-direction vari
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import torch
 import torch.nn as nn
@@ -19,12 +18,15 @@ from einops import rearrange
 from torch import Tensor
 
 from starx.ops import (
+    KernelUnavailableError,
     check_backend,
     mamba_inner,
+    mamba_inner_channel_last,
     mamba_inner_directions,
+    mamba_inner_directions_channel_last,
     mamba_inner_time_major,
     preload_kernels,
-    use_cuda_kernels,
+    scan_backend,
 )
 
 DIRECTIONS = ("", "_b", "_c", "_c_b")  # ARM's suffixes: rows fwd / bwd, columns fwd / bwd
@@ -64,8 +66,11 @@ def _d_skip(d_inner: int) -> nn.Parameter:
 class Mamba(nn.Module):
     """Unidirectional (causal) Mamba-1 mixer: (b, l, d_model) -> (b, l, d_model).
 
-    ``backend``: ``auto | cuda | torch`` (see starx.ops). On CUDA with the kernels this is
-    mamba_ssm's fused ``mamba_inner_fn``; elsewhere the torch twin of the same computation.
+    ``backend``: ``auto | cuda | triton | torch`` (see starx.ops). ``triton`` runs starx's Triton
+    scan in the projections' channel-last layout (``mamba_inner_channel_last``); ``cuda``
+    mamba_ssm's fused ``mamba_inner_fn``; ``torch`` the twin of the same computation.
+    ``forward(x, reset=None)``: ``reset`` ((l,) or (b, l)) restarts the state at marked steps
+    (not on ``cuda``: mamba-ssm's scan cannot).
     """
 
     directions: tuple[str, ...] = ("",)
@@ -116,8 +121,9 @@ class Mamba(nn.Module):
             xz = xz + self.in_proj.bias.to(xz.dtype)[:, None]
         return xz
 
-    def _direction(self, xz: Tensor, suffix: str, project: bool, kernels: bool) -> Tensor:
-        args = (
+    def _args(self, suffix: str, project: bool) -> tuple:
+        """The inner computation's parameters for one direction, as the ops take them."""
+        return (
             getattr(self, f"conv1d{suffix}").weight,
             getattr(self, f"conv1d{suffix}").bias,
             getattr(self, f"x_proj{suffix}").weight,
@@ -129,13 +135,21 @@ class Mamba(nn.Module):
             getattr(self, f"dt_proj{suffix}").bias.float(),
             True,  # delta_softplus
         )
-        if kernels:
-            return mamba_inner(xz, *args, backend="cuda")
-        return mamba_inner_time_major(xz, *args)
 
-    def forward(self, x: Tensor) -> Tensor:
-        kernels = use_cuda_kernels(self.backend, x)
-        out = self._direction(self._in_proj(x, kernels), "", project=True, kernels=kernels)
+    def _direction(self, xz: Tensor, suffix: str, project: bool, kernels: bool, reset: Tensor | None = None) -> Tensor:
+        if kernels:
+            return mamba_inner(xz, *self._args(suffix, project), backend="cuda")
+        return mamba_inner_time_major(xz, *self._args(suffix, project), reset=reset)
+
+    def forward(self, x: Tensor, reset: Tensor | None = None) -> Tensor:
+        which = scan_backend(self.backend, x)
+        if which == "triton":
+            xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)  # (b, l, 2 * d_inner)
+            return mamba_inner_channel_last(xz, *self._args("", True), reset=reset, backend=self.backend)
+        kernels = which == "cuda"
+        if kernels and reset is not None:
+            raise KernelUnavailableError("mamba-ssm's scan (backend cuda) cannot restart the state: use triton or torch")
+        out = self._direction(self._in_proj(x, kernels), "", project=True, kernels=kernels, reset=reset)
         return out if kernels else out.transpose(0, 1)
 
 
@@ -155,20 +169,28 @@ class BiMamba4(Mamba):
     def _stacked(self, name: str) -> list[Tensor]:
         return [getattr(self, name.replace("*", s)) for s in self.directions]
 
+    def _stacked_args(self) -> tuple:
+        """The four directions' parameters stacked as ``mamba_inner_directions`` takes them."""
+        convs = self._stacked("conv1d*")
+        return (
+            torch.cat([c.weight[:, 0] for c in convs]),
+            torch.cat([c.bias for c in convs]) if convs[0].bias is not None else None,
+            torch.stack([p.weight for p in self._stacked("x_proj*")]),
+            torch.stack([p.weight for p in self._stacked("dt_proj*")]),
+            -torch.exp(torch.cat(self._stacked("A*_log")).float()), torch.cat(self._stacked("D*")).float(),
+            torch.cat([p.bias for p in self._stacked("dt_proj*")]).float(), True,
+        )
+
     def forward(self, x: Tensor, orders: Tensor, inverses: Tensor) -> Tensor:
-        kernels = use_cuda_kernels(self.backend, x)
+        which = scan_backend(self.backend, x)
+        if which == "triton":
+            xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)  # (b, l, 2 * d_inner)
+            y = mamba_inner_directions_channel_last(xz, orders, inverses, *self._stacked_args(), backend=self.backend)
+            return F.linear(y / 4, self.out_proj.weight, self.out_proj.bias)
+        kernels = which == "cuda"
         xz = self._in_proj(x, kernels)
         if kernels:
-            convs = self._stacked("conv1d*")
-            y = mamba_inner_directions(
-                xz, orders, inverses,
-                torch.cat([c.weight[:, 0] for c in convs]),
-                torch.cat([c.bias for c in convs]) if convs[0].bias is not None else None,
-                torch.stack([p.weight for p in self._stacked("x_proj*")]),
-                torch.stack([p.weight for p in self._stacked("dt_proj*")]),
-                -torch.exp(torch.cat(self._stacked("A*_log")).float()), torch.cat(self._stacked("D*")).float(),
-                torch.cat([p.bias for p in self._stacked("dt_proj*")]).float(), True, backend="cuda",
-            )  # fmt: skip
+            y = mamba_inner_directions(xz, orders, inverses, *self._stacked_args(), backend="cuda")
             return F.linear(rearrange(y / 4, "b d l -> b l d"), self.out_proj.weight, self.out_proj.bias)
         y = sum(
             self._direction(xz.index_select(0, order), suffix, project=False, kernels=False).index_select(0, inverse)

@@ -89,6 +89,11 @@ class STARPretrain(nn.Module):
         # to the GPU every step, which CUDA graphs (torch.compile mode="reduce-overhead") cannot capture
         self.register_buffer("order", layout.order, persistent=False)
         self.register_buffer("pos_embed", sincos_2d(D, gh, gw)[layout.order], persistent=False)
+        # state_reset: the scan restarts at each image's first token (its separator), as int8 (l,)
+        starts = [p for p in cfg.geometry.image_starts[1:] if p < layout.num_tokens]
+        reset = torch.zeros(layout.num_tokens, dtype=torch.int8)
+        reset[starts] = 1
+        self.register_buffer("reset", reset if cfg.state_reset else None, persistent=False)
         self.separator = Separator(cfg.separator, cfg.sep_len, cfg.seq_multiplier, D)
         self.layers = build_encoder_layers(cfg, Mamba, cfg.drop_path)
 
@@ -169,8 +174,9 @@ class STARPretrain(nn.Module):
         x = x.reshape(n_seq, lay.seq_len, D)[:, : lay.num_tokens]
         feats: dict[int, Tensor] = {}
         residual = None
+        mixer_kwargs = {} if self.reset is None else {"reset": self.reset}
         for depth, block in enumerate(self.layers, start=1):
-            x, residual = block(x, residual)
+            x, residual = block(x, residual, **mixer_kwargs)
             if depth in self.taps:
                 feats[depth] = residual + x  # the stream after this block, fp32
         return [feats[t] for t in self.taps]

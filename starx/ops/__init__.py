@@ -1,10 +1,13 @@
-"""Kernel ops: the only place in starx that touches mamba-ssm / causal-conv1d.
+"""Kernel ops: the only place in starx that touches mamba-ssm / causal-conv1d or Triton.
 
-Every op takes ``backend`` = ``auto | cuda | torch``:
+Every op takes ``backend`` = ``auto | cuda | triton | torch``:
   * ``torch``: the pure-PyTorch twin (any device, autograd, exact sequential semantics);
-  * ``cuda``: the fused kernels; raises KernelUnavailableError (with the install hint) where
-    they or CUDA can't load, never a silent fallback;
-  * ``auto``: the kernels for CUDA tensors when they import, else the twin.
+  * ``cuda``: mamba-ssm / causal-conv1d's kernels; raises KernelUnavailableError (with the
+    install hint) where they or CUDA can't load, never a silent fallback;
+  * ``triton``: starx's Triton selective scan (starx.ops.triton_scan), which needs only torch's
+    Triton, with the Mamba mixer in channel-last layout; conv and add + LayerNorm use
+    causal-conv1d / mamba-ssm's kernels where they load, else their twins;
+  * ``auto``: for CUDA tensors the first of triton, cuda that runs (``scan_backend``), else the twin.
 """
 
 from starx.ops._kernels import (
@@ -14,10 +17,17 @@ from starx.ops._kernels import (
     check_backend,
     kernel_status,
     preload_kernels,
+    scan_backend,
     use_cuda_kernels,
 )
-from starx.ops.conv import causal_conv1d, causal_conv1d_time_major, causal_conv1d_torch
-from starx.ops.inner import mamba_inner, mamba_inner_directions, mamba_inner_time_major
+from starx.ops.conv import causal_conv1d, causal_conv1d_channel_last, causal_conv1d_time_major, causal_conv1d_torch
+from starx.ops.inner import (
+    mamba_inner,
+    mamba_inner_channel_last,
+    mamba_inner_directions,
+    mamba_inner_directions_channel_last,
+    mamba_inner_time_major,
+)
 from starx.ops.norm import add_layer_norm, add_layer_norm_torch
 from starx.ops.scan import selective_scan, selective_scan_ref, selective_scan_time_major, selective_scan_torch
 
@@ -28,14 +38,18 @@ __all__ = [
     "add_layer_norm",
     "add_layer_norm_torch",
     "causal_conv1d",
+    "causal_conv1d_channel_last",
     "causal_conv1d_time_major",
     "causal_conv1d_torch",
     "check_backend",
     "kernel_status",
     "mamba_inner",
+    "mamba_inner_channel_last",
     "mamba_inner_directions",
+    "mamba_inner_directions_channel_last",
     "mamba_inner_time_major",
     "preload_kernels",
+    "scan_backend",
     "selective_scan",
     "selective_scan_ref",
     "selective_scan_time_major",

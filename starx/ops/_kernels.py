@@ -123,10 +123,11 @@ def check_backend(backend: str) -> None:
 
 
 def use_cuda_kernels(backend: str, *tensors: torch.Tensor | None) -> bool:
-    """Resolve a backend for these tensors: True -> fused kernels, False -> torch twin.
+    """Whether an op other than the scan (conv, add + LayerNorm) runs mamba-ssm / causal-conv1d's
+    kernel (True) or its torch twin (False) for these tensors.
 
-    ``cuda`` raises if the kernels can't be used (never a silent fallback); ``auto`` picks the
-    kernels only when the tensors are on CUDA and the kernels import.
+    ``cuda`` raises if the kernels can't be used (never a silent fallback); ``auto`` and
+    ``triton`` (whose own kernel is the scan) use them when the tensors are on CUDA and they import.
     """
     check_backend(backend)
     if backend == "torch":
@@ -138,6 +139,47 @@ def use_cuda_kernels(backend: str, *tensors: torch.Tensor | None) -> bool:
             raise KernelUnavailableError("backend 'cuda' was given tensors that are not on a CUDA device")
         return True
     return on_cuda and torch.cuda.is_available() and _load()[0] is not None
+
+
+def _triton_error() -> str | None:
+    from starx.ops.triton_scan import triton_error
+
+    return triton_error()
+
+
+def triton_or_raise() -> None:
+    """Raise KernelUnavailableError unless starx's Triton scan can run here."""
+    if not torch.cuda.is_available():
+        raise KernelUnavailableError(
+            "backend 'triton' needs a CUDA device, and torch.cuda.is_available() is False here; "
+            "use backend='torch' (pure-PyTorch twin) or 'auto'"
+        )
+    err = _triton_error()
+    if err is not None:
+        raise KernelUnavailableError(f"backend 'triton' needs Triton: {err}")
+
+
+def scan_backend(backend: str, *tensors: torch.Tensor | None) -> str:
+    """Which selective scan (and so which mixer layout) runs for these tensors: ``triton``,
+    ``cuda`` or ``torch``. ``cuda`` and ``triton`` raise where they can't run (never a silent
+    fallback); ``auto`` takes the first of triton, cuda that runs on CUDA tensors, else torch."""
+    check_backend(backend)
+    if backend == "torch":
+        return "torch"
+    on_cuda = all(t is None or t.is_cuda for t in tensors)
+    if backend in ("cuda", "triton"):
+        if backend == "cuda":
+            kernels_or_raise()
+        else:
+            triton_or_raise()
+        if not on_cuda:
+            raise KernelUnavailableError(f"backend '{backend}' was given tensors that are not on a CUDA device")
+        return backend
+    if not (on_cuda and torch.cuda.is_available()):
+        return "torch"
+    if _triton_error() is None:
+        return "triton"
+    return "cuda" if _load()[0] is not None else "torch"
 
 
 def _version(dist: str) -> str | None:
@@ -163,8 +205,9 @@ def kernel_status() -> dict[str, Any]:
     causal_conv1d (installed versions or None), mamba_ssm_error and causal_conv1d_error (import
     error text or None), kernels_ok (bool), error (combined error text or None), scan_config
     (the scan chunking in use: MAMBA_SCAN_CONFIG on starx's build, else "stock"), torch_twin
-    (always True: the pure-PyTorch ops need nothing else), auto_backend (what ``auto`` picks
-    for CUDA tensors here), install_hint (None when the kernels load).
+    (always True: the pure-PyTorch ops need nothing else), triton (version or None) and
+    triton_error (why starx's Triton scan can't run, or None), auto_backend (the scan ``auto``
+    picks for CUDA tensors here), install_hint (None when the kernels load).
     """
     cuda = torch.cuda.is_available()
     kernels, err = _load()
@@ -182,6 +225,8 @@ def kernel_status() -> dict[str, Any]:
         "error": err,
         "scan_config": scan_config_mode(),
         "torch_twin": True,
-        "auto_backend": "cuda" if (cuda and kernels is not None) else "torch",
+        "triton": _version("triton"),
+        "triton_error": _triton_error(),
+        "auto_backend": scan_backend("auto", torch.empty(0, device="cuda")) if cuda else "torch",
         "install_hint": None if kernels is not None else INSTALL_HINT,
     }

@@ -5,6 +5,11 @@ Imported lazily: importing Triton costs about a second, which the CLI never pays
 Every tensor is addressed through its strides, so the kernels read the channel-first (b, d, l)
 layout of mamba-ssm and the channel-last (b, l, d) layout of the projections alike; in the
 channel-last one each time step's channels are one coalesced load.
+
+Addresses are a scalar base (sequence and step) plus a small int32 offset tensor (channel,
+state): tensors of 64-bit pointers would hold two registers per element, which in the backward
+cost more registers than the arithmetic and halved the programs resident per multiprocessor.
+Each program runs a whole sequence, so all of them must be resident at once (one wave).
 """
 
 import triton
@@ -13,16 +18,34 @@ import triton.language as tl
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
-@triton.jit
-def _log1p(y):
-    # log(1 + y), accurate for small y (Goldberg); libdevice's log1p is not in the interpreter
-    w = 1.0 + y
-    return tl.where(w == 1.0, y, tl.log(w) * y / (w - 1.0))
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
 def _softplus(v):
-    return tl.where(v <= 20.0, _log1p(tl.exp(v)), v)
+    # log(1 + e^v), with log1p's accuracy for small e^v (Goldberg's trick) and fast reciprocals:
+    # these run once per channel and step, beside the per-state work
+    e = tl.exp2(v * LOG2E)
+    w = 1.0 + e
+    lp = tl.where(w == 1.0, e, tl.log2(w) * LN2 * tl.math.fdiv(e, w - 1.0))
+    return tl.where(v <= 20.0, lp, v)
+
+
+@triton.jit
+def _sigmoid(v):
+    return tl.math.fdiv(1.0, 1.0 + tl.exp2(-v * LOG2E))
+
+
+@triton.jit
+def _load_step(u_p, dt_p, B_p, C_p, z_p, r_p, ok, HAS_Z: tl.constexpr, HAS_RESET: tl.constexpr):
+    """One step's inputs as stored (masked off past the end: they are never used there)."""
+    u = tl.load(u_p, mask=ok, other=0.0)
+    dt = tl.load(dt_p, mask=ok, other=0.0)
+    Bt = tl.load(B_p, mask=ok, other=0.0)
+    Ct = tl.load(C_p, mask=ok, other=0.0)
+    z = tl.load(z_p, mask=ok, other=0.0) if HAS_Z else u
+    r = tl.load(r_p, mask=ok, other=0) if HAS_RESET else 0
+    return u, dt, Bt, Ct, z, r
 
 
 @triton.jit
@@ -39,45 +62,60 @@ def scan_fwd(
     With SAVE_STATES, the state after every T-th step goes to state_ptr (b, tiles, d, n), fp32."""
     b = tl.program_id(1).to(tl.int64)
     d0 = tl.program_id(0) * BD
-    offs_d = d0 + tl.arange(0, BD)
-    offs_n = tl.arange(0, N)
+    cd = d0 + tl.arange(0, BD)  # this program's channels
+    cn = tl.arange(0, N)
     grp = d0 // DPG
-    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :]).to(tl.float32) * LOG2E
+    A2 = tl.load(A_ptr + cd[:, None] * N + cn[None, :]).to(tl.float32) * LOG2E
     if HAS_D:
-        Dv = tl.load(D_ptr + offs_d).to(tl.float32)
+        Dv = tl.load(D_ptr + cd).to(tl.float32)
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d).to(tl.float32)
-    u_p = u_ptr + b * su_b + offs_d * su_d
-    dt_p = dt_ptr + b * sdt_b + offs_d * sdt_d
-    z_p = z_ptr + b * sz_b + offs_d * sz_d
-    o_p = out_ptr + b * so_b + offs_d * so_d
-    B_p = B_ptr + b * sB_b + grp * sB_g + offs_n * sB_n
-    C_p = C_ptr + b * sC_b + grp * sC_g + offs_n * sC_n
-    s_p = state_ptr + (b * tl.cdiv(L, T) * DIM + offs_d[:, None]) * N + offs_n[None, :]
+        bias = tl.load(bias_ptr + cd).to(tl.float32)
+    u_p = u_ptr + b * su_b
+    dt_p = dt_ptr + b * sdt_b
+    z_p = z_ptr + b * sz_b
+    o_p = out_ptr + b * so_b
+    B_p = B_ptr + b * sB_b + grp * sB_g
+    C_p = C_ptr + b * sC_b + grp * sC_g
+    r_p = reset_ptr + b * sr_b
+    s_p = state_ptr + b * tl.cdiv(L, T) * DIM * N + d0 * N
+    tile = tl.arange(0, BD)[:, None] * N + cn[None, :]
     h = tl.zeros((BD, N), tl.float32)
+    # each step's inputs are loaded one step ahead (loop-carried), so their latency overlaps the
+    # previous step's arithmetic instead of stalling the sequential loop
+    nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
+                                         z_p + cd * sz_d, r_p, L > 0, HAS_Z, HAS_RESET)
     for t in tl.range(0, L, loop_unroll_factor=UNROLL, num_stages=STAGES):
-        u = tl.load(u_p + t * su_l).to(tl.float32)
-        dt = tl.load(dt_p + t * sdt_l).to(tl.float32)
+        u, dt, Bt, Ct, z, r = nu, ndt, nB, nC, nz, nr
+        u_p += su_l
+        dt_p += sdt_l
+        z_p += sz_l
+        B_p += sB_l
+        C_p += sC_l
+        r_p += 1
+        nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
+                                             z_p + cd * sz_d, r_p, t + 1 < L, HAS_Z, HAS_RESET)
+        u = u.to(tl.float32)
+        dt = dt.to(tl.float32)
         if HAS_BIAS:
             dt += bias
         if SOFTPLUS:
             dt = _softplus(dt)
-        Bt = tl.load(B_p + t * sB_l).to(tl.float32)
-        Ct = tl.load(C_p + t * sC_l).to(tl.float32)
         a = tl.exp2(dt[:, None] * A2)
         if HAS_RESET:
-            a = tl.where(tl.load(reset_ptr + b * sr_b + t) != 0, 0.0, a)
-        h = a * h + (dt * u)[:, None] * Bt[None, :]
-        y = tl.sum(h * Ct[None, :], axis=1)
+            a = tl.where(r != 0, 0.0, a)
+        h = a * h + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
+        y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1)
         if HAS_D:
             y += Dv * u
         if HAS_Z:
-            z = tl.load(z_p + t * sz_l).to(tl.float32)
-            y = y * z * tl.sigmoid(z)
-        tl.store(o_p + t * so_l, y.to(out_ptr.dtype.element_ty))
+            z = z.to(tl.float32)
+            y = y * z * _sigmoid(z)
+        tl.store(o_p + cd * so_d, y.to(out_ptr.dtype.element_ty))
+        o_p += so_l
         if SAVE_STATES:
             if t % T == T - 1:
-                tl.store(s_p + (t // T) * DIM * N, h)
+                tl.store(s_p + tile, h)
+                s_p += DIM * N
 
 
 @triton.jit
@@ -92,9 +130,11 @@ def scan_bwd(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_RESET: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
-    """Walks the tiles of T steps from the last: recomputes the tile's states from the state the
-    forward saved before it (into this program's slice of work_ptr, which stays in cache), then
-    runs the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the tile.
+    """Walks the tiles of T steps from the last. A forward sweep over the tile restarts from the
+    state the forward saved before it and computes what needs the state h_t but not the adjoint
+    (the output's gradients dz, dy and dC), keeping a_t h_{t-1} and dy for the second sweep in this
+    program's slice of work_ptr (it stays in cache); the second sweep runs the adjoint
+    g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the tile.
 
     du, ddt, dz share one layout (strides sdu_*); dB, dC: fp32 (b, d/BD, l, n) per-block partial
     sums (strides sdB_b, sdB_l; summed over blocks by torch); dA (b, d, n), dD and dbias (b, d):
@@ -102,29 +142,31 @@ def scan_bwd(
     b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(0)
     d0 = pid_d * BD
-    offs_d = d0 + tl.arange(0, BD)
-    offs_n = tl.arange(0, N)
+    cd = d0 + tl.arange(0, BD)
+    cn = tl.arange(0, N)
     grp = d0 // DPG
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :]).to(tl.float32)
-    A2 = A * LOG2E
+    tile = tl.arange(0, BD)[:, None] * N + cn[None, :]
+    A2 = tl.load(A_ptr + d0 * N + tile).to(tl.float32) * LOG2E
     if HAS_D:
-        Dv = tl.load(D_ptr + offs_d).to(tl.float32)
+        Dv = tl.load(D_ptr + cd).to(tl.float32)
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d).to(tl.float32)
-    u_p = u_ptr + b * su_b + offs_d * su_d
-    dt_p = dt_ptr + b * sdt_b + offs_d * sdt_d
-    z_p = z_ptr + b * sz_b + offs_d * sz_d
-    g_p = dout_ptr + b * sg_b + offs_d * sg_d
-    B_p = B_ptr + b * sB_b + grp * sB_g + offs_n * sB_n
-    C_p = C_ptr + b * sC_b + grp * sC_g + offs_n * sC_n
-    du_p = du_ptr + b * sdu_b + offs_d * sdu_d
-    ddt_p = ddt_ptr + b * sdu_b + offs_d * sdu_d
-    dz_p = dz_ptr + b * sdu_b + offs_d * sdu_d
-    dB_p = dB_ptr + b * sdB_b + pid_d * N * L + offs_n
-    dC_p = dC_ptr + b * sdB_b + pid_d * N * L + offs_n
+        bias = tl.load(bias_ptr + cd).to(tl.float32)
+    u_0 = u_ptr + b * su_b
+    dt_0 = dt_ptr + b * sdt_b
+    z_0 = z_ptr + b * sz_b
+    g_0 = dout_ptr + b * sg_b
+    B_0 = B_ptr + b * sB_b + grp * sB_g
+    C_0 = C_ptr + b * sC_b + grp * sC_g
+    du_0 = du_ptr + b * sdu_b
+    ddt_0 = ddt_ptr + b * sdu_b
+    dz_0 = dz_ptr + b * sdu_b
+    dB_0 = dB_ptr + b * sdB_b + pid_d * N * L
+    dC_0 = dC_ptr + b * sdB_b + pid_d * N * L
+    r_0 = reset_ptr + b * sr_b
     n_tiles = tl.cdiv(L, T)
-    s_p = state_ptr + (b * n_tiles * DIM + offs_d[:, None]) * N + offs_n[None, :]
-    w_p = work_ptr + ((b * tl.num_programs(0) + pid_d) * T * BD + offs_d[:, None] - d0) * N + offs_n[None, :]
+    s_0 = state_ptr + b * n_tiles * DIM * N + d0 * N
+    w_h = work_ptr + (b * tl.num_programs(0) + pid_d) * T * BD * (N + 1)  # T x (BD, N): a_t h_{t-1}
+    w_dy = w_h + T * BD * N  # T x (BD,): dy_t
     carry = tl.zeros((BD, N), tl.float32)  # a_{t+1} g_{t+1}
     dA_acc = tl.zeros((BD, N), tl.float32)
     dD_acc = tl.zeros((BD,), tl.float32)
@@ -133,73 +175,111 @@ def scan_bwd(
         c = n_tiles - 1 - cc
         t0 = c * T
         if c > 0:
-            h = tl.load(s_p + (c - 1) * DIM * N)
+            h = tl.load(s_0 + (c - 1) * DIM * N + tile)
         else:
             h = tl.zeros((BD, N), tl.float32)
         steps = tl.minimum(T, L - t0)
-        for i in tl.range(0, steps, loop_unroll_factor=UNROLL, num_stages=STAGES):  # the tile's states h_t, into the work buffer
-            t = t0 + i
-            u = tl.load(u_p + t * su_l).to(tl.float32)
-            dt = tl.load(dt_p + t * sdt_l).to(tl.float32)
+        u_p, dt_p, z_p, g_p = u_0 + t0 * su_l, dt_0 + t0 * sdt_l, z_0 + t0 * sz_l, g_0 + t0 * sg_l
+        B_p, C_p, dz_p, dC_p, r_p = B_0 + t0 * sB_l, C_0 + t0 * sC_l, dz_0 + t0 * sdu_l, dC_0 + t0 * sdB_l, r_0 + t0
+        # (inputs loaded one step ahead, as in scan_fwd)
+        nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
+                                             z_p + cd * sz_d, r_p, steps > 0, HAS_Z, HAS_RESET)
+        ng = tl.load(g_p + cd * sg_d, mask=steps > 0, other=0.0)
+        for i in tl.range(0, steps, loop_unroll_factor=UNROLL, num_stages=STAGES):  # forward through the tile
+            u, dt, Bt, Ct, z, r, dout = nu, ndt, nB, nC, nz, nr, ng
+            u_p += su_l
+            dt_p += sdt_l
+            z_p += sz_l
+            g_p += sg_l
+            B_p += sB_l
+            C_p += sC_l
+            r_p += 1
+            ok = i + 1 < steps
+            nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n,
+                                                 C_p + cn * sC_n, z_p + cd * sz_d, r_p, ok, HAS_Z, HAS_RESET)
+            ng = tl.load(g_p + cd * sg_d, mask=ok, other=0.0)
+            u = u.to(tl.float32)
+            dt = dt.to(tl.float32)
+            dout = dout.to(tl.float32)
             if HAS_BIAS:
                 dt += bias
             if SOFTPLUS:
                 dt = _softplus(dt)
-            Bt = tl.load(B_p + t * sB_l).to(tl.float32)
             a = tl.exp2(dt[:, None] * A2)
             if HAS_RESET:
-                a = tl.where(tl.load(reset_ptr + b * sr_b + t) != 0, 0.0, a)
-            h = a * h + (dt * u)[:, None] * Bt[None, :]
-            tl.store(w_p + i * BD * N, h)
-        for j in tl.range(0, steps, loop_unroll_factor=UNROLL, num_stages=STAGES):  # the adjoint, backwards through the tile
-            i = steps - 1 - j
-            t = t0 + i
-            u = tl.load(u_p + t * su_l).to(tl.float32)
-            raw = tl.load(dt_p + t * sdt_l).to(tl.float32)
+                a = tl.where(r != 0, 0.0, a)
+            ah = a * h
+            h = ah + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
+            if HAS_Z:
+                z = z.to(tl.float32)
+                y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1)
+                if HAS_D:
+                    y += Dv * u
+                sz = _sigmoid(z)
+                tl.store(dz_p + cd * sdu_d, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty))
+                dy = dout * z * sz
+            else:
+                dy = dout
+            tl.store(dC_p + cn, tl.sum(h * dy[:, None], axis=0))
+            tl.store(w_h + i * BD * N + tile, ah)
+            tl.store(w_dy + i * BD + tl.arange(0, BD), dy)
+            dz_p += sdu_l
+            dC_p += sdB_l
+        last = t0 + steps - 1
+        u_p, dt_p, B_p, C_p = u_0 + last * su_l, dt_0 + last * sdt_l, B_0 + last * sB_l, C_0 + last * sC_l
+        du_p, ddt_p, dB_p, r_p = du_0 + last * sdu_l, ddt_0 + last * sdu_l, dB_0 + last * sdB_l, r_0 + last
+        nu, ndt, nB, nC, _, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
+                                            u_p, r_p, steps > 0, False, HAS_RESET)
+        ndy = tl.load(w_dy + (steps - 1) * BD + tl.arange(0, BD), mask=steps > 0, other=0.0)
+        nah = tl.load(w_h + (steps - 1) * BD * N + tile, mask=steps > 0, other=0.0)
+        for j in tl.range(0, steps, loop_unroll_factor=UNROLL, num_stages=STAGES):  # backwards through it
+            u, raw, Bt, Ct, r, dy, ah = nu, ndt, nB, nC, nr, ndy, nah
+            u_p -= su_l
+            dt_p -= sdt_l
+            B_p -= sB_l
+            C_p -= sC_l
+            r_p -= 1
+            i = steps - 2 - j  # the step loaded ahead
+            ok = i >= 0
+            nu, ndt, nB, nC, _, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n,
+                                                C_p + cn * sC_n, u_p, r_p, ok, False, HAS_RESET)
+            ndy = tl.load(w_dy + i * BD + tl.arange(0, BD), mask=ok, other=0.0)
+            nah = tl.load(w_h + i * BD * N + tile, mask=ok, other=0.0)
+            u = u.to(tl.float32)
+            raw = raw.to(tl.float32)
+            Bt = Bt.to(tl.float32)
             if HAS_BIAS:
                 raw += bias
             if SOFTPLUS:
                 dt = _softplus(raw)
             else:
                 dt = raw
-            Bt = tl.load(B_p + t * sB_l).to(tl.float32)
-            Ct = tl.load(C_p + t * sC_l).to(tl.float32)
-            dout = tl.load(g_p + t * sg_l).to(tl.float32)
-            ht = tl.load(w_p + i * BD * N)
-            if HAS_Z:
-                z = tl.load(z_p + t * sz_l).to(tl.float32)
-                y = tl.sum(ht * Ct[None, :], axis=1)
-                if HAS_D:
-                    y += Dv * u
-                sz = tl.sigmoid(z)
-                tl.store(dz_p + t * sdu_l, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty))
-                dy = dout * z * sz
-            else:
-                dy = dout
-            g = carry + dy[:, None] * Ct[None, :]  # dL/dh_t
-            x = (dt * u)[:, None] * Bt[None, :]
-            q = g * (ht - x)  # g_t a_t h_{t-1}
+            g = carry + dy[:, None] * Ct.to(tl.float32)[None, :]  # dL/dh_t
+            q = g * ah  # g_t a_t h_{t-1}: dL/d(dt_t A) per state
+            dtu = dt * u
             gB = tl.sum(g * Bt[None, :], axis=1)
-            ddt = gB * u + tl.sum(q * A, axis=1)
+            ddt = gB * u + tl.sum(q * A2, axis=1) * LN2  # (A2 = A log2 e)
             du = gB * dt
             if HAS_D:
                 du += Dv * dy
                 dD_acc += dy * u
             dA_acc += q * dt[:, None]
             if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(raw)
+                ddt = ddt * _sigmoid(raw)
             if HAS_BIAS:
                 dbias_acc += ddt
-            tl.store(du_p + t * sdu_l, du.to(du_ptr.dtype.element_ty))
-            tl.store(ddt_p + t * sdu_l, ddt.to(ddt_ptr.dtype.element_ty))
-            tl.store(dB_p + t * sdB_l, tl.sum(g * (dt * u)[:, None], axis=0))
-            tl.store(dC_p + t * sdB_l, tl.sum(ht * dy[:, None], axis=0))
+            tl.store(du_p + cd * sdu_d, du.to(du_ptr.dtype.element_ty))
+            tl.store(ddt_p + cd * sdu_d, ddt.to(ddt_ptr.dtype.element_ty))
+            tl.store(dB_p + cn, tl.sum(g * dtu[:, None], axis=0))
             a = tl.exp2(dt[:, None] * A2)
             if HAS_RESET:
-                a = tl.where(tl.load(reset_ptr + b * sr_b + t) != 0, 0.0, a)
+                a = tl.where(r != 0, 0.0, a)
             carry = a * g
-    tl.store(dA_ptr + (b * DIM + offs_d[:, None]) * N + offs_n[None, :], dA_acc)
+            du_p -= sdu_l
+            ddt_p -= sdu_l
+            dB_p -= sdB_l
+    tl.store(dA_ptr + (b * DIM + d0) * N + tile, dA_acc)
     if HAS_D:
-        tl.store(dD_ptr + b * DIM + offs_d, dD_acc)
+        tl.store(dD_ptr + b * DIM + cd, dD_acc)
     if HAS_BIAS:
-        tl.store(dbias_ptr + b * DIM + offs_d, dbias_acc)
+        tl.store(dbias_ptr + b * DIM + cd, dbias_acc)

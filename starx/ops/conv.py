@@ -32,11 +32,23 @@ def causal_conv1d_torch(x: Tensor, weight: Tensor, bias: Tensor | None = None, a
     return F.silu(out) if activation is not None else out
 
 
+def segment_masks(seq_idx: Tensor | None, width: int) -> list[Tensor | None]:
+    """For each shift s = 1..width-1, whether x[t - s] is in t's segment ((l,) or (b, l) bools;
+    None everywhere without segments). seq_idx: segment ids, nondecreasing along time."""
+    if seq_idx is None:
+        return [None] * (width - 1)
+    pad = F.pad(seq_idx, (width - 1, 0), value=-1)
+    L = seq_idx.shape[-1]
+    return [pad[..., width - 1 - s : width - 1 - s + L] == seq_idx for s in range(1, width)]
+
+
 def causal_conv1d_time_major(
-    x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,
+    seq_idx: Tensor | None = None,
 ) -> Tensor:
     """The twin in time-major layout: x (l, b, d) -> (l, b, d), as w shifted multiply-adds
-    (cheaper here than transposing to the (b, d, l) layout a grouped conv wants)."""
+    (cheaper here than transposing to the (b, d, l) layout a grouped conv wants). With
+    ``seq_idx`` ((l,) or (b, l) segment ids) no output reads an input of an earlier segment."""
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
     width, L = weight.shape[1], x.shape[0]
@@ -44,8 +56,41 @@ def causal_conv1d_time_major(
     out = xp[width - 1 :] * weight[:, width - 1]
     if bias is not None:
         out = out + bias
-    for k in range(width - 1):
-        out = torch.addcmul(out, xp[k : k + L], weight[:, k])
+    for k, same in zip(range(width - 1), reversed(segment_masks(seq_idx, width))):
+        shifted = xp[k : k + L]
+        if same is not None:
+            shifted = shifted * (same.t() if same.dim() == 2 else same[:, None])[..., None].to(x.dtype)
+        out = torch.addcmul(out, shifted, weight[:, k])
+    return F.silu(out) if activation is not None else out
+
+
+def causal_conv1d_channel_last(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None, backend: str = "auto",
+    seq_idx: Tensor | None = None,
+) -> Tensor:
+    """x (b, l, d) -> (b, l, d) contiguous, the channel-last layout of the Triton mixer. With
+    ``seq_idx`` ((l,) or (b, l) segment ids) no output reads an input of an earlier segment.
+
+    causal-conv1d's kernel reads channel-last input natively; it runs where ``backend`` allows
+    it (eagerly: under torch.compile the twin, w shifted multiply-adds, fuses into one kernel)."""
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    if not torch.compiler.is_compiling() and use_cuda_kernels(backend, x):
+        x_bdl = x.contiguous().transpose(1, 2)  # (b, d, l) with channels contiguous
+        if seq_idx is not None:
+            seq_idx = seq_idx.to(torch.int32).expand(x.shape[0], x.shape[1]).contiguous()
+        return kernels_or_raise().causal_conv1d_fn(x_bdl, weight, bias, seq_idx=seq_idx,
+                                                   activation=activation).transpose(1, 2)
+    width, L = weight.shape[1], x.shape[1]
+    xp = F.pad(x, (0, 0, width - 1, 0))  # zeros before t = 0
+    out = xp[:, width - 1 :] * weight[:, width - 1]
+    if bias is not None:
+        out = out + bias
+    for k, same in zip(range(width - 1), reversed(segment_masks(seq_idx, width))):
+        shifted = xp[:, k : k + L]
+        if same is not None:
+            shifted = shifted * (same if same.dim() == 2 else same[None])[..., None].to(x.dtype)
+        out = torch.addcmul(out, shifted, weight[:, k])
     return F.silu(out) if activation is not None else out
 
 

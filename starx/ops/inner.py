@@ -19,8 +19,10 @@ from einops import rearrange
 from torch import Tensor
 
 from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
-from starx.ops.conv import causal_conv1d, causal_conv1d_time_major
+from starx.ops.conv import causal_conv1d, causal_conv1d_channel_last, causal_conv1d_time_major
+from starx.ops.permute import gather_directions, scatter_directions
 from starx.ops.scan import selective_scan, selective_scan_time_major
+from starx.ops.triton_scan import selective_scan_triton
 
 
 def mamba_inner(
@@ -85,16 +87,20 @@ def mamba_inner_time_major(
     D: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = True,
+    reset: Tensor | None = None,
 ) -> Tensor:
     """The torch twin of ``mamba_inner`` in time-major layout, which it computes in:
-    xz (l, b, 2*d_inner) -> (l, b, d_model), or (l, b, d_inner) without out_proj_weight."""
+    xz (l, b, 2*d_inner) -> (l, b, d_model), or (l, b, d_inner) without out_proj_weight.
+    ``reset`` ((l,) or (b, l)) restarts the scan's state at marked steps, and the conv reads
+    nothing from before them."""
     dt_rank, n = delta_proj_weight.shape[1], A.shape[1]
     x, z = xz.chunk(2, dim=-1)
-    x = causal_conv1d_time_major(x, conv1d_weight[:, 0], conv1d_bias, "silu")
+    seq_idx = None if reset is None else reset.to(torch.int32).cumsum(-1)  # the conv restarts with the scan
+    x = causal_conv1d_time_major(x, conv1d_weight[:, 0], conv1d_bias, "silu", seq_idx)
     x_dbl = F.linear(x, x_proj_weight)  # (l, b, dt_rank + 2n)
     dt = F.linear(x_dbl[..., :dt_rank], delta_proj_weight)
     B, C = x_dbl[..., dt_rank : dt_rank + n], x_dbl[..., dt_rank + n :]
-    y = selective_scan_time_major(x, dt, A, B, C, D, z, delta_bias, delta_softplus)
+    y = selective_scan_time_major(x, dt, A, B, C, D, z, delta_bias, delta_softplus, reset)
     if out_proj_weight is None:
         return y
     return F.linear(y, out_proj_weight, out_proj_bias)
@@ -135,3 +141,77 @@ def mamba_inner_directions(
                        delta_softplus=delta_softplus, backend=backend)
     back = inverses.view(1, g, 1, L).expand(b, g, di, L)
     return y.view(b, g, di, L).gather(3, back).sum(1)
+
+
+def mamba_inner_channel_last(
+    xz: Tensor,
+    conv1d_weight: Tensor,
+    conv1d_bias: Tensor | None,
+    x_proj_weight: Tensor,
+    delta_proj_weight: Tensor,
+    out_proj_weight: Tensor | None,
+    out_proj_bias: Tensor | None,
+    A: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    reset: Tensor | None = None,
+    backend: str = "triton",
+) -> Tensor:
+    """``mamba_inner`` in channel-last layout on the Triton scan: xz (b, l, 2*d_inner) ->
+    (b, l, d_model), or (b, l, d_inner) without out_proj_weight.
+
+    The projections' natural layout all the way: the conv reads channel-last, x_proj, dt_proj
+    and out_proj are plain linears over (b, l, .), and the scan reads B and C as strided views
+    of x_proj's output, so no transpose copy is made. ``reset`` ((l,) or (b, l)) restarts the
+    scan's state at marked steps, and the conv reads nothing from before them.
+    conv1d_weight is nn.Conv1d's (d_inner, 1, w).
+    """
+    dt_rank, n = delta_proj_weight.shape[1], A.shape[1]
+    x, z = xz.chunk(2, dim=-1)
+    seq_idx = None if reset is None else reset.to(torch.int32).cumsum(-1)  # the conv restarts with the scan
+    x = causal_conv1d_channel_last(x, conv1d_weight[:, 0], conv1d_bias, "silu", backend=backend, seq_idx=seq_idx)
+    x_dbl = F.linear(x, x_proj_weight)  # (b, l, dt_rank + 2n)
+    dt = F.linear(x_dbl[..., :dt_rank], delta_proj_weight)
+    B, C = x_dbl[..., dt_rank : dt_rank + n], x_dbl[..., dt_rank + n :]
+    y = selective_scan_triton(x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D,
+                              z.transpose(1, 2), delta_bias, delta_softplus, reset).transpose(1, 2)
+    if out_proj_weight is None:
+        return y
+    return F.linear(y, out_proj_weight, out_proj_bias)
+
+
+def mamba_inner_directions_channel_last(
+    xz: Tensor,
+    orders: Tensor,
+    inverses: Tensor,
+    conv1d_weight: Tensor,
+    conv1d_bias: Tensor | None,
+    x_proj_weight: Tensor,
+    delta_proj_weight: Tensor,
+    A: Tensor,
+    D: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool = True,
+    backend: str = "triton",
+) -> Tensor:
+    """``mamba_inner_directions`` in channel-last layout on the Triton scan: xz (b, l, 2*di) ->
+    (b, l, di), the sum over directions mapped back to xz's token order. Parameters as there.
+
+    The token orders are applied by permutation ops whose backward is the inverse permutation
+    (a gather, never an index_put with accumulation), and the directions are stacked along
+    channels so that one conv and one grouped scan serve all of them.
+    """
+    (g, L), (b, two_di) = orders.shape, (xz.shape[0], xz.shape[2])
+    di, n, dt_rank = two_di // 2, A.shape[1], delta_proj_weight.shape[2]
+    xs = scatter_directions(xz, orders, inverses)  # (b, g, l, 2*di): direction j reads xz in orders[j]
+    xs = xs.permute(0, 2, 1, 3)  # (b, l, g, 2*di)
+    x = xs[..., :di].reshape(b, L, g * di)
+    z = xs[..., di:].reshape(b, L, g * di)
+    x = causal_conv1d_channel_last(x, conv1d_weight, conv1d_bias, "silu", backend=backend)
+    x_dbl = torch.einsum("blgd,gkd->blgk", x.view(b, L, g, di), x_proj_weight.to(x.dtype))
+    dt, B, C = x_dbl.split([dt_rank, n, n], dim=3)
+    dt = torch.einsum("blgr,gdr->blgd", dt, delta_proj_weight.to(dt.dtype)).reshape(b, L, g * di)
+    y = selective_scan_triton(x.transpose(1, 2), dt.transpose(1, 2), A, B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1),
+                              D, z.transpose(1, 2), delta_bias, delta_softplus)  # (b, g*di, l), channel-last
+    return gather_directions(y.transpose(1, 2).view(b, L, g, di).transpose(1, 2), orders, inverses)

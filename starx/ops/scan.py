@@ -8,6 +8,9 @@ state n, step t::
     y_t   = sum_n C[b, n, t] * h_t[n] + D[d] * u_t
     out_t = y_t * silu(z_t)                     (z optional)
 
+With ``reset`` ((l,) or (b, l), nonzero at step t) the state restarts there: h_t = dt_t B_t u_t,
+as if exp(dt_t A) were 0 (images packed in one sequence that must not see each other).
+
 Shapes: u, delta, z (b, d, l); A (d, n); B, C (b, n, l); D, delta_bias (d,). The state is
 computed in fp32 (fp64 if the inputs are fp64); the output has u's dtype.
 """
@@ -18,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from starx.ops._kernels import use_cuda_kernels
+from starx.ops._kernels import KernelUnavailableError, scan_backend
 from starx.ops._scan_op import selective_scan_kernel
+from starx.ops.triton_scan import selective_scan_triton
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -73,6 +77,7 @@ def selective_scan_ref(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    reset: Tensor | None = None,
 ) -> Tensor:
     """The scan written step by step from the equations: slow, the oracle for the twin and kernels."""
     _check_shapes(u, delta, A, B, C)
@@ -80,9 +85,12 @@ def selective_scan_ref(
     u_, A_, B_, C_ = u.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype)
     dt = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
     h = u_.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    keep = None if reset is None else (reset == 0).to(dtype).expand(u.shape[0], u.shape[2])
     ys = []
     for t in range(u.shape[2]):
         decay = torch.exp(dt[:, :, t, None] * A_)  # (b, d, n)
+        if keep is not None:
+            decay = decay * keep[:, t, None, None]
         h = decay * h + dt[:, :, t, None] * B_[:, None, :, t] * u_[:, :, t, None]
         ys.append((h * C_[:, None, :, t]).sum(-1))
     y = torch.stack(ys, dim=-1)
@@ -112,8 +120,11 @@ class _ScanCore(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, w: Tensor, chunk: int | None) -> Tensor:
+    def forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, w: Tensor, chunk: int | None,
+                keep: Tensor | None = None) -> Tensor:
         # Time-major: dt, w (l, b, d); A (d, n); B, C (l, b, n); all in the compute dtype.
+        # keep (l, b or 1, 1, 1): 0 where the state restarts (reset), else 1.
+        ctx.keep = keep
         with torch.autocast(dt.device.type, enabled=False):  # the state stays in the compute dtype
             return _ScanCore._forward(ctx, dt, A, B, C, w, chunk)
 
@@ -135,7 +146,7 @@ class _ScanCore(torch.autograd.Function):
         for c, s in enumerate(starts):
             e = min(s + T, L)
             ac, hc = a[: e - s], h[: e - s]
-            _chunk_states(ac, hc, dt_l[s:e], w_l[s:e], A, B_l[s:e], ends[c - 1] if c else None)
+            _chunk_states(ac, hc, dt_l[s:e], w_l[s:e], A, B_l[s:e], ends[c - 1] if c else None, _rows(ctx.keep, s, e))
             ends[c].copy_(hc[-1])
             # (mul + sum beats bmm for these many tiny mat-vecs on CPU)
             torch.sum(torch.mul(hc, C_l[s:e, :, None, :], out=tmp[: e - s]), -1, out=y[s:e])
@@ -159,7 +170,7 @@ class _ScanCore(torch.autograd.Function):
             e = min(s + T, L)
             ac, hc, gc, tc = a[: e - s], h[: e - s], g[: e - s], tmp[: e - s]
             h0 = ends[c - 1] if c else None
-            _chunk_states(ac, hc, dt_l[s:e], w_l[s:e], A, B_l[s:e], h0)
+            _chunk_states(ac, hc, dt_l[s:e], w_l[s:e], A, B_l[s:e], h0, _rows(ctx.keep, s, e))
             torch.mul(dy_l[s:e, :, :, None], C_l[s:e, :, None, :], out=gc)  # direct dL/dh_t
             if carry is not None:
                 gc[-1].add_(carry)
@@ -177,12 +188,20 @@ class _ScanCore(torch.autograd.Function):
                 q[0].mul_(h0)
             torch.sum(torch.mul(q, A, out=tc), -1, out=ddt[s:e])
             dA += torch.mul(q, dt_l[s:e, :, :, None], out=tc).sum((0, 1))
-        return ddt, dA, dB, dC, dw, None
+        return ddt, dA, dB, dC, dw, None, None
 
 
-def _chunk_states(a: Tensor, h: Tensor, dt: Tensor, w: Tensor, A: Tensor, B: Tensor, h0: Tensor | None) -> None:
-    """Fill a with exp(dt A) and h with the states of one chunk, starting from state h0."""
+def _rows(keep: Tensor | None, s: int, e: int) -> Tensor | None:
+    return None if keep is None else keep[s:e]
+
+
+def _chunk_states(a: Tensor, h: Tensor, dt: Tensor, w: Tensor, A: Tensor, B: Tensor, h0: Tensor | None,
+                  keep: Tensor | None = None) -> None:
+    """Fill a with exp(dt A) (times keep: 0 where the state restarts) and h with the states of
+    one chunk, starting from state h0."""
     torch.mul(dt[..., None], A, out=a).exp_()
+    if keep is not None:
+        a.mul_(keep)
     torch.mul(w[..., None], B[:, :, None, :], out=h)  # x_t = w_t B_t
     if h0 is not None:
         h[0].addcmul_(a[0], h0)
@@ -191,8 +210,17 @@ def _chunk_states(a: Tensor, h: Tensor, dt: Tensor, w: Tensor, A: Tensor, B: Ten
 
 
 @torch.compiler.disable  # an opaque call for torch.compile: its step loop would unroll into a huge graph
-def _scan_core(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, w: Tensor, chunk: int | None) -> Tensor:
-    return _ScanCore.apply(dt, A, B, C, w, chunk)
+def _scan_core(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, w: Tensor, chunk: int | None,
+               keep: Tensor | None = None) -> Tensor:
+    return _ScanCore.apply(dt, A, B, C, w, chunk, keep)
+
+
+def _keep_time_major(reset: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """reset (l,) or (b, l) -> keep (l, b or 1, 1, 1): 0 where the state restarts, else 1."""
+    if reset is None:
+        return None
+    keep = (reset == 0).to(dtype)
+    return (keep[:, None] if keep.dim() == 1 else keep.t())[:, :, None, None].contiguous()
 
 
 def selective_scan_time_major(
@@ -205,6 +233,7 @@ def selective_scan_time_major(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    reset: Tensor | None = None,
     *,
     chunk_len: int | None = None,
 ) -> Tensor:
@@ -220,7 +249,7 @@ def selective_scan_time_major(
         dt = dt + delta_bias.to(dtype)
     if delta_softplus:
         dt = F.softplus(dt)
-    y = _scan_core(dt, A.to(dtype), B.to(dtype), C.to(dtype), dt * u_, chunk_len)
+    y = _scan_core(dt, A.to(dtype), B.to(dtype), C.to(dtype), dt * u_, chunk_len, _keep_time_major(reset, dtype))
     if D is not None:
         y = y + u_ * D.to(dtype)
     if z is not None:
@@ -238,6 +267,7 @@ def selective_scan_torch(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    reset: Tensor | None = None,
     *,
     chunk_len: int | None = None,
 ) -> Tensor:
@@ -249,7 +279,7 @@ def selective_scan_torch(
     _check_shapes(u, delta, A, B, C)
     tm = lambda t: None if t is None else t.permute(2, 0, 1)  # noqa: E731  (b, c, l) -> (l, b, c)
     y = selective_scan_time_major(
-        tm(u), tm(delta), A, tm(B), tm(C), D, tm(z), delta_bias, delta_softplus, chunk_len=chunk_len
+        tm(u), tm(delta), A, tm(B), tm(C), D, tm(z), delta_bias, delta_softplus, reset, chunk_len=chunk_len
     )
     return y.permute(1, 2, 0)
 
@@ -265,19 +295,28 @@ def selective_scan(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     backend: str = "auto",
+    reset: Tensor | None = None,
 ) -> Tensor:
-    """Selective scan on the chosen backend (``auto | cuda | torch``); see the module docstring.
+    """Selective scan on the chosen backend (``auto | cuda | triton | torch``); see the module docstring.
 
-    ``cuda`` runs mamba_ssm's kernel (as the custom op ``torch.ops.starx.selective_scan_fwd``,
-    which torch.compile traces) and raises KernelUnavailableError where it can't; ``auto`` uses it
-    for CUDA tensors when it loads, else the torch twin. B and C may also be grouped, (b, g, n, l):
-    group j serves channels [j*d/g, (j+1)*d/g), as in the kernel.
+    ``triton`` runs starx's Triton scan and ``cuda`` mamba_ssm's kernel (each as a torch custom op,
+    which torch.compile traces); each raises KernelUnavailableError where it can't run; ``auto``
+    takes the first that runs for CUDA tensors (starx.ops._kernels.scan_backend), else the torch
+    twin. B and C may also be grouped, (b, g, n, l): group j serves channels [j*d/g, (j+1)*d/g),
+    as in the kernel. ``reset`` restarts the state (not on ``cuda``: mamba-ssm cannot).
     """
-    if use_cuda_kernels(backend, u):
+    which = scan_backend(backend, u)
+    if which == "triton":
+        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reset)
+    if which == "cuda":
+        if reset is not None:
+            raise KernelUnavailableError("mamba-ssm's scan cannot restart the state (reset): use backend 'triton' or 'torch'")
         return selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     g = _groups(u, B)
     if g == 1:
-        return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reset)
+    if reset is not None:
+        raise ValueError("reset with grouped B and C is not supported by the torch twin")
     part = lambda t, j: None if t is None else t.chunk(g, dim=1 if t.dim() == 3 else 0)[j]  # noqa: E731  channels
     return torch.cat([
         selective_scan_torch(part(u, j), part(delta, j), part(A, j), B[:, j], C[:, j], part(D, j), part(z, j),

@@ -48,7 +48,8 @@ def triton_error() -> str | None:
 # Channels per program (BD) and warps per program of the forward and the backward, and the
 # steps per saved state (T), chosen by bench/triton_scan.py on an H200 at STAR shapes. T is
 # shared: the backward restarts each tile of T steps from the state the forward saved there.
-TILES = {"fwd": (16, 1), "bwd": (16, 1), "steps": 16, "unroll": 1, "stages": 1}
+TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 16, "unroll": 1, "stages": 1}
+REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
 def _block_channels(channels_per_group: int, wanted: int) -> int:
@@ -97,7 +98,7 @@ def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, reset: Ten
     n = A.shape[1]
     if n & (n - 1):
         raise ValueError(f"the Triton scan needs a power-of-two d_state; got {n}")
-    if B.shape[0] != b or B.shape[2:] != (n, L) or C.shape != B.shape or d % B.shape[1]:
+    if B.dim() != 4 or B.shape[0] != b or B.shape[2:] != (n, L) or C.shape != B.shape or d % B.shape[1]:
         raise ValueError(f"B and C must be (b, n, l) or (b, g, n, l) with g dividing d={d}; got "
                          f"{tuple(B.shape)}, {tuple(C.shape)}")
     if reset is not None and (reset.dim() not in (1, 2) or reset.shape[-1] != L):
@@ -105,8 +106,8 @@ def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, reset: Ten
 
 
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: bool, save_states: bool):
-    """Launch the forward kernel: (out (b, d, l) in u's dtype and layout, states (b, tiles, d, n)
-    fp32, or an empty tensor without save_states). B, C: (b, g, n, l), any strides."""
+    """Launch the forward kernel: (out (b, d, l) in u's dtype and layout, states
+    (b, tiles, d, n) fp32, or an empty tensor without save_states). B, C: (b, g, n, l), any strides."""
     from starx.ops._triton_scan_kernels import scan_fwd
 
     b, d, L = u.shape
@@ -117,7 +118,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
     states = u.new_empty((b, -(-L // T), d, n) if save_states else (0,), dtype=torch.float32)
     reset, sr_b = _reset_rows(reset)
     zz = z if z is not None else u
-    scan_fwd[(d // bd, b)](
+    kernel = scan_fwd[(d // bd, b)](
         u, delta, zz, out, A, D if D is not None else A, delta_bias if delta_bias is not None else A, B, C,
         reset if reset is not None else u, states, L, d // groups, d,
         *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(out), *_bgln(B), *_bgln(C), sr_b,
@@ -125,6 +126,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, SAVE_STATES=save_states,
         UNROLL=TILES["unroll"], STAGES=TILES["stages"], num_warps=warps,
     )  # fmt: skip
+    REGISTERS["fwd"] = getattr(kernel, "n_regs", None)
     return out, states
 
 
@@ -148,10 +150,10 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     dA = torch.empty((b, d, n), device=u.device, dtype=f32)
     dD = torch.empty((b, d), device=u.device, dtype=f32)
     dbias = torch.empty((b, d), device=u.device, dtype=f32)
-    work = torch.empty((b, blocks, T, bd, n), device=u.device, dtype=f32)
+    work = torch.empty((b, blocks, T * bd * (n + 1)), device=u.device, dtype=f32)  # per program: a h, dy
     reset, sr_b = _reset_rows(reset)
     zz = z if z is not None else u
-    scan_bwd[(blocks, b)](
+    kernel = scan_bwd[(blocks, b)](
         u, delta, zz, dout, A, D if D is not None else A, delta_bias if delta_bias is not None else A, B, C,
         reset if reset is not None else u, states, work,
         du, ddelta, dz if z is not None else du, dB, dC, dA, dD, dbias, L, d // groups, d,
@@ -161,6 +163,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
         num_warps=warps,
     )  # fmt: skip
+    REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     per_group = lambda t: t.view(b, groups, blocks // groups, L, n).sum(2).transpose(2, 3)  # noqa: E731
     return (du, ddelta, dA.sum(0).to(A.dtype), per_group(dB).to(B.dtype), per_group(dC).to(C.dtype),
             dD.sum(0).to(D.dtype) if D is not None else u.new_empty(0),
@@ -231,8 +234,8 @@ def selective_scan_triton(
 ) -> Tensor:
     """``selective_scan_fn``'s arguments and layouts (B, C (b, n, l) or grouped (b, g, n, l)), on
     the Triton kernels, plus ``reset`` ((l,) or (b, l), nonzero = the state restarts at that step)."""
-    _check(u, delta, A, B, C, reset)
     B, C = _grouped(B), _grouped(C)
+    _check(u, delta, A, B, C, reset)
     if reset is not None:
         reset = reset.to(torch.int8).contiguous()
     A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))

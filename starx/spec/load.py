@@ -173,6 +173,9 @@ def validate(cfg: DictConfig) -> None:
         raise SpecError("field 'model.cluster_size': one cluster per image leaves nothing to predict without a separator")
     if m.separator == "none" and m.separator_len not in (None, 0):
         raise SpecError(f"field 'model.separator_len': separator 'none' takes no length (got {m.separator_len})")
+    if m.state_reset and m.backend == "cuda":
+        raise SpecError("field 'model.state_reset': mamba-ssm's scan (backend cuda) cannot restart its state; "
+                        "use backend triton, torch or auto")
     if m.separator != "none" and m.separator_len == 0:
         raise SpecError(f"field 'model.separator_len': separator '{m.separator}' needs a length >= 1")
     d = cfg.data

@@ -51,8 +51,13 @@ class ModelSpec:
     decoder_depth: int = 4  # decoder blocks, each reading one encoder depth
     decoder_heads: int = 8  # attention heads of the decoder
     decoder_cross_image: bool = True  # decoder may read features of earlier images (false: own image + separator)
+    # the encoder's scan state (and conv) restarts at each image's separator: packed images do
+    # not see each other, the control for cross-image context (backend triton, torch or auto)
+    state_reset: bool = False
     norm_pix_loss: bool = True  # targets normalised per patch (ARM)
-    backend: Backend = Backend.auto  # auto | cuda (mamba-ssm kernels) | torch (pure-PyTorch twin)
+    # auto (on GPU triton, else cuda; torch on CPU) | triton (starx's Triton scan) | cuda
+    # (mamba-ssm kernels) | torch (pure-PyTorch twin)
+    backend: Backend = Backend.auto
 
 
 @dataclass

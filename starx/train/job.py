@@ -34,10 +34,19 @@ def _versions() -> dict[str, str]:
 
     versions = {"starx": starx.__version__, "torch": torch.__version__, "python": platform.python_version()}
     kernels = kernel_status()
-    for name in ("mamba_ssm", "causal_conv1d"):
+    for name in ("mamba_ssm", "causal_conv1d", "triton"):
         if kernels.get(name):
             versions[name] = str(kernels[name])
     return versions
+
+
+def _scan_backend(backend: str, device) -> str:
+    """The selective scan this run's model uses on its device (triton, cuda or torch)."""
+    import torch
+
+    from starx.ops import scan_backend
+
+    return scan_backend(backend, torch.empty(0, device=device))
 
 
 def _device_name(device) -> str:
@@ -121,7 +130,8 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         write_json_atomic(rd.derived, derived, indent=2)
     record_ = ResultRecord(experiment=cfg.experiment, run_id=run_dir.name, status=rundir.RUNNING,
                            wall_time_s=prior_wall, versions=_versions(), device=_device_name(dist.device),
-                           extra={"run_dir": str(run_dir), "world_size": dist.world_size, "started": started})
+                           extra={"run_dir": str(run_dir), "world_size": dist.world_size, "started": started,
+                                  "scan_backend": _scan_backend(cfg.model.backend, dist.device)})
     result = record_.to_dict()
 
     def record(status: str, error: str | None = None) -> None:

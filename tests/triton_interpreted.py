@@ -1,0 +1,123 @@
+"""Runs starx's Triton scan under Triton's CPU interpreter (TRITON_INTERPRET=1, set before
+Triton is imported: tests/test_triton_scan.py starts this file in a subprocess) and prints one
+JSON line per case: the largest relative error of the output and each gradient against the
+sequential fp64 reference, or of the channel-last mixers against the torch-twin mixers.
+
+    TRITON_INTERPRET=1 python tests/triton_interpreted.py {kernel|mixer}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 before starting this file"
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from starx.ops import triton_scan as ts  # noqa: E402
+
+
+def reference(u, delta, A, B, C, D, z, bias, softplus, reset):
+    """The scan step by step in fp64, grouped B/C and reset included (the oracle)."""
+    b, d, L = u.shape
+    g = B.shape[1]
+    dt = delta + (bias[:, None] if bias is not None else 0)
+    dt = F.softplus(dt) if softplus else dt
+    Bx, Cx = B[:, torch.arange(d) // (d // g)], C[:, torch.arange(d) // (d // g)]  # (b, d, n, l)
+    h, ys = u.new_zeros(b, d, A.shape[1]), []
+    for t in range(L):
+        a = torch.exp(dt[:, :, t, None] * A)
+        if reset is not None and reset[t]:
+            a = a * 0
+        h = a * h + dt[:, :, t, None] * Bx[..., t] * u[:, :, t, None]
+        ys.append((h * Cx[..., t]).sum(-1))
+    y = torch.stack(ys, -1)
+    y = y + u * D[:, None] if D is not None else y
+    return y * F.silu(z) if z is not None else y
+
+
+def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplus=True, reset=False,
+                channel_last=False, tiles=((4, 1), (4, 1), 8)) -> dict:
+    ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2])
+    gen = torch.Generator().manual_seed(L * 7 + d + g)
+    r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    b = 2
+    u, delta, z = r(b, d, L), 0.5 * r(b, d, L), r(b, d, L)
+    A = -torch.rand(d, n, generator=gen) * 2 - 0.1
+    B, C = r(b, g, n, L), r(b, g, n, L)
+    D, bias_ = r(d), 0.3 * r(d)
+    if channel_last:  # the same values laid out (b, l, d)
+        u, delta, z = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (u, delta, z))
+        B, C = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (B, C))
+    rs = None
+    if reset:
+        rs = torch.zeros(L, dtype=torch.int8)
+        rs[[0, L // 3, L // 2]] = 1
+    args = [u, delta, A, B, C, D if skip else None, z if gate else None, bias_ if bias else None]
+    leaves = [None if t is None else t.double().requires_grad_() for t in args]
+    ref = reference(*leaves, softplus, rs)
+    dout = r(b, d, L)
+    ref.backward(dout.double())
+    out, states = ts.scan_forward(*args, rs, softplus, True)
+    grads = ts.scan_backward(*args, rs, states, dout, softplus)
+    rel = lambda x, y: ((x.double() - y).norm() / y.norm()).item()  # noqa: E731
+    errors = {"out": rel(out, ref.detach())}
+    names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dbias", "dz")
+    refs = (leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], leaves[7], leaves[6])
+    for name, got, want in zip(names, grads, refs):
+        if want is not None:
+            errors[name] = rel(got, want.grad)
+    return errors
+
+
+def mixer_cases() -> dict:
+    from starx.models.mamba import BiMamba4, Mamba, column_order, direction_orders
+    from starx.ops.inner import mamba_inner_channel_last, mamba_inner_directions_channel_last
+
+    ts.TILES.update(fwd=(4, 1), bwd=(4, 1), steps=4)
+    torch.manual_seed(0)
+    errors = {}
+    uni = Mamba(16, d_state=4, backend="torch")
+    reset = torch.zeros(11, dtype=torch.int8)
+    reset[6] = 1
+    for name, rs in (("uni", None), ("uni_reset", reset)):
+        x = torch.randn(2, 11, 16, requires_grad=True)
+        ref = uni(x, reset=rs)
+        ref_grad = torch.autograd.grad(ref.square().sum(), x)[0]
+        x2 = x.detach().clone().requires_grad_()
+        out = mamba_inner_channel_last(F.linear(x2, uni.in_proj.weight), *uni._args("", True), reset=rs, backend="torch")
+        grad = torch.autograd.grad(out.square().sum(), x2)[0]
+        errors[name] = max(((out - ref).norm() / ref.norm()).item(), ((grad - ref_grad).norm() / ref_grad.norm()).item())
+    bi = BiMamba4(16, d_state=4, backend="torch")
+    orders, inverses = direction_orders(column_order(2, 5, 5))
+    x = torch.randn(2, 11, 16, requires_grad=True)
+    ref = bi(x, orders, inverses)
+    ref_grad = torch.autograd.grad(ref.square().sum(), x)[0]
+    x2 = x.detach().clone().requires_grad_()
+    y = mamba_inner_directions_channel_last(F.linear(x2, bi.in_proj.weight), orders, inverses, *bi._stacked_args(),
+                                            backend="torch")
+    out = F.linear(y / 4, bi.out_proj.weight, bi.out_proj.bias)
+    grad = torch.autograd.grad(out.square().sum(), x2)[0]
+    errors["four_directions"] = max(((out - ref).norm() / ref.norm()).item(),
+                                    ((grad - ref_grad).norm() / ref_grad.norm()).item())
+    return errors
+
+
+KERNEL_CASES = {
+    "plain": {},
+    "channel_last": {"channel_last": True},
+    "no_gate_skip_bias_softplus": {"gate": False, "skip": False, "bias": False, "softplus": False},
+    "two_groups": {"g": 2},
+    "reset": {"reset": True},
+    "tile_boundary_64": {"L": 64, "d": 16, "tiles": ((8, 1), (8, 1), 16)},
+}
+
+if __name__ == "__main__":
+    if sys.argv[1] == "kernel":
+        for case, kwargs in KERNEL_CASES.items():
+            print(json.dumps({"case": case, "errors": kernel_case(**kwargs)}), flush=True)
+    else:
+        print(json.dumps({"case": "mixers", "errors": mixer_cases()}), flush=True)
