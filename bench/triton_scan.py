@@ -12,7 +12,8 @@ dt bias, softplus, gate z) it prints
 
     python bench/triton_scan.py [--configs 32x1/32x1/16 ...] [--layouts first last] [--out scan.jsonl]
 
-A config is FWD_CHANNELSxWARPS/BWD_CHANNELSxWARPS/STEPS/UNROLLxSTAGES (starx.ops.triton_scan.TILES); layout
+A config is FWD_CHANNELSxWARPS/BWD_CHANNELSxWARPS/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]
+(starx.ops.triton_scan.TILES); layout
 "first" is mamba-ssm's (b, d, l), "last" the channel-last (b, l, d) of the projections.
 
 Shapes: k=1 (256 x 128 tokens), k=4 (64 x 624), k=8 (32 x 1264): 256 images a step; the
@@ -133,7 +134,8 @@ def rel_errors(fwd_a, fwd_b, args_a, dout, args_b) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES))
-    p.add_argument("--configs", nargs="+", default=["16x1/16x1/16/1x1"], help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES]")
+    p.add_argument("--configs", nargs="+", default=["32x1/32x1/16/1x1"],
+                   help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]")
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -155,10 +157,11 @@ def main() -> None:
             if mamba is not None and layout == "first":
                 row["mamba_fwd_ms"], row["mamba_fwdbwd_ms"] = time_pair(mfwd, x, dout)
             for config in args.configs:
-                fwd, bwd, steps, *pipe = config.split("/")
-                unroll, stages = map(int, pipe[0].split("x")) if pipe else (1, 1)
+                fwd, bwd, steps, *rest = config.split("/")
+                unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
                 ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))),
-                                steps=int(steps), unroll=unroll, stages=stages)
+                                steps=int(steps), unroll=unroll, stages=stages,
+                                bwd_maxnreg=int(rest[1]) if len(rest) > 1 else None)
                 tfwd = lambda u, de, A, B, C, D, z, bi: ts.selective_scan_triton(u, de, A, B, C, D, z, bi, True)  # noqa: E731
                 f, fb = time_pair(tfwd, x, dout)
                 r = dict(row, config=config, triton_fwd_ms=f, triton_fwdbwd_ms=fb, registers=dict(ts.REGISTERS),

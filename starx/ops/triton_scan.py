@@ -3,20 +3,21 @@
 Same semantics and layouts as ``selective_scan_fn`` (see starx.ops.scan), plus an optional
 per-position state reset. Needs only torch and Triton: no build step, no mamba-ssm.
 
-Design (bench/README.md has the roofline and timings behind it):
+Design (bench/README.md has the roofline, the timings and the designs that lost):
 
-* One program owns a block of ``BD`` channels of one sequence for the whole sequence, its
-  (BD, d_state) state in registers, and walks time in tiles of ``BT`` steps. Each tile is read
-  once from memory, coalesced along time (the (b, d, l) layout's contiguous axis).
-* Inside a tile the recurrence ``h_t = a_t h_{t-1} + x_t`` is a parallel associative scan over
-  (a, x) pairs (``tl.associative_scan``); the tile's result is joined to the carried state with
-  one multiply-add. Nothing of size (b, d, n, l) ever reaches memory.
-* The forward stores the state at each tile start (b, d, tiles, n) for the backward, which walks
-  the tiles from the last, recomputes the tile's states from there, and runs the adjoint
-  ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` as a reverse associative scan. ``a_t h_{t-1}`` is
-  ``h_t - x_t``, so no shifted state is needed; ``a_{t+1}`` is read with a one-step-shifted load.
-* dB and dC (shared by all channels) are summed over the program's channels in registers, then
-  added across channel blocks with one fp32 atomic per (n, t) and block; dA, dD and the dt bias
+* One program owns ``BD`` channels of one sequence for the whole sequence, with their
+  (BD, d_state) state in registers, and walks the steps one by one: ``h_t = a_t h_{t-1} + x_t``
+  is one multiply-add per state, so the sequential chain is short, and each step's inputs are
+  loaded one step ahead. Tensors are read through their strides; in the channel-last (b, l, d)
+  layout of the projections each step's channels are one coalesced load, and no (b, d, n, l)
+  tensor ever reaches memory.
+* The forward saves the state every ``T`` steps (b, tiles, d, n). The backward walks the tiles
+  from the last: a forward sweep restarts from the saved state and computes what needs the state
+  but not the adjoint (dz, dy, dC), keeping ``a_t h_{t-1}`` and dy for the tile in a small
+  per-program buffer that stays in cache; a backward sweep runs the adjoint
+  ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` and the remaining gradients.
+* dB and dC (shared by all channels) are summed over the program's channels, then over channel
+  blocks by torch from per-block partials (no atomics, deterministic); dA, dD and the dt bias
   gradient are per-sequence partial sums, added over the batch by torch.
 * Reset: where ``reset[b, t]`` is set, ``a_t = 0``: the state restarts from zero at t (images
   packed in one sequence that do not see each other). Upstream Mamba-1 cannot do this.
@@ -48,7 +49,7 @@ def triton_error() -> str | None:
 # Channels per program (BD) and warps per program of the forward and the backward, and the
 # steps per saved state (T), chosen by bench/triton_scan.py on an H200 at STAR shapes. T is
 # shared: the backward restarts each tile of T steps from the state the forward saved there.
-TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 16, "unroll": 1, "stages": 1}
+TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 16, "unroll": 1, "stages": 1, "bwd_maxnreg": None}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -59,6 +60,13 @@ def _block_channels(channels_per_group: int, wanted: int) -> int:
     while bd > 1 and channels_per_group % bd:
         bd //= 2
     return bd
+
+
+def _register_cap(maxnreg: int | None) -> dict:
+    """Launch option capping registers a thread (ptxas spills the rest): fewer registers fit more
+    programs on a multiprocessor, and each program runs the whole sequence, so all of them
+    should be resident at once (bench/README.md). None: ptxas decides."""
+    return {} if maxnreg is None else {"maxnreg": maxnreg}
 
 
 def _grouped(t: Tensor) -> Tensor:
@@ -161,7 +169,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         *_bdl(du), dB.stride(0), dB.stride(2),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
-        num_warps=warps,
+        num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]),
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     per_group = lambda t: t.view(b, groups, blocks // groups, L, n).sum(2).transpose(2, 3)  # noqa: E731
