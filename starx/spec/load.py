@@ -4,13 +4,15 @@ Every failure is a ``SpecError`` whose message is one line naming the file or th
 field's dotted path, with a suggestion when a key or a choice looks like a typo.
 :func:`load_typed` is the typed loading itself (schema dataclass <- YAML <- overrides); sweep
 files use it too. Everything is checked here, once, before anything is written: the launch
-section included.
+section included. A spec file may extend others (``base: other.yaml``, :func:`spec_layers`);
+``$STARX_RESULTS`` is the default ``output_dir``.
 """
 
 from __future__ import annotations
 
 import difflib
 import enum
+import os
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -112,12 +114,49 @@ def load_typed(schema: type, layers: Iterable[tuple[Any, str]], error: type[Spec
     return cfg
 
 
+BASE_KEY = "base"
+RESULTS_ENV = "STARX_RESULTS"
+
+
+def spec_layers(path: str | Path, error: type[SpecError] = SpecError,
+                _chain: tuple[Path, ...] = ()) -> list[tuple[DictConfig, str]]:
+    """A spec file as merge layers: the files it extends first, then its own fields.
+
+    ``base: other.yaml`` (or a list of files, merged in order) names specs this one extends,
+    relative to this file's directory; each base may extend others. The ``base`` key itself is
+    not part of the spec. A missing base or a cycle is a one-line ``error``.
+    """
+    path = Path(path)
+    here = path.resolve()
+    if here in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain[_chain.index(here):], here))
+        raise error(f"{path}: 'base' cycle: {cycle}")
+    data = read_yaml_mapping(path, error)
+    bases = data.pop(BASE_KEY, None)
+    layers: list[tuple[DictConfig, str]] = []
+    if bases is not None:
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b for b in bases):
+            raise error(f"{path}: field 'base': expected a spec file name or a list of them, got {bases!r}")
+        for name in bases:
+            base = Path(name).expanduser()
+            base = base if base.is_absolute() else path.parent / base
+            if not base.is_file():
+                raise error(f"{path}: field 'base': base spec not found: {base}")
+            layers += spec_layers(base, error, (*_chain, here))
+    layers.append((OmegaConf.create(data), str(path)))
+    return layers
+
+
 def load_spec(path: str | Path | None, overrides: Iterable[str] = ()) -> DictConfig:
-    """The validated spec: schema defaults <- YAML file <- overrides. Read-only."""
+    """The validated spec: schema defaults <- ``$STARX_RESULTS`` as ``output_dir`` (when set) <-
+    the spec's bases <- the YAML file <- overrides. Read-only."""
     layers: list[tuple[Any, str]] = []
+    if os.environ.get(RESULTS_ENV):
+        layers.append(({"output_dir": os.environ[RESULTS_ENV]}, f"${RESULTS_ENV}"))
     if path is not None:
-        path = Path(path)
-        layers.append((OmegaConf.create(read_yaml_mapping(path)), str(path)))
+        layers += spec_layers(path)
     layers.append((parse_overrides(overrides), "override"))
     cfg = load_typed(ExperimentSpec, layers)
     validate(cfg)

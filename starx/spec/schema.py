@@ -212,7 +212,7 @@ class ExperimentSpec:
     compile_mode: CompileMode = CompileMode.default
     deterministic: bool = False  # deterministic algorithms (exact resume on CPU)
     cpu_threads: Optional[int] = None  # torch threads for CPU compute; null = all cores of this process
-    output_dir: str = "results"  # results root: runs go to <output_dir>/<experiment>/<run_id>/
+    output_dir: str = "results"  # results root ($STARX_RESULTS when set): runs go to <output_dir>/<experiment>/<run_id>/
     log_every: int = 10  # optimizer steps between metrics lines
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
