@@ -41,6 +41,7 @@ class PreparedRun:
     run_dir: Path
     cfg: DictConfig
     derived: dict = field(default_factory=dict)
+    stale: Optional[str] = None  # set by run(): a finished run computed by another code version
 
 
 def run_identity(cfg: DictConfig) -> str:
@@ -81,12 +82,42 @@ def show(spec: str | Path | None, overrides: Iterable[str] = ()) -> tuple[str, d
     return OmegaConf.to_yaml(cfg), derive(cfg), run_identity(cfg)
 
 
-def run(spec: str | Path | None, overrides: Iterable[str] = (), *, follow: bool = False):
-    """Prepare the run and hand it to the launcher its spec names (local: runs here and returns the result)."""
+def run(spec: str | Path | None, overrides: Iterable[str] = (), *, follow: bool = False, force: bool = False):
+    """Prepare the run and hand it to the launcher its spec names (local: runs here and returns the result).
+
+    A run that is already done is not run again; when it was computed by another code version
+    (``starx.provenance``), ``prepared.stale`` says so. ``force``: run it again, its previous outputs
+    moved into ``superseded/`` first (refused while a job of the run is queued or running)."""
     from starx.launch import launch
 
     prepared = prepare(spec, overrides)
+    if force:
+        rerun(prepared.run_dir)
+    else:
+        prepared.stale = reuse_notice(prepared.run_dir)
     return prepared, launch(prepared, follow=follow)
+
+
+def reuse_notice(run_dir: Path) -> Optional[str]:
+    """For a finished run: why its result may not be what this code computes (None: same code)."""
+    from starx.launch import scheduler
+    from starx.provenance import stale_reason
+
+    if scheduler.run_state(Path(run_dir)).state != scheduler.DONE:
+        return None
+    return stale_reason(run_dir)
+
+
+def rerun(run_dir: Path) -> Optional[Path]:
+    """Make a run start again (``--force``): its outputs go to ``superseded/<time>/``. Refused with a
+    SpecError while a job of the run is queued or running."""
+    from starx.launch import scheduler
+    from starx.provenance import supersede
+
+    st = scheduler.run_state(Path(run_dir))
+    if st.active:
+        raise SpecError(f"--force: {run_dir} has a {st.state} job; wait for it (or cancel it) first")
+    return supersede(run_dir)
 
 
 def validate(spec: str | Path | None, overrides: Iterable[str] = ()) -> DictConfig:
@@ -130,14 +161,14 @@ def load_sweep(sweep_file: str | Path, overrides: Sequence[str] = (), *, n_paral
 
 
 def sweep(cfg: Any, *, max_minutes: Optional[float] = None, detach: bool = False, retry_failed: bool = False,
-          require_existing: bool = False):
+          require_existing: bool = False, force: bool = False):
     """Drive (or resume) a sweep; returns (SweepSummary, SweepRecord as ``starx results`` reads it)."""
     from starx.results.catalog import load_sweep_record
     from starx.sweep.config import SweepError
     from starx.sweep.driver import SweepDriver
 
     driver = SweepDriver(cfg, max_wall_s=None if max_minutes is None else max_minutes * 60, detach=detach,
-                         retry_failed=retry_failed)
+                         retry_failed=retry_failed, force=force)
     if require_existing and not driver.files.study.exists():
         raise SweepError(f"nothing to resume: no study in {driver.dir}")
     summary = driver.run()

@@ -39,11 +39,19 @@ def run(
     spec: Path = typer.Argument(..., help="YAML spec, e.g. specs/quickstart.yaml"),
     overrides: Optional[List[str]] = OverridesArg,
     follow: bool = typer.Option(False, "--follow", "-f", help="For subprocess/slurm launches: wait and tail the log."),
+    force: bool = typer.Option(False, "--force", help="Run a finished run again (e.g. after a code change); its "
+                               "previous outputs are moved into superseded/ in the run directory."),
 ):
-    """Run one experiment: pretrain, fine-tune, evaluate. Running the same spec again resumes it."""
+    """Run one experiment: pretrain, fine-tune, evaluate. Running the same spec again resumes it
+    (a finished run returns its result, with a warning when another code version computed it)."""
     from starx import api
 
-    prepared, outcome = api.run(spec, overrides or [], follow=follow)
+    prepared, outcome = api.run(spec, overrides or [], follow=follow, force=force)
+    if prepared.stale:
+        from rich.text import Text
+
+        err_console.print(Text.assemble(("warning: reused a finished run. ", "bold yellow"), prepared.stale),
+                          soft_wrap=True)
     result = outcome if isinstance(outcome, dict) else getattr(outcome, "result", None)
     if isinstance(result, dict):
         _print_result(result)

@@ -44,6 +44,9 @@ def sweep(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Queue each failed trial's point once more "
                                       "(e.g. after fixing a missing dataset); it resumes from its checkpoint."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the search space / grid cells and exit."),
+    force: bool = typer.Option(False, "--force", help="A trial whose run is already done (e.g. by an older "
+                               "code version) runs again instead of reusing its result; its old outputs "
+                               "are moved into superseded/. Trials this study already completed are kept."),
 ):
     """Run an ablation or hyper-parameter search: an Optuna study on disk, N trials in flight, resumable."""
     from starx import api
@@ -66,7 +69,7 @@ def sweep(
                               + (" log" if p.log or p.type == "logfloat" else ""), highlight=False, markup=False)
         return
     summary, record = api.sweep(cfg, max_minutes=max_minutes, detach=detach, retry_failed=retry_failed,
-                                require_existing=resume)
+                                require_existing=resume, force=force)
     from starx.results.table import render_rich, sweep_table
 
     render_rich(sweep_table(record), console)
@@ -102,6 +105,8 @@ def results(
     markdown: Optional[Path] = typer.Option(None, "--markdown", "--md", help="Also write a Markdown table."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: objective vs parameters, loss curves."),
     all_metrics: bool = typer.Option(False, "--all-metrics", "-a", help="Show every metric column."),
+    commit: bool = typer.Option(False, "--commit", help="Show the code version (git commit, +dirty) that "
+                                "computed each run (env.json)."),
     mean_over_: Optional[List[str]] = typer.Option(
         None, "--mean-over", help="Average the finished rows over this parameter (repeatable), e.g. seed: "
         "one row per setting of the others, with n and each metric's mean and standard deviation."),
@@ -115,12 +120,12 @@ def results(
     console = _console()
     kind, obj = api.results(_root(root), name)
     if kind == "sweep":
-        table = sweep_table(obj, all_metrics=all_metrics)
+        table = sweep_table(obj, all_metrics=all_metrics, commit=commit)
     else:
         if not obj:
             console.print(f"no runs under {_root(root)}/")
             return
-        table = runs_table(obj, all_metrics=all_metrics)
+        table = runs_table(obj, all_metrics=all_metrics, commit=commit)
     if mean_over_:
         try:
             table = mean_over(table, mean_over_)

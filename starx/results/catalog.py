@@ -56,6 +56,13 @@ class RunRecord:
     def events(self) -> list[dict]:
         return scheduler.read_events(self.run_dir)
 
+    @property
+    def code(self) -> Optional[str]:
+        """The code version that computed the run (env.json), e.g. ``3db56c5d1a2b+dirty.1f2e3d4c``."""
+        from starx.provenance import code_id
+
+        return code_id(self.run_dir)
+
 
 @dataclass
 class TrialRecord:

@@ -60,7 +60,7 @@ def fmt(v: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- builders
-def sweep_table(sw: SweepRecord, all_metrics: bool = False) -> Tabular:
+def sweep_table(sw: SweepRecord, all_metrics: bool = False, commit: bool = False) -> Tabular:
     metric = sw.metric
     mcols = _metric_columns([t.metrics for t in sw.trials], first=metric, all_metrics=all_metrics)
     if metric not in mcols:
@@ -69,7 +69,7 @@ def sweep_table(sw: SweepRecord, all_metrics: bool = False) -> Tabular:
     if metric not in every:
         every = [metric] + every
     head = ["trial", *sw.param_names]
-    tail = ["state", "wall", "run_id"]
+    tail = ["state", "wall", "run_id"] + (["commit"] if commit else [])
     rows = []
     notes = []
     for t in sorted(sw.trials, key=lambda t: t.number):
@@ -82,6 +82,8 @@ def sweep_table(sw: SweepRecord, all_metrics: bool = False) -> Tabular:
         row["state"] = t.status
         row["wall"] = t.wall_time_s
         row["run_id"] = t.run.run_id if t.run else (t.raw.get("run_id") or "")
+        if commit:
+            row["commit"] = t.run.code if t.run else None
         rows.append(row)
         if t.status == "failed":
             reason = (t.fail_reason or "").strip().splitlines()
@@ -99,14 +101,15 @@ def sweep_table(sw: SweepRecord, all_metrics: bool = False) -> Tabular:
                    csv_columns=head + every + tail, params=list(sw.param_names))
 
 
-def runs_table(runs: list[RunRecord], all_metrics: bool = False, title: Optional[str] = None) -> Tabular:
+def runs_table(runs: list[RunRecord], all_metrics: bool = False, title: Optional[str] = None,
+               commit: bool = False) -> Tabular:
     several_exps = len({r.experiment for r in runs}) > 1
     keys = varying_keys(r.spec for r in runs)
     shown_keys = keys[:MAX_PARAM_COLUMNS]
     mcols = _metric_columns([r.metrics for r in runs], all_metrics=all_metrics)
     every = _metric_columns([r.metrics for r in runs], all_metrics=True)
     head = (["experiment"] if several_exps else []) + ["run_id"]
-    tail = ["state", "wall"]
+    tail = ["state", "wall"] + (["commit"] if commit else [])
     rows, notes = [], []
     for r in sorted(runs, key=lambda r: (r.experiment, r.run_id)):
         row: dict[str, Any] = {"experiment": r.experiment, "run_id": r.run_id}
@@ -117,6 +120,8 @@ def runs_table(runs: list[RunRecord], all_metrics: bool = False, title: Optional
             row[c] = m.get(c)
         row["state"] = r.status
         row["wall"] = r.wall_time_s
+        if commit:
+            row["commit"] = r.code
         rows.append(row)
         if r.state is not None and r.state.state == "failed":
             notes.append(f"{r.experiment}/{r.run_id} failed: {r.state.detail}")
@@ -139,7 +144,7 @@ def mean_over(t: Tabular, over: list[str]) -> Tabular:
         raise ValueError(f"cannot average over '{unknown[0]}': not a parameter"
                          + (f" (did you mean '{hint[0]}'?)" if hint else f" (parameters: {', '.join(t.params)})"))
     keep = [k for k in t.params if k not in over]
-    skip = {"trial", "run_id", "experiment", "state", *t.params}
+    skip = {"trial", "run_id", "experiment", "state", "commit", *t.params}
     metrics = [c for c in (t.csv_columns or t.columns) if c not in skip]
     groups: dict[tuple, list[dict]] = {}
     for row in t.rows:

@@ -85,12 +85,15 @@ def _normalise(obj: Any) -> Any:
 class SweepDriver:
     def __init__(self, cfg: SweepConfig, *, root: Optional[Path] = None,
                  prepare: Optional[PrepareFn] = None, entry: Optional[str] = None,
-                 max_wall_s: Optional[float] = None, detach: bool = False, retry_failed: bool = False):
+                 max_wall_s: Optional[float] = None, detach: bool = False, retry_failed: bool = False,
+                 force: bool = False):
         """cfg: the parsed sweep; root: results root (default: the base spec's output_dir);
         prepare/entry: injectable for tests (default: starx.api.prepare, the engine's run_job);
         max_wall_s: return after this long, leaving trials running (resume later);
         detach: return once the last trials are launched, without waiting for them;
-        retry_failed: queue each failed point of the space once more (see the module docstring)."""
+        retry_failed: queue each failed point of the space once more (see the module docstring);
+        force: a trial whose run is already done runs again (its old outputs moved to superseded/)
+        instead of reusing that result; trials this study already completed are kept."""
         from starx.launch.submitit_job import DEFAULT_ENTRY
 
         if prepare is None:
@@ -106,6 +109,7 @@ class SweepDriver:
         self.max_wall_s = max_wall_s
         self.detach = detach
         self.retry_failed = retry_failed
+        self.force = force
         self.spec_path = resolve_spec_path(cfg)
         self.inflight: dict[int, _InFlight] = {}
         self._lock_file = None
@@ -222,8 +226,19 @@ class SweepDriver:
         self._set_attrs(study, t.trial_id, run_dir=str(t.run_dir), run_id=prepared.run_id,
                         experiment=prepared.experiment, overrides=overrides)
         st = scheduler.run_state(t.run_dir)
+        if st.state == scheduler.DONE and self.force:
+            from starx.provenance import supersede
+
+            log.info("trial %d: %s is already done; running it again (--force)", t.number, t.run_dir.name)
+            supersede(t.run_dir)
+            st = scheduler.run_state(t.run_dir)
         if st.state == scheduler.DONE:
+            from starx.provenance import stale_reason
+
             log.info("trial %d: %s is already done; using its result", t.number, t.run_dir.name)
+            stale = stale_reason(t.run_dir)
+            if stale:
+                log.warning("trial %d reuses a finished run: %s", t.number, stale)
             self._set_attrs(study, t.trial_id, reused=True)
             self.inflight[t.number] = t
             return

@@ -142,6 +142,13 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
             rundir.write_result(rd, record_)
 
     record(rundir.RUNNING)
+    if dist.is_main:  # env.json: the code version, packages and machine behind this result
+        from starx import provenance
+
+        try:
+            provenance.write_env(run_dir, provenance.environment(dist.device, result.get("scan_backend")))
+        except Exception as e:  # noqa: BLE001 - a record of the machine must not stop the training
+            log.warning("env.json not written: %s: %s", type(e).__name__, e)
     metrics = None
     try:
         from starx.data import dataset_info, ensure_dataset
