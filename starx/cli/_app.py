@@ -18,14 +18,33 @@ from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+# The app's own options, also accepted after the sub-command (`starx run spec.yaml --debug`).
+GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """Move the global flags found after the sub-command in front of it (up to a ``--``)."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+    return [*flags, *[a for a in args[:end] if a not in GLOBAL_FLAGS], *args[end:]]
+
+
+class StarxGroup(TyperGroup):
+    def parse_args(self, ctx, args):  # type: ignore[override]
+        return super().parse_args(ctx, hoist_global_flags(list(args)))
+
 
 app = typer.Typer(
     name="starx",
+    cls=StarxGroup,
     help="STAR: separator-packed autoregressive pretraining of Vision Mamba, as declarative experiments.\n\n"
-    "Quick start: starx run specs/quickstart.yaml",
+    "Quick start: starx run specs/quickstart.yaml\n\n"
+    "--debug and -q/--quiet also work after the command. Shell completion: starx --install-completion",
     no_args_is_help=False,
     invoke_without_command=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 console = Console()

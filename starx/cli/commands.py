@@ -30,8 +30,8 @@ def main_callback(
                         handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=debug)])
     for noisy in ("numba", "matplotlib", "PIL", "optuna", "submitit", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    if ctx.invoked_subcommand is None:
-        models()
+    if ctx.invoked_subcommand is None:  # bare `starx`: the help (no torch import; `starx models` lists sizes)
+        console.print(ctx.get_help(), highlight=False, markup=False)
 
 
 @command()
