@@ -72,8 +72,9 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     from starx.data.errors import DataError
     from starx.results.catalog import ResultsError
     from starx.spec import SpecError  # SweepError is a SpecError
+    from starx.train.errors import CheckpointInputError  # a checkpoint the user named (init, export)
 
-    return (UsageError, SpecError, DataError, ResultsError)
+    return (UsageError, SpecError, DataError, ResultsError, CheckpointInputError)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

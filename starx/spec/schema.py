@@ -92,6 +92,9 @@ class PretrainStage:
     """Autoregressive (next-cluster) pretraining."""
 
     enabled: bool = True  # false: skip pretraining (fine-tune from finetune.init)
+    # none | path/to/weights: start from these weights (a starx checkpoint or export, or an ARM
+    # checkpoint, its key names mapped); the optimiser and schedule start fresh
+    init: str = "none"
     epochs: float = 300  # may be fractional for smoke runs
     warmup_epochs: float = 40  # linear warm-up before the cosine decay
 
@@ -101,7 +104,9 @@ class FinetuneStage:
     """Supervised fine-tuning of the bidirectional classifier (ARM recipe)."""
 
     enabled: bool = True  # false: stop after pretraining
-    init: str = "pretrain"  # pretrain (this run's weights) | none (from scratch) | path/to/checkpoint.pt
+    # pretrain (this run's weights) | none (from scratch) | path/to/checkpoint.pt (starx, ARM's
+    # save_model, a bare state_dict) or .safetensors (starx export)
+    init: str = "pretrain"
     img_size: Optional[int] = None  # null = model.img_size (ARM: 224)
     epochs: float = 100  # fine-tuning epochs over the training split
     warmup_epochs: float = 5  # linear warm-up before the cosine decay

@@ -3,19 +3,33 @@
 A crash or ``kill -9`` at any moment leaves either the previous checkpoint or the new
 one, never a torn file; a file that is torn anyway (disk full, copied half-way) is
 reported by name and left untouched.
+
+Files from elsewhere (``finetune.init`` / ``pretrain.init``): a starx checkpoint, a bare
+state_dict, a ``.safetensors`` file (``starx export``), or an ARM checkpoint (OliverRensu/ARM's
+``save_model``: ``{model, optimizer, epoch, scaler, args}`` with ``args`` an
+``argparse.Namespace``). Unpickling allows exactly :data:`ALLOWED_GLOBALS` beyond torch's
+weights-only set, so a file that needs any other global is refused, by name, without running it.
+ARM's key names are mapped by :mod:`starx.models.arm` and the mapping is reported.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from starx.train.errors import CheckpointError, CheckpointInputError
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read: the message names the file."""
+__all__ = ["ALLOWED_GLOBALS", "CheckpointError", "CheckpointInputError", "load", "load_weights",
+           "model_state", "save_atomic"]
+
+# The only pickle globals allowed beyond torch's weights-only set: ARM's save_model stores its
+# argparse arguments (strings, numbers, booleans, lists) as an argparse.Namespace.
+ALLOWED_GLOBALS = (argparse.Namespace,)
 
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
@@ -33,24 +47,95 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: str | Path, map_location: str | torch.device = "cpu",
+         error: type[CheckpointError] = CheckpointError) -> dict[str, Any]:
+    """A checkpoint's content (weights-only unpickling plus :data:`ALLOWED_GLOBALS`). ``error``: the
+    exception class to raise (:class:`CheckpointInputError` for a file the user named)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise error(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path, error)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for torn or foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"corrupt or unreadable checkpoint {path}: {first[:200]}") from None
+        text = str(e)
+        foreign = re.search(r"Unsupported global: GLOBAL ([\w.<>]+)", text)
+        if foreign:
+            raise error(f"checkpoint {path} needs the pickle global {foreign[1]}, which starx does not load "
+                        "(it could run code): save the weights alone, e.g. torch.save(ckpt['model'], "
+                        "'weights.pt')") from None
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        first = lines[0] if lines else type(e).__name__
+        raise error(f"corrupt or unreadable checkpoint {path}: {first[:200]}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
+        raise error(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
 
 
-def model_state(state: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights inside a starx checkpoint, or the whole dict if it is a bare state_dict."""
+def _load_safetensors(path: Path, error: type[CheckpointError]) -> dict[str, Any]:
+    try:
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path)))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own types for torn files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise error(f"corrupt or unreadable safetensors file {path}: {first[:200]}") from None
+
+
+def model_state(state: dict[str, Any], path: str | Path,
+                error: type[CheckpointError] = CheckpointError) -> dict[str, torch.Tensor]:
+    """The model weights inside a starx or ARM checkpoint, or the whole dict if it is a bare state_dict."""
     if "model" in state and isinstance(state["model"], dict):
-        return state["model"]
-    if all(isinstance(v, torch.Tensor) for v in state.values()):
-        return state
-    raise CheckpointError(f"checkpoint {path} has no 'model' weights")
+        state = state["model"]
+    elif not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise error(f"checkpoint {path} has no 'model' weights")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise error(f"checkpoint {path}: its 'model' entry is not a state_dict of tensors")
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The model weights of a file the user named (starx checkpoint, bare state_dict, safetensors or
+    ARM checkpoint) in starx's names, and notes on what was mapped. Bad files raise
+    :class:`CheckpointInputError` naming the file."""
+    from starx.models.arm import from_arm, is_arm_state
+
+    path = Path(path).expanduser()
+    raw = load(path, error=CheckpointInputError)
+    weights = model_state(raw, path, error=CheckpointInputError)
+    notes: list[str] = []
+    if is_arm_state(weights):
+        epoch = raw.get("epoch")
+        notes.append(f"ARM checkpoint{'' if epoch is None else f' (epoch {epoch})'}: model weights only "
+                     "(its optimizer, scaler and args are not used)")
+        weights, mapped = from_arm(weights)
+        notes += mapped
+    return weights, notes
+
+
+def load_into_pretrain(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> str:
+    """Load weights into a pretraining model (same names, same shapes), in place; returns the
+    report. A tensor of another shape (another model size) raises CheckpointInputError; a
+    tensor the model lacks is ignored and one the file lacks keeps its initialisation (both reported)."""
+    own = model.state_dict()
+    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in weights.items() if k in own and v.shape != own[k].shape]
+    if mismatched:
+        raise CheckpointInputError(f"checkpoint {path} does not fit this model (another size?): "
+                                   + "; ".join(mismatched[:3]) + (" ..." if len(mismatched) > 3 else ""))
+    usable = {k: v for k, v in weights.items() if k in own}
+    if not any(k.startswith("layers.") for k in usable):
+        raise CheckpointInputError(f"checkpoint {path} has no encoder weights for this model "
+                                   f"(keys such as {', '.join(list(weights)[:3]) or 'none'})")
+    model.load_state_dict(usable, strict=False)
+    fresh = sorted(set(own) - set(usable))
+    ignored = sorted(set(weights) - set(own))
+    return (f"{len(usable)} tensors loaded; {len(fresh)} initialised fresh ({_roots(fresh)}); "
+            f"{len(ignored)} file keys ignored ({_roots(ignored)})")
+
+
+def _roots(names: list[str], n: int = 4) -> str:
+    roots = sorted({k.split(".")[0] for k in names})
+    return (", ".join(roots[:n]) + (", ..." if len(roots) > n else "")) if roots else "none"

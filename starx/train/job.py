@@ -155,7 +155,7 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         from starx.tracking import tracked_metrics
         from starx.train.baseline import pixel_baseline
         from starx.train.progress import StageProgress
-        from starx.train.stages import RunContext, run_finetune, run_pretrain
+        from starx.train.stages import RunContext, preflight, run_finetune, run_pretrain
 
         precision = cfg.precision
         if precision == "auto":
@@ -169,6 +169,7 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
                          train_data=train_data, eval_data=eval_data, num_train=num_train, num_classes=num_classes,
                          autocast_dtype=torch.bfloat16 if precision == "bf16" else None, derived=derived)
         rd.checkpoints.mkdir(exist_ok=True)
+        preflight(ctx)  # init files (pretrain.init, finetune.init) read and fitted before anything trains
         progress = StageProgress(enabled=dist.is_main)
         stages = [("pretrain", cfg.pretrain.enabled, run_pretrain), ("finetune", cfg.finetune.enabled, run_finetune),
                   ("pixel_baseline", cfg.eval.pixel_baseline, lambda c, p: pixel_baseline(c))]

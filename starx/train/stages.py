@@ -136,6 +136,11 @@ def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
                                fused=ctx.dist.device.type == "cuda")
     _, batches = _epoch_loader(ctx, stage="pretrain", per_rank_batch=per_rank, img_size=cfg.model.img_size, k=k,
                                scale=tuple(cfg.data.crop_scale), hflip=cfg.data.hflip)
+    if cfg.pretrain.init != "none" and not (ctx.ckpt_dir / "pretrain_last.pt").exists():  # a resume wins
+        path = Path(cfg.pretrain.init).expanduser()
+        weights, notes = checkpoint.load_weights(path)
+        report = checkpoint.load_into_pretrain(model, weights, path)
+        log.info("pretrain: weights from %s: %s", path, "; ".join([report, *notes]))
     train_model = wrap_ddp(_maybe_compile(model, cfg, ctx.dist), ctx.dist)
 
     def step(batch):
@@ -155,12 +160,58 @@ def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
     return out
 
 
-def _init_weights(ctx: RunContext) -> Optional[tuple[dict, str]]:
+def _init_weights(ctx: RunContext) -> Optional[tuple[dict, str, list[str]]]:
     init = ctx.cfg.finetune.init
     if init == "none":
         return None
-    path = ctx.ckpt_dir / "pretrain_last.pt" if init == "pretrain" else Path(init).expanduser()
-    return checkpoint.model_state(checkpoint.load(path), path), str(path)
+    if init == "pretrain":
+        path = ctx.ckpt_dir / "pretrain_last.pt"
+        return checkpoint.model_state(checkpoint.load(path), path), str(path), []
+    path = Path(init).expanduser()
+    weights, notes = checkpoint.load_weights(path)  # a file from elsewhere: starx, ARM or safetensors
+    return weights, str(path), notes
+
+
+def _load_finetune_init(model: torch.nn.Module, init: tuple[dict, str, list[str]]) -> str:
+    from starx.models import load_pretrained
+
+    weights, path, notes = init
+    try:
+        report = load_pretrained(model, weights)
+    except ValueError as e:  # another model size
+        raise checkpoint.CheckpointInputError(f"checkpoint {path}: {e}") from None
+    if report.missing_encoder_keys:
+        raise checkpoint.CheckpointInputError(
+            f"checkpoint {path} lacks encoder weights of this classifier: {', '.join(report.missing_encoder_keys[:3])}")
+    return "; ".join([report.summary(), *notes])
+
+
+def preflight(ctx: RunContext) -> None:
+    """Read and fit the init files this run will use (pretrain.init, finetune.init) before anything
+    trains: a bad file is a one-line CheckpointInputError now, not after hours of pretraining. The
+    models are built on the meta device (no memory, no compute)."""
+    import warnings
+
+    from starx.models import STARClassifier, STARPretrain
+
+    cfg = ctx.cfg
+    rd_done = lambda stage: (ctx.ckpt_dir / f"{stage}.done.json").exists()  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, and torch says so
+        if cfg.pretrain.enabled and cfg.pretrain.init != "none" and not rd_done("pretrain") \
+                and not (ctx.ckpt_dir / "pretrain_last.pt").exists():
+            path = Path(cfg.pretrain.init).expanduser()
+            with torch.device("meta"):
+                model = STARPretrain(model_config(cfg.model))
+            checkpoint.load_into_pretrain(model, checkpoint.load_weights(path)[0], path)
+        ft = cfg.finetune
+        if ft.enabled and ft.init not in ("none", "pretrain") and not rd_done("finetune") \
+                and not (ctx.ckpt_dir / "finetune_last.pt").exists():
+            img_size = ft.img_size or cfg.model.img_size
+            with torch.device("meta"):
+                model = STARClassifier(model_config(cfg.model, img_size=img_size, drop_path=ft.drop_path),
+                                       ctx.num_classes)
+            _load_finetune_init(model, _init_weights(ctx))
 
 
 def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
@@ -169,15 +220,14 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
     from timm.utils import ModelEmaV3
 
     from starx.data import make_loader
-    from starx.models import STARClassifier, load_pretrained
+    from starx.models import STARClassifier
 
     cfg, ft = ctx.cfg, ctx.cfg.finetune
     img_size = ft.img_size or cfg.model.img_size
     model = STARClassifier(model_config(cfg.model, img_size=img_size, drop_path=ft.drop_path), ctx.num_classes)
     init = _init_weights(ctx)
     if init is not None:
-        report = load_pretrained(model, init[0])
-        log.info("finetune: weights from %s: %s", init[1], report.summary())
+        log.info("finetune: weights from %s: %s", init[1], _load_finetune_init(model, init))
     model = model.to(ctx.dist.device)
     per_rank = ctx.derived["finetune_batch_images_per_rank"]
     spec = _stage_plan(ctx, "finetune", global_batch=ft.batch_size, epochs=ft.epochs, warmup_epochs=ft.warmup_epochs,
