@@ -14,6 +14,7 @@ runs through it without torch, optuna or omegaconf.
 | ``result.json`` | the trainer; the launcher on a crash | :class:`ResultRecord` |
 | ``train.log`` | the trainer | the run's log |
 | ``launch.json``, ``launch/`` | ``starx.launch`` | the scheduler's records (``starx.launch.scheduler``) |
+| ``run.lock`` | the trainer (rank 0), the local launcher | held for the whole job: one trainer per run (:func:`lock_run`) |
 
 ``<output_dir>/<sweep>/`` (:class:`SweepDir`): ``study.journal`` (Optuna), ``sweep.yaml``,
 ``trials.json`` (what ``starx results`` reads), ``driver.lock``.
@@ -21,8 +22,11 @@ runs through it without torch, optuna or omegaconf.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -36,6 +40,7 @@ TRAIN_LOG = "train.log"
 LAUNCH_JSON = "launch.json"
 LAUNCH_DIR = "launch"
 EVENTS = "events.jsonl"
+RUN_LOCK = "run.lock"
 
 TRIALS = "trials.json"
 STUDY = "study.journal"
@@ -68,6 +73,7 @@ class RunDir:
     launch_json = property(lambda self: self.path / LAUNCH_JSON)
     launch_dir = property(lambda self: self.path / LAUNCH_DIR)
     events = property(lambda self: self.path / LAUNCH_DIR / EVENTS)
+    lock = property(lambda self: self.path / RUN_LOCK)
 
     def checkpoint(self, stage: str) -> Path:
         """The last-state checkpoint of a stage."""
@@ -97,6 +103,24 @@ class SweepDir:
 
     def is_sweep(self) -> bool:
         return self.trials.is_file()
+
+
+# ----------------------------------------------------------------------------- names
+NAME_MAX = 100
+
+
+def name_problem(name: object) -> Optional[str]:
+    """Why ``name`` cannot be an experiment or sweep name (one folder under the results root), or None.
+
+    ASCII letters, digits, '-', '_' and '.', not starting with '.' or '-', at most NAME_MAX
+    characters: no path separators, no '..', no hidden folders that ``starx results`` skips."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty name"
+    if len(name) > NAME_MAX:
+        return f"must be at most {NAME_MAX} characters"
+    if name[0] in ".-" or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
+        return "must be letters, digits, '-', '_' or '.', not starting with '.' or '-' (output_dir chooses where)"
+    return None
 
 
 # ----------------------------------------------------------------------------- the result record
@@ -147,6 +171,55 @@ def _path(p: Path | RunDir | str) -> Path:
     return p.path if isinstance(p, RunDir) else Path(p)
 
 
+# ----------------------------------------------------------------------------- the run lock
+class RunLocked(RuntimeError):
+    """Another process holds a run directory's lock: it is training that run now."""
+
+
+_held: dict[str, list[int]] = {}  # lock path -> [fd, depth]: the locks this process holds
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: Path | RunDir | str):
+    """Hold ``run.lock`` of a run directory for the body, or raise :class:`RunLocked` at once.
+
+    A POSIX record lock (``fcntl.lockf``): the kernel drops it when the holder dies (kill -9
+    included), and NFS carries it between hosts (NFSv4, or v3 with lockd; not with the
+    ``nolock`` / ``local_lock`` mount options). Re-entrant within one process (the local launcher
+    takes it, then the trainer). The file holds the holder's host and pid, for the message."""
+    import fcntl
+
+    path = RunDir(_path(run_dir)).lock
+    key = os.path.abspath(path)
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield path
+        finally:
+            _held[key][1] -= 1
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as e:
+        raise RunLocked(f"cannot open the run lock {path}: {e.strerror}") from None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunLocked(f"run directory {Path(path).parent} is in use by {holder}: one process trains a run "
+                        f"at a time; wait for it (starx status) or stop it, then run again") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                  .encode(), 0)
+        _held[key] = [fd, 1]
+        yield path
+    finally:
+        _held.pop(key, None)
+        os.close(fd)  # releases the lock; the file stays (removing it would race a waiting locker)
+
+
 # ----------------------------------------------------------------------------- atomic json io
 def read_json(path: Path) -> Optional[dict]:
     """A JSON file's content, or None when it is missing or half-written."""
@@ -164,7 +237,8 @@ def write_json_atomic(path: Path, obj: Any, indent: int = 1) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
+    tmp.unlink(missing_ok=True)
+    with open(tmp, "x") as f:  # O_EXCL: never through a symlink planted at the temporary name
         json.dump(obj, f, indent=indent, default=str)
         f.write("\n")
         f.flush()
@@ -178,14 +252,18 @@ def write_text_if_changed(path: Path, text: str) -> None:
     if path.exists() and path.read_text() == text:
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)
+    with open(tmp, "x") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
 def append_jsonl(path: Path, obj: dict) -> None:
+    """Append one line; never through a symlink planted at ``path`` (OSError ELOOP)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    with os.fdopen(fd, "a") as f:
         f.write(json.dumps(obj, default=str) + "\n")
 
 

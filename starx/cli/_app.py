@@ -5,8 +5,8 @@ stderr and an exit code, the same for every command:
 
 - 0: done;
 - 1 (EXIT_FAILED): the job itself failed (non-finite loss, corrupt checkpoint, a failed sweep, ...);
-- 2 (EXIT_USAGE): bad input (spec, override, sweep file, data source, results name, option); nothing
-  was started;
+- 2 (EXIT_USAGE): bad input (spec, override, sweep file, data source, results name, option), or a run
+  that another process is training (its run directory is locked); nothing was started;
 - 130: interrupted.
 """
 
@@ -63,7 +63,10 @@ class UsageError(ValueError):
 
 
 def fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.text import Text
+
+    # the message as Text, not markup: "[low, high]", "[a|b]" and bracketed file names print as they are
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -71,10 +74,11 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'your input is wrong' (exit 2) rather than 'the job broke' (exit 1)."""
     from starx.data.errors import DataError
     from starx.results.catalog import ResultsError
+    from starx.rundir import RunLocked
     from starx.spec import SpecError  # SweepError is a SpecError
     from starx.train.errors import CheckpointInputError  # a checkpoint the user named (init, export)
 
-    return (UsageError, SpecError, DataError, ResultsError, CheckpointInputError)
+    return (UsageError, SpecError, DataError, ResultsError, RunLocked, CheckpointInputError)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,7 +96,8 @@ def guarded(fn: F) -> F:
         except _usage_errors() as e:
             fail(str(e), EXIT_USAGE)
         except KeyboardInterrupt:
-            fail("interrupted; the run resumes from its last checkpoint when started again", EXIT_INTERRUPTED)
+            fail("interrupted; a run resumes from its last checkpoint, if it wrote one, when started again",
+                 EXIT_INTERRUPTED)
         except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise

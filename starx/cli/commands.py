@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.text import Text
 
 from starx import __version__
-from starx.cli._app import EXIT_FAILED, OverridesArg, app, command, console, err_console
+from starx.cli._app import EXIT_FAILED, EXIT_INTERRUPTED, OverridesArg, app, command, console, err_console
 
 
 @app.callback()
@@ -55,17 +56,20 @@ def run(
     result = outcome if isinstance(outcome, dict) else getattr(outcome, "result", None)
     if isinstance(result, dict):
         _print_result(result)
+        if result.get("status") == "preempted" and "SIGINT" in str(result.get("error")):
+            console.print(f"interrupted: {result.get('error')}; run it again to resume", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED)
         if result.get("status") != "done":
             raise typer.Exit(EXIT_FAILED)
     else:
-        console.print(str(outcome))
-    console.print(f"run directory: {prepared.run_dir}")
+        console.print(str(outcome), markup=False)
+    console.print(f"run directory: {prepared.run_dir}", markup=False)
 
 
 def _print_result(result: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{result['experiment']} / {result['run_id']}  [{result['status']}]", show_header=True)
+    table = Table(title=Text(f"{result['experiment']} / {result['run_id']}  [{result['status']}]"), show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.get("metrics", {}).items():
@@ -98,7 +102,7 @@ def validate(spec: Path = typer.Argument(..., help="YAML spec"), overrides: Opti
     from starx import api
 
     api.validate(spec, overrides or [])
-    console.print(f"[green]ok[/] {spec}")
+    console.print(Text.assemble(("ok", "green"), f" {spec}"))
 
 
 @command()

@@ -34,8 +34,8 @@ def build(
     logging.getLogger("starx.data").setLevel(logging.WARNING)  # the summary below says it all
     s = api.build_dataset(source, out, split=split, write_mode=write_mode, max_resolution=max_resolution,
                           jpeg_quality=jpeg_quality, num_workers=workers, progress=progress)
-    console.print(f"wrote [bold]{s.path}[/]: {s.images:,} images, {s.classes} classes, "
-                  f"{s.bytes / 1e6:,.1f} MB")
+    console.print(f"wrote {s.path}: {s.images:,} images, {s.classes} classes, {s.bytes / 1e6:,.1f} MB",
+                  highlight=False, markup=False)
 
 
 @command(app)
@@ -47,4 +47,4 @@ def info(path: Path = typer.Argument(..., help="a .beton file")) -> None:
     jpeg = int((meta["mode"] == 0).sum())
     sizes = f"{meta['width'].min()}-{meta['width'].max()} x {meta['height'].min()}-{meta['height'].max()}"
     console.print(f"{path}: {images:,} images, {classes} classes, {path.stat().st_size / 1e6:,.1f} MB; "
-                  f"width x height {sizes}; {jpeg:,} JPEG / {images - jpeg:,} raw")
+                  f"width x height {sizes}; {jpeg:,} JPEG / {images - jpeg:,} raw", highlight=False, markup=False)

@@ -56,9 +56,9 @@ def sweep(
     cfg = api.load_sweep(sweep_file, overrides or [], n_parallel=parallel)
     console = _console()
     if dry_run:
-        console.print(f"sweep [bold]{cfg.name}[/]: spec {cfg.spec}, sampler {cfg.sampler}, "
+        console.print(f"sweep {cfg.name}: spec {cfg.spec}, sampler {cfg.sampler}, "
                       f"{cfg.total_trials()} trials, {cfg.n_parallel} in flight, "
-                      f"objective {cfg.objective.metric} ({cfg.objective.direction})", highlight=False)
+                      f"objective {cfg.objective.metric} ({cfg.objective.direction})", highlight=False, markup=False)
         if cfg.sampler == "grid":
             for i, cell in enumerate(cfg.grid_cells()):
                 console.print(f"  {i:3d}  " + " ".join(cfg.trial_overrides(cell)[len(cfg.overrides):]),
@@ -74,9 +74,10 @@ def sweep(
 
     render_rich(sweep_table(record), console)
     console.print(f"study: {summary.dir}   ({summary.complete} done, {summary.failed} failed, "
-                  f"{summary.running} running; {summary.stopped})", highlight=False)
+                  f"{summary.running} running; {summary.stopped})", highlight=False, markup=False)
     if summary.running:
-        console.print(f"trials still running: run `starx sweep {sweep_file}` again to collect them", highlight=False)
+        console.print(f"trials still running: run `starx sweep {sweep_file}` again to collect them", highlight=False,
+                      markup=False)
     if not summary.ok:
         raise typer.Exit(EXIT_FAILED)
 
@@ -123,7 +124,7 @@ def results(
         table = sweep_table(obj, all_metrics=all_metrics, commit=commit)
     else:
         if not obj:
-            console.print(f"no runs under {_root(root)}/")
+            console.print(f"no runs under {_root(root)}/", markup=False)
             return
         table = runs_table(obj, all_metrics=all_metrics, commit=commit)
     if mean_over_:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence, TextIO
 
 from omegaconf import OmegaConf
 
-from starx.rundir import read_result, write_failure
+from starx.rundir import RunLocked, lock_run, read_result, write_failure
 
 from . import scheduler
 from .config import LaunchConfig, LaunchKind, SlurmConfig, tasks_per_node, validate
@@ -223,7 +223,13 @@ def launch(prepared: Prepared, *, follow: bool = False, kind: Optional[str | Lau
             log.info("%s is already done; not launching it again", run_dir)
             handle.result, handle.attached = st.result, True
             return handle
-        if st.active and st.job is not None:
+        if st.active and st.job is not None and st.job.backend == "local":
+            if k is not LaunchKind.local:  # a job would be refused by the run lock, after replacing launch.json
+                rec = st.launch or {}
+                raise RunLocked(f"run directory {run_dir} is being trained by pid {rec.get('pid')} on "
+                                f"{rec.get('host')}; wait for it (starx status) or stop it, then run again")
+            # local: the run lock decides (it refuses while the process that wrote launch.json trains)
+        elif st.active and st.job is not None:
             log.info("%s already has a %s job %s (%s); attaching to it",
                      run_dir, st.job.backend, st.job.job_id, st.state)
             handle.kind, handle.job_id, handle.attached = st.job.backend, st.job.job_id, True
@@ -250,6 +256,14 @@ def launch(prepared: Prepared, *, follow: bool = False, kind: Optional[str | Lau
 
 
 def _run_local(handle: LaunchHandle, entry: str) -> LaunchHandle:
+    run_dir = handle.run_dir
+    # The run lock before launch.json: a second `starx run` of a spec that is training here
+    # is refused (RunLocked) without touching the first one's records. The trainer takes it again.
+    with lock_run(run_dir):
+        return _run_local_locked(handle, entry)
+
+
+def _run_local_locked(handle: LaunchHandle, entry: str) -> LaunchHandle:
     from .submitit_job import _preempted_cls
 
     run_dir = handle.run_dir
@@ -265,6 +279,11 @@ def _run_local(handle: LaunchHandle, entry: str) -> LaunchHandle:
         log.warning("%s; run the same spec again to resume", e)
         handle.result = read_result(run_dir)
         return handle
+    except KeyboardInterrupt:
+        scheduler.record_event(run_dir, "interrupted", backend="local")
+        raise
+    except RunLocked:
+        raise
     except BaseException as e:
         import traceback
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from starx import _compat
-from starx.rundir import write_failure
+from starx.rundir import RunLocked, write_failure
 
 from . import scheduler
 
@@ -125,6 +125,10 @@ class StarxJob:
                 self._requeue(env, signame, rank, backend)
             log.warning("%s: exiting so that the scheduler can requeue or cancel the job", e)
             raise SystemExit(128 + int(getattr(signal, str(signame), signal.SIGTERM))) from e
+        except RunLocked as e:  # a duplicate job: the run is being trained by another process; touch nothing
+            if rank == 0:
+                scheduler.record_event(self.run_dir, "refused", job_id=job_id, backend=backend, detail=str(e)[:500])
+            raise
         except Exception as e:
             if rank == 0:
                 tb = traceback.format_exc()

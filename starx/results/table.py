@@ -213,13 +213,14 @@ def render_rich(t: Tabular, console) -> None:
         numeric = any(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in t.rows)
         table.add_column(c + (" *" if c == t.objective else ""), justify="right" if numeric or c == "wall" else "left",
                          style="bold" if c == t.objective else None)
+    from rich.text import Text
+
     for r in t.rows:
         cells = []
         for c in t.columns:
             s = _cell(c, r.get(c))
-            if c == "state" and s in _STATE_STYLE:
-                s = f"[{_STATE_STYLE[s]}]{s}[/]"
-            cells.append(s)
+            # Text, not markup: names, errors and paths print as they are ("[low, high]" included)
+            cells.append(Text(s, style=_STATE_STYLE[s]) if c == "state" and s in _STATE_STYLE else Text(s))
         table.add_row(*cells)
     console.print(table)
     for n in t.notes:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import difflib
 import enum
+import math
 import os
+import re
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from starx.choices import not_one_of
+from starx.rundir import name_problem
 from starx.spec.schema import ExperimentSpec
 
 
@@ -68,19 +71,78 @@ def merge_typed(schema: type, base: DictConfig, other: Any, origin: str,
         raise error(f"{origin}: {str(e).splitlines()[0]}") from None
 
 
+MAX_YAML_NODES = 100_000  # values a spec or sweep file may expand to (aliases counted each time they are used)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (a second ``model:`` block would
+    silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping below reports it
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first on line {first.start_mark.line + 1})",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(data: Any, budget: int) -> int:
+    """How many values ``data`` holds with shared (aliased) parts counted each time, stopping past ``budget``."""
+    count, stack = 0, [data]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
+
+
+def parse_yaml(text: str, origin: str, error: type[SpecError] = SpecError, what: str = "invalid YAML") -> Any:
+    """YAML text as Python data (safe, duplicate keys refused, at most MAX_YAML_NODES values once
+    aliases are expanded), or a one-line ``error`` naming ``origin`` (and the line)."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None and "\n" in text.strip() else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error(f"{origin}{where}: {what}: {problem}") from None
+    except (RecursionError, ValueError, OverflowError) as e:  # deeply nested text, a number YAML cannot hold
+        raise error(f"{origin}: {what}: {type(e).__name__}") from None
+    if _expanded_size(data, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise error(f"{origin}: expands to more than {MAX_YAML_NODES:,} values (an alias bomb?)")
+    return data
+
+
 def read_yaml_mapping(path: Path, error: type[SpecError] = SpecError, what: str = "spec") -> dict:
-    """A YAML file's top-level mapping (safe_load), or a one-line ``error`` naming the file (and line)."""
+    """A YAML file's top-level mapping (safe_load), or a one-line ``error`` naming the file (and line).
+    Refused: a missing or unreadable file, non-UTF-8 text, invalid YAML, a key given twice, an alias
+    bomb, an empty file, anything but a mapping."""
     if not path.is_file():
         raise error(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise error(f"{path}{where}: invalid YAML: {problem}") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} file: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    data = parse_yaml(text, str(path), error)
     if data is None:
-        return {}
+        raise error(f"{path}: empty {what} file: give at least one field")
     if not isinstance(data, dict):
         raise error(f"{path}: a {what} must be a mapping of fields, got {type(data).__name__}")
     return data
@@ -90,13 +152,16 @@ def parse_overrides(overrides: Iterable[str], error: type[SpecError] = SpecError
     """Dotted ``key=value`` strings as a DictConfig (values parsed as YAML scalars)."""
     items = list(overrides)
     for item in items:
-        key, eq, _ = item.partition("=")
+        key, eq, value = item.partition("=")
         if not eq or not key or " " in key:
             raise error(f"override '{item}': expected key=value, e.g. model.seq_multiplier=2")
+        parse_yaml(value, f"override '{item}'", error, what="not a valid value")
     try:
         return OmegaConf.from_dotlist(items)
     except OmegaConfBaseException as e:
         raise error(f"overrides: {str(e).splitlines()[0]}") from None
+    except yaml.YAMLError as e:  # what the check above did not catch
+        raise error(f"overrides: not a valid value: {str(e).splitlines()[0]}") from None
 
 
 def load_typed(schema: type, layers: Iterable[tuple[Any, str]], error: type[SpecError] = SpecError) -> DictConfig:
@@ -187,11 +252,92 @@ def _validate_launch(cfg: DictConfig) -> None:
         raise SpecError(str(e)) from None
 
 
+SEED_MAX = 2**32 - 1  # numpy's seeds
+# Upper bounds past which a value is a typo, not an experiment (a depth of 10**9 is a MemoryError)
+_AT_MOST = {"model.depth": 1024, "model.embed_dim": 65536, "model.decoder_dim": 65536, "model.decoder_depth": 1024,
+            "model.decoder_heads": 4096, "model.d_state": 4096, "model.img_size": 65536, "model.patch_size": 65536,
+            "model.cluster_size": 65536, "model.seq_multiplier": 65536, "model.separator_len": 65536,
+            "finetune.img_size": 65536, "cpu_threads": 4096, "data.num_workers": 4096}
+_RANDAUG = re.compile(r"rand(-(mstd|mmax|m|n|p|inc)(\d+(\.\d*)?|\.\d+))*")
+
+
+def _leaves(node: Any, prefix: str = ""):
+    """(dotted key, value) of every leaf of a resolved spec."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else None
+    if items is None:
+        yield prefix, node
+        return
+    for key, value in items:
+        yield from _leaves(value, f"{prefix}.{key}" if prefix and isinstance(key, str) else
+                           f"{prefix}[{key}]" if prefix else str(key))
+
+
+def _in_range(cfg: DictConfig, key: str, low: float, high: float, *, low_open: bool = False,
+              high_open: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if (value < low or (low_open and value == low)) or (value > high or (high_open and value == high)):
+        raise SpecError(f"field '{key}': must be in {'(' if low_open else '['}{low:g}, {high:g}"
+                        f"{')' if high_open else ']'}, got {value}")
+
+
+def _validate_ranges(cfg: DictConfig) -> None:
+    """Every field's own range, before anything is built: finite numbers, names, seeds, bounds."""
+    problem = name_problem(cfg.experiment)
+    if problem:
+        raise SpecError(f"field 'experiment': {cfg.experiment!r} {problem}")
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"field '{key}': must be a finite number, got {value}")
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise SpecError(f"field 'seed': must be in 0..{SEED_MAX} (2**32-1), got {cfg.seed}")
+    _positive(cfg, "cpu_threads", "model.d_state", "model.decoder_dim", "model.decoder_depth", "model.decoder_heads",
+              "eval.batch_size")
+    _positive(cfg, "optim.min_lr", "finetune.min_lr", "finetune.mixup", "finetune.cutmix", allow_zero=True)
+    for key, most in _AT_MOST.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value > most:
+            raise SpecError(f"field '{key}': at most {most}, got {value}")
+    for key in ("optim.clip_grad", "finetune.clip_grad"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value <= 0:
+            raise SpecError(f"field '{key}': must be > 0 or null (no clipping), got {value}")
+    _in_range(cfg, "finetune.label_smoothing", 0, 1, high_open=True)
+    _in_range(cfg, "finetune.drop_path", 0, 1, high_open=True)
+    _in_range(cfg, "finetune.reprob", 0, 1)
+    ra = cfg.finetune.randaug
+    if ra is not None:
+        parts = dict(re.findall(r"-(mstd|mmax|m|n|p|inc)([0-9.]+)", ra)) if _RANDAUG.fullmatch(ra) else None
+        if parts is None or float(parts.get("inc", 0)) or not 0 <= float(parts.get("p", 0.5)) <= 1 \
+                or float(parts.get("n", 2)) != int(float(parts.get("n", 2))):
+            raise SpecError(f"field 'finetune.randaug': {ra!r} is not a RandAugment string like 'rand-m9-mstd0.5' "
+                            f"(sections m, n (integer), mstd, mmax, p (0..1); 'inc1' is not implemented), or null")
+
+
+def _validate_model(cfg: DictConfig) -> None:
+    """The model configs the registry builds from the spec (pretraining and fine-tuning), checked here."""
+    from starx.models.config import model_config
+
+    ft = cfg.finetune
+    try:
+        if cfg.pretrain.enabled:
+            model_config(cfg.model).check_pretrain()
+        else:
+            model_config(cfg.model)
+        if ft.enabled:
+            model_config(cfg.model, img_size=ft.img_size, drop_path=ft.drop_path)
+    except (ValueError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SpecError(f"section 'model': {msg.removeprefix('invalid model config: ')}") from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that span several fields or need more than a type. Raises SpecError.
 
     (Choices are Enum-typed in the schema, so OmegaConf has checked them at load.)
     """
+    _validate_ranges(cfg)
     _positive(cfg, "model.img_size", "model.patch_size", "model.cluster_size", "model.in_chans",
               "model.seq_multiplier", "model.depth", "model.embed_dim", "data.batch_size",
               "optim.base_lr", "optim.accum_steps", "finetune.batch_size", "finetune.base_lr",
@@ -250,6 +396,7 @@ def validate(cfg: DictConfig) -> None:
         raise SpecError("spec: every stage is off (pretrain, finetune, eval.pixel_baseline): nothing to run")
     _validate_readouts(cfg)
     _validate_tracking(cfg)
+    _validate_model(cfg)
 
 
 def _validate_tracking(cfg: DictConfig) -> None:

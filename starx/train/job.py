@@ -8,6 +8,7 @@ from its last checkpoint, and a finished run returns its recorded result.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -77,12 +78,21 @@ def _mark_stage_done(rd: RunDir, stage: str, metrics: dict, is_main: bool) -> No
         write_json_atomic(rd.stage_done(stage), metrics)
 
 
+class _NoFollowFileHandler(logging.FileHandler):
+    """A FileHandler that appends without following a symlink planted at its path."""
+
+    def _open(self):
+        from starx.train.metrics import open_append
+
+        return open_append(Path(self.baseFilename))
+
+
 def _setup_run_logging(run_dir: Path, is_main: bool) -> Callable[[], None]:
     """train.log gets INFO and up; handlers already there (the terminal's, at WARNING under
     ``starx -q``) keep the level they had. Returns the undo."""
     if not is_main:
         return lambda: None
-    handler = logging.FileHandler(RunDir(run_dir).train_log)
+    handler = _NoFollowFileHandler(RunDir(run_dir).train_log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     before = root.level
@@ -104,9 +114,9 @@ def _setup_run_logging(run_dir: Path, is_main: bool) -> Callable[[], None]:
 
 
 def run_job(run_dir: str | Path) -> dict[str, Any]:
-    """Train the run in ``run_dir`` to completion (or until preempted) and return result.json's content."""
-    import torch
+    """Train the run in ``run_dir`` to completion (or until preempted) and return result.json's content.
 
+    Raises ``starx.rundir.RunLocked`` (touching nothing) when another process is training the same run."""
     from starx.train import dist as dist_mod
 
     run_dir = Path(run_dir)
@@ -118,10 +128,57 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         return previous
 
     dist = dist_mod.init(cfg.device)
+    try:
+        with _run_lock(rd, dist):
+            return _train(run_dir, cfg, dist)
+    finally:
+        dist_mod.shutdown()
+
+
+@contextlib.contextmanager
+def _run_lock(rd: RunDir, dist):
+    """Rank 0 holds the run directory's lock for the whole job; every rank refuses together
+    when another process holds it (a second ``starx run`` of the same spec, a duplicate job)."""
+    from starx.train import dist as dist_mod
+
+    with contextlib.ExitStack() as stack:
+        refused: rundir.RunLocked | None = None
+        if dist.is_main:
+            try:
+                stack.enter_context(rundir.lock_run(rd))
+            except rundir.RunLocked as e:
+                refused = e
+        if dist_mod.any_rank(refused is not None, dist.device):
+            raise refused or rundir.RunLocked(f"run directory {rd.path} is in use by another process")
+        yield
+
+
+def _remove_stale_temp_files(rd: RunDir) -> None:
+    """Temporary files of atomic writes that a killed process left (``.<name>.<pid>.tmp``). Only
+    called under the run lock, so no writer is alive to own them."""
+    for folder in (rd.path, rd.checkpoints):
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+            if tmp.is_file() and not tmp.is_symlink():
+                log.info("removing %s, left by an interrupted write", tmp)
+                tmp.unlink(missing_ok=True)
+
+
+def _train(run_dir: Path, cfg, dist) -> dict[str, Any]:
+    import torch
+
+    from starx.train import dist as dist_mod
+
+    rd = RunDir(run_dir)
+    previous = read_result(rd)  # again, under the lock: another process may have finished it meanwhile
+    if previous and previous.get("status") == rundir.DONE:
+        log.info("run %s is already done", run_dir)
+        return previous
+    if dist.is_main:
+        _remove_stale_temp_files(rd)
     undo_logging = _setup_run_logging(run_dir, dist.is_main)
     _seed_everything(cfg.seed, cfg.deterministic)
     signals.reset()
-    signals.install()
+    undo_signals = signals.install()
     started = time.time()
     prior_wall = float(previous.get("wall_time_s") or 0.0) if previous else 0.0
     # derived.json again, from the numbers this trainer uses (the real world size among them)
@@ -193,11 +250,16 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
     except signals.Preempted as e:
         record(rundir.PREEMPTED, str(e))
         raise
+    except KeyboardInterrupt:
+        # a second Ctrl-C: stop now; the run resumes from its last checkpoint (if any) when run again
+        record(rundir.PREEMPTED, "interrupted by a second Ctrl-C: stopped without saving; the work since the "
+                                 "last checkpoint (if any) is lost")
+        raise
     except BaseException as e:
         record(rundir.FAILED, f"{type(e).__name__}: {e}".strip()[:2000])
         raise
     finally:
+        undo_signals()
         if metrics is not None:
             metrics.close()
         undo_logging()
-        dist_mod.shutdown()

@@ -140,6 +140,9 @@ class StageLoop:
 
     def try_resume(self) -> bool:
         if not self.ckpt_path.exists():
+            # A process killed before this stage's first checkpoint may have logged steps: they run again
+            if self.dist.is_main:
+                self.metrics.truncate(self.spec.name, 0)
             return False
         state = checkpoint.load(self.ckpt_path)
         self._unwrapped().load_state_dict(state["model"])

@@ -4,6 +4,9 @@ SLURM sends a signal some time before it kills a job (``--signal``); saving insi
 handler could catch an optimizer step half-way, so the loop polls ``preempt_requested()``
 between steps, writes its checkpoint, and raises ``Preempted``. Launchers catch
 ``Preempted`` and requeue the job.
+
+Ctrl-C (SIGINT) is the same request from a terminal: the first saves at the next step boundary
+(status preempted), a second one aborts at once (``KeyboardInterrupt``, nothing saved).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +35,32 @@ class Preempted(Exception):
 
 def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
     name = signal.Signals(signum).name
+    if name == "SIGINT" and "SIGINT" in _received:
+        raise KeyboardInterrupt
+    if name == "SIGINT":
+        log.warning("Ctrl-C: saving a checkpoint at the next step boundary (Ctrl-C again to stop without saving)")
     _received.append(name)
     _requested.set()
     log.warning("received %s: will checkpoint at the next step boundary", name)
 
 
-def install(names=DEFAULT_SIGNALS) -> None:
-    """Route the given signals to the flag. Only possible from the main thread."""
+def install(names=(*DEFAULT_SIGNALS, "SIGINT")) -> Callable[[], None]:
+    """Route the given signals to the flag. Only possible from the main thread. Returns the undo
+    (the handlers that were there before)."""
     if threading.current_thread() is not threading.main_thread():
         log.debug("not in the main thread: preemption signals not installed")
-        return
+        return lambda: None
+    before = {}
     for name in names:
-        signal.signal(getattr(signal, name), _handler)
+        signum = getattr(signal, name)
+        before[signum] = signal.signal(signum, _handler)
+
+    def undo() -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in before.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    return undo
 
 
 def preempt_requested() -> bool:

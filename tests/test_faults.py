@@ -1,0 +1,219 @@
+"""Hostile input and faults (issue 20): a second process on one run, Ctrl-C, torn and duplicated
+metrics, symlinks planted in a run directory, bad specs, sweep files, record files and data builds.
+Each test names the fault and checks that nothing already written is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from starx.api import prepare
+from starx.rundir import RunLocked, lock_run
+from starx.train.job import run_job
+from tests.test_engine import QUICKSTART, ROOT, _start, _wait_for_step, losses, metrics, tiny
+
+
+def _cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "starx.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, **kw)
+
+
+# ----------------------------------------------------------------------------- 1. one trainer per run
+def test_a_second_run_of_a_training_spec_is_refused_and_touches_nothing(tmp_path):
+    overrides = tiny(tmp_path, "pretrain.epochs=0.2", "finetune.enabled=false", "checkpoint.every_steps=1000")
+    run = prepare(QUICKSTART, overrides)
+    proc = _start(run.run_dir)
+    try:
+        _wait_for_step(proc, run.run_dir, 2)
+        result_before = (run.run_dir / "result.json").read_text()
+        with pytest.raises(RunLocked, match=rf"{run.run_dir.name} is in use by pid {proc.pid}"):
+            run_job(run.run_dir)
+        out = _cli("run", str(QUICKSTART), *overrides)
+        assert out.returncode == 2 and "is in use by pid" in out.stderr, out.stderr[-2000:]
+        assert (run.run_dir / "result.json").read_text() == result_before
+        assert not (run.run_dir / "launch.json").exists()  # the refused CLI run wrote no launch record
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a dead holder releases the lock
+        proc.wait()
+    result = run_job(run.run_dir)
+    assert result["status"] == "done"
+    steps = [r["step"] for r in metrics(run.run_dir) if r["stage"] == "pretrain" and "loss" in r]
+    assert steps == sorted(set(steps)) == list(range(1, result["metrics"]["pretrain_steps"] + 1))
+
+
+def test_the_run_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
+    with lock_run(tmp_path):
+        with lock_run(tmp_path):  # the local launcher holds it, then the trainer takes it again
+            pass
+        held = subprocess.run([sys.executable, "-c", "import sys; from starx.rundir import lock_run\n"
+                               "with lock_run(sys.argv[1]): pass", str(tmp_path)], capture_output=True, text=True)
+        assert held.returncode != 0 and "RunLocked" in held.stderr and f"pid {os.getpid()}" in held.stderr
+    free = subprocess.run([sys.executable, "-c", "import sys; from starx.rundir import lock_run\n"
+                           "with lock_run(sys.argv[1]): pass", str(tmp_path)], capture_output=True, text=True)
+    assert free.returncode == 0, free.stderr
+
+
+# ----------------------------------------------------------------------------- 2. Ctrl-C
+def test_ctrl_c_saves_like_sigterm_and_the_run_resumes(tmp_path):
+    overrides = tiny(tmp_path, "pretrain.epochs=0.2", "finetune.enabled=false", "checkpoint.every_steps=1000")
+    run = prepare(QUICKSTART, overrides)
+    proc = subprocess.Popen([sys.executable, "-m", "starx.cli", "run", str(QUICKSTART), *overrides], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_step(proc, run.run_dir, 3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    result = json.loads((run.run_dir / "result.json").read_text())
+    assert result["status"] == "preempted" and "SIGINT" in result["error"]
+    saved = max(losses(run.run_dir))
+    assert (run.run_dir / "checkpoints/pretrain_last.pt").exists() and f"step {saved}" in result["error"]
+    final = run_job(run.run_dir)
+    assert final["status"] == "done"
+    steps = [r["step"] for r in metrics(run.run_dir) if r["stage"] == "pretrain" and "loss" in r]
+    assert steps == list(range(1, final["metrics"]["pretrain_steps"] + 1))  # nothing lost, nothing twice
+
+
+def test_a_second_ctrl_c_aborts_at_once(tmp_path):
+    from starx.train import signals
+
+    signals.reset()
+    undo = signals.install()
+    try:
+        signal.raise_signal(signal.SIGINT)
+        assert signals.preempt_requested() and signals.last_signal() == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        undo()
+        signals.reset()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the terminal's Ctrl-C is back
+
+
+# ----------------------------------------------------------------------------- 3. metrics.jsonl
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path):
+    run = prepare(QUICKSTART, tiny(tmp_path, "pretrain.epochs=0.13", "finetune.enabled=false",
+                                   "checkpoint.every_steps=1000", "checkpoint.every_minutes=0"))
+    proc = _start(run.run_dir)
+    _wait_for_step(proc, run.run_dir, 3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run.run_dir / "checkpoints/pretrain_last.pt").exists(), "killed too late to test this"
+    result = run_job(run.run_dir)
+    steps = [r["step"] for r in metrics(run.run_dir) if r["stage"] == "pretrain" and "loss" in r]
+    assert steps == list(range(1, result["metrics"]["pretrain_steps"] + 1))
+
+
+def test_a_torn_last_metrics_line_does_not_stop_the_resume(tmp_path):
+    common = ["pretrain.epochs=0.13", "finetune.enabled=false", "checkpoint.every_steps=5"]
+    run = prepare(QUICKSTART, tiny(tmp_path, *common))
+    proc = _start(run.run_dir)
+    _wait_for_step(proc, run.run_dir, 7)  # past the checkpoint at step 5
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"time": 1, "stage": "pretrain", "st')  # power lost half-way through a line
+    result = run_job(run.run_dir)
+    assert result["status"] == "done"
+    steps = [r["step"] for r in metrics(run.run_dir) if r["stage"] == "pretrain" and "loss" in r]
+    assert steps == list(range(1, result["metrics"]["pretrain_steps"] + 1))
+
+
+# ----------------------------------------------------------------------------- 11. symlinks in a run directory
+def test_appends_do_not_follow_symlinks_planted_in_a_run_directory(tmp_path):
+    run = prepare(QUICKSTART, tiny(tmp_path, "finetune.enabled=false"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run.run_dir / "metrics.jsonl").symlink_to(victim)
+    with pytest.raises(OSError):
+        run_job(run.run_dir)
+    assert victim.read_text() == "precious\n"
+    (run.run_dir / "metrics.jsonl").unlink()
+    (run.run_dir / "train.log").unlink(missing_ok=True)
+    (run.run_dir / "train.log").symlink_to(victim)
+    with pytest.raises(OSError):
+        run_job(run.run_dir)
+    assert victim.read_text() == "precious\n"
+
+
+# ----------------------------------------------------------------------------- 4, 5, 7. specs refused at load
+def _invoke(*args: str):
+    from typer.testing import CliRunner
+
+    from starx.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize("override,field", [
+    ("optim.base_lr=.nan", "optim.base_lr"), ("finetune.base_lr=.inf", "finetune.base_lr"),
+    ("pretrain.epochs=.nan", "pretrain.epochs"), ("finetune.epochs=-.inf", "finetune.epochs"),
+    ("seed=-1", "seed"), ("seed=4294967296", "seed"), ("cpu_threads=-2", "cpu_threads"),
+    ("cpu_threads=0", "cpu_threads"), ("model.depth=100000000", "model.depth"),
+    ("model.embed_dim=10000000", "model.embed_dim"), ("finetune.label_smoothing=1.5", "finetune.label_smoothing"),
+    ("finetune.drop_path=1.0", "finetune.drop_path"), ("finetune.drop_path=-0.1", "finetune.drop_path"),
+    ("finetune.randaug=rand-m9-bogus", "finetune.randaug"), ("finetune.randaug=rand-m9-inc1", "finetune.randaug"),
+    ("finetune.randaug=hello", "finetune.randaug"), ("finetune.mixup=-0.5", "finetune.mixup"),
+    ("finetune.cutmix=-1", "finetune.cutmix"), ("finetune.reprob=1.5", "finetune.reprob"),
+    ("optim.clip_grad=0", "optim.clip_grad"), ("optim.min_lr=-1", "optim.min_lr"),
+    ("model.decoder_heads=3", "decoder_heads"), ("model.name=star_nope", "star_nope"),
+    ("experiment=../../x", "experiment"), ("experiment=/tmp/x", "experiment"), ("experiment=.", "experiment"),
+    ("experiment=..", "experiment"), ("experiment=a/b", "experiment"), ("experiment=${oc.env:HOME}", "experiment"),
+    ("experiment=.hidden", "experiment"),
+])
+def test_validate_refuses_out_of_range_fields_with_exit_2_and_the_field(tmp_path, override, field):
+    out = _invoke("validate", str(QUICKSTART), override, f"output_dir={tmp_path / 'results'}")
+    assert out.exit_code == 2, out.output
+    assert field in out.output and len(out.output.strip().splitlines()) == 1, out.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_experiment_names_in_range_still_load():
+    from starx.spec import load_spec
+
+    for name in ("quickstart", "sep_k4-v1.2", "A_b"):
+        assert load_spec(QUICKSTART, [f"experiment={name}"]).experiment == name
+
+
+@pytest.mark.parametrize("text,needle", [
+    (b"model:\n  depth: 2\nseed: 1\nmodel:\n  embed_dim: 64\n", "duplicate key 'model'"),
+    (b"seed: 1\nseed: 2\n", "duplicate key 'seed'"),
+    (b"", "empty spec file"), (b"# nothing here\n", "empty spec file"),
+    (b"experiment: caf\xe9\n", "not UTF-8"),
+    (("a0: &a0 [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))).encode(), "alias bomb"),
+    (b"- 1\n- 2\n", "must be a mapping"),
+])
+def test_spec_files_that_read_wrong_are_refused_naming_the_file(tmp_path, text, needle):
+    spec = tmp_path / "bad[1].yaml"  # brackets in the name: the message must keep them (point 10)
+    spec.write_bytes(text)
+    out = _invoke("validate", str(spec))
+    assert out.exit_code == 2, out.output
+    assert needle in out.output and str(spec) in out.output.replace("\n", ""), out.output
+
+
+@pytest.mark.parametrize("override", ["model.depth=[1", "experiment={a", "seed=: x", "seed=!!python/object:os.system x",
+                                      "optim.betas=[&a [1], *a, *a"])
+def test_override_values_that_are_not_yaml_name_the_override(override):
+    out = _invoke("validate", str(QUICKSTART), override)
+    assert out.exit_code == 2, out.output
+    assert f"override '{override}'" in out.output.replace("\n", ""), out.output
+
+
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
+    from starx.spec import load_spec
+
+    spec = tmp_path / "anchors.yaml"
+    spec.write_text("experiment: anchors\ndata: {crop_scale: &crop [0.5, 1.0]}\nfinetune: {crop_scale: *crop}\n")
+    cfg = load_spec(spec)
+    assert list(cfg.finetune.crop_scale) == [0.5, 1.0]
+
+
+# ----------------------------------------------------------------------------- 10. error text is not markup
+def test_error_text_keeps_its_brackets():
+    out = _invoke("validate", str(QUICKSTART), "data.crop_scale=[0.9,0.1]")
+    assert out.exit_code == 2 and "[low, high]" in out.output, out.output
