@@ -222,14 +222,33 @@ def lock_run(run_dir: Path | RunDir | str):
 
 # ----------------------------------------------------------------------------- atomic json io
 def read_json(path: Path) -> Optional[dict]:
-    """A JSON file's content, or None when it is missing or half-written."""
+    """A JSON file's object, or None when it is missing, half-written or not a JSON object
+    (:func:`record_problem` says which)."""
     try:
         with open(path) as f:
-            return json.load(f)
+            data = json.load(f)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError, ValueError):
         return None  # being written (writers are atomic, but be lenient)
+    return data if isinstance(data, dict) else None
+
+
+def record_problem(path: Path) -> Optional[str]:
+    """Why a record file (result.json, launch.json, trials.json) cannot be read, or None when it is
+    missing or a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return f"not JSON ({type(e).__name__})"
+    if not isinstance(data, dict):
+        return f"holds a {type(data).__name__}, not a JSON object"
+    return None
 
 
 def write_json_atomic(path: Path, obj: Any, indent: int = 1) -> None:
@@ -276,9 +295,11 @@ def read_jsonl(path: Path) -> list[dict]:
                 if not line:
                     continue
                 try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
                     continue  # a line being written
+                if isinstance(record, dict):
+                    out.append(record)
     except FileNotFoundError:
         pass
     return out

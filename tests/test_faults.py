@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -146,7 +147,7 @@ def _invoke(*args: str):
 
     from starx.cli import app
 
-    return CliRunner().invoke(app, list(args))
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})  # wide tables: no cell cut short
 
 
 @pytest.mark.parametrize("override,field", [
@@ -217,3 +218,58 @@ def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
 def test_error_text_keeps_its_brackets():
     out = _invoke("validate", str(QUICKSTART), "data.crop_scale=[0.9,0.1]")
     assert out.exit_code == 2 and "[low, high]" in out.output, out.output
+
+
+# ----------------------------------------------------------------------------- 6. malformed record files
+def _records(tmp_path) -> tuple[Path, dict]:
+    root = tmp_path / "results"
+    runs = {name: prepare(QUICKSTART, [f"output_dir={root}", "experiment=rec", f"seed={i}"]).run_dir
+            for i, name in enumerate(("good", "list_result", "bad_pid", "bad_types"))}
+    good = {"experiment": "rec", "run_id": runs["good"].name, "status": "done", "metrics": {"top1": 80.0},
+            "wall_time_s": 12.0}
+    (runs["good"] / "result.json").write_text(json.dumps(good))
+    (runs["good"] / "launch.json").write_text(json.dumps({"backend": "local", "pid": 1, "submitted": 1.0}))
+    (runs["list_result"] / "result.json").write_text("[1, 2, 3]")
+    (runs["list_result"] / "launch.json").write_text(json.dumps({"backend": "local", "pid": 1, "submitted": 2.0}))
+    (runs["bad_pid"] / "launch.json").write_text(json.dumps({"backend": "local", "pid": "abc", "submitted": "x"}))
+    (runs["bad_types"] / "result.json").write_text(json.dumps({"status": "done", "metrics": "oops",
+                                                              "wall_time_s": "long"}))
+    return root, runs
+
+
+def test_one_malformed_record_is_one_unreadable_row_naming_the_file(tmp_path):
+    root, runs = _records(tmp_path)
+    for command in ("results", "status"):
+        out = _invoke(command, "--root", str(root))
+        assert out.exit_code == 0, out.output
+        text = " ".join(out.output.split())
+        assert runs["good"].name in text and "unreadable" in text, text
+        assert "result.json: holds a list" in text.replace(f"{runs['list_result']}/", ""), text
+        assert "launch.json" in text, text
+    out = _invoke("results", "rec", "--root", str(root))
+    assert out.exit_code == 0 and "80" in out.output, out.output
+
+
+def test_a_malformed_record_does_not_block_rerunning_its_run(tmp_path):
+    from starx.launch.scheduler import run_state
+
+    root, runs = _records(tmp_path)
+    assert run_state(runs["list_result"]).state == "unreadable"
+    assert run_state(runs["bad_pid"]).state == "unreadable"
+    from starx.rundir import write_failure
+
+    write_failure(runs["list_result"], "boom")  # the launcher's crash path reads the old record first
+    assert json.loads((runs["list_result"] / "result.json").read_text())["status"] == "failed"
+
+
+def test_a_malformed_trials_entry_is_one_unreadable_row(tmp_path):
+    sweep = tmp_path / "results" / "sw"
+    sweep.mkdir(parents=True)
+    (sweep / "trials.json").write_text(json.dumps({
+        "objective": {"metric": "top1", "direction": "maximize"}, "params": ["seed"], "sampler": "grid",
+        "trials": [{"number": 0, "state": "COMPLETE", "value": 81.0, "params": {"seed": 0}},
+                   {"state": "COMPLETE", "value": 82.0}, ["not", "a", "trial"]]}))
+    out = _invoke("results", "sw", "--root", str(tmp_path / "results"))
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "81" in text and text.count("unreadable") >= 2 and "trials.json: trials[1] has no trial number" in text

@@ -29,15 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from starx.rundir import LAUNCH_DIR, RunDir, append_jsonl, read_json, read_jsonl, read_result, tail, write_json_atomic
+from starx.rundir import LAUNCH_DIR, RunDir, append_jsonl, read_json, read_jsonl, read_result, record_problem, tail, write_json_atomic
 
 __all__ = ["LAUNCH_DIR", "JobInfo", "RunState", "job_info", "log_paths", "query_slurm", "read_events",
            "read_launch", "record_event", "run_state", "write_launch"]
 
 # Our state vocabulary (what ``starx status`` prints).
-QUEUED, RUNNING, DONE, FAILED, PREEMPTED, LOST, PREPARED, UNKNOWN = (
-    "queued", "running", "done", "failed", "preempted", "lost", "prepared", "unknown",
+QUEUED, RUNNING, DONE, FAILED, PREEMPTED, LOST, PREPARED, UNKNOWN, UNREADABLE = (
+    "queued", "running", "done", "failed", "preempted", "lost", "prepared", "unknown", "unreadable",
 )
+# unreadable: a record file (result.json, launch.json) is not what starx writes; the detail names it.
+# Not active: running the spec again trains the run and rewrites the record.
 # unknown: the scheduler could not be asked; treated as active (never submit twice).
 ACTIVE_STATES = (QUEUED, RUNNING, UNKNOWN)
 FINAL_STATES = (DONE, FAILED)
@@ -60,6 +62,9 @@ def write_launch(run_dir: Path, backend: str, job_id: Optional[str], folder: Opt
                  entry: str, **extra: Any) -> dict:
     run_dir = Path(run_dir)
     prev = read_launch(run_dir) or {}
+    submissions = prev.get("submissions")
+    previous_ids = prev.get("previous_job_ids")
+    previous_ids = [str(j) for j in previous_ids] if isinstance(previous_ids, list) else []
     rec = {
         "backend": backend,
         "job_id": None if job_id is None else str(job_id),
@@ -68,9 +73,8 @@ def write_launch(run_dir: Path, backend: str, job_id: Optional[str], folder: Opt
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "entry": entry,
-        "submissions": int(prev.get("submissions", 0)) + 1,
-        "previous_job_ids": [*prev.get("previous_job_ids", []),
-                             *([prev["job_id"]] if prev.get("job_id") else [])],
+        "submissions": (submissions if isinstance(submissions, int) else 0) + 1,
+        "previous_job_ids": [*previous_ids, *([str(prev["job_id"])] if prev.get("job_id") else [])],
         **extra,
     }
     write_json_atomic(RunDir(run_dir).launch_json, rec)
@@ -256,9 +260,18 @@ def run_state(run_dir: Path, slurm_states: Optional[dict] = None, n_error_lines:
     the run is ``lost`` (launched, but the job vanished without a result) or ``prepared``.
     """
     run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
+    for record in (rd.result, rd.launch_json):
+        why = record_problem(record)
+        if why:
+            return RunState(UNREADABLE, f"{record}: {why}", [f"{record}: {why}"])
     result = read_result(run_dir)
     launch = read_launch(run_dir)
-    job = job_info(launch, slurm_states)
+    try:
+        job = job_info(launch, slurm_states)
+    except (TypeError, ValueError, AttributeError) as e:  # a field of another type than starx writes
+        why = f"{rd.launch_json}: {type(e).__name__}: {e}"[:300]
+        return RunState(UNREADABLE, why, [why], None, result, None)
     rstatus = (result or {}).get("status")
 
     if rstatus == DONE:

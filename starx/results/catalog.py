@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional
 
 from starx.launch import scheduler
 from starx.launch.scheduler import RunState
-from starx.rundir import RunDir, SweepDir, read_json
+from starx.rundir import RunDir, SweepDir, read_json, record_problem
 
 # Metrics shown by default, in this order, when present.
 KEY_METRICS = ("top1", "top5", "top1_ema", "best_top1", "knn_top1", "knn_top5", "probe_top1", "probe_top5",
@@ -42,12 +42,13 @@ class RunRecord:
 
     @property
     def metrics(self) -> dict:
-        return {k: v for k, v in (self.result.get("metrics") or {}).items()
+        metrics = self.result.get("metrics")
+        return {k: v for k, v in (metrics if isinstance(metrics, dict) else {}).items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     @property
     def wall_time_s(self) -> Optional[float]:
-        return self.result.get("wall_time_s")
+        return _number(self.result.get("wall_time_s"))
 
     @property
     def status(self) -> str:
@@ -88,13 +89,14 @@ class TrialRecord:
     def metrics(self) -> dict:
         if self.run is not None and self.run.metrics:
             return self.run.metrics
-        return dict(self.raw.get("metrics") or {})
+        metrics = self.raw.get("metrics")
+        return dict(metrics) if isinstance(metrics, dict) else {}
 
     @property
     def wall_time_s(self) -> Optional[float]:
         if self.run is not None and self.run.wall_time_s is not None:
             return self.run.wall_time_s
-        return self.raw.get("wall_time_s")
+        return _number(self.raw.get("wall_time_s"))
 
 
 @dataclass
@@ -118,6 +120,10 @@ class SweepRecord:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _number(v: Any) -> Optional[float]:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(d, dict):
@@ -135,7 +141,7 @@ def read_spec(run_dir: Path) -> dict:
 
     try:
         data = yaml.safe_load(RunDir(run_dir).spec.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):  # ValueError: not UTF-8
         return {}
     return flatten(data or {})
 
@@ -204,18 +210,43 @@ def list_experiments(root: Path) -> list[str]:
 
 def load_sweep_record(root: Path, name: str) -> SweepRecord:
     d = Path(root) / name
-    info = read_json(SweepDir(d).trials)
+    path = SweepDir(d).trials
+    info = read_json(path)
     if info is None:
-        raise ResultsError(f"{SweepDir(d).trials} is missing or unreadable")
+        raise ResultsError(f"{path} is missing or unreadable: {record_problem(path) or 'missing'}")
     raw_trials = info.get("trials") or []
-    run_dirs = [Path(t["run_dir"]) for t in raw_trials if t.get("run_dir") and Path(t["run_dir"]).is_dir()]
+    if not isinstance(raw_trials, list):
+        raise ResultsError(f"{path}: 'trials' holds a {type(raw_trials).__name__}, not a list")
+    for key in ("objective", "best"):
+        if not isinstance(info.get(key), (dict, type(None))):
+            info.pop(key)  # shown as unknown rather than crash the table
+    if not isinstance(info.get("params"), (dict, list, type(None))):
+        info.pop("params")
+    ok = [t for t in raw_trials if _trial_problem(t) is None]
+    run_dirs = [Path(t["run_dir"]) for t in ok if t.get("run_dir") and Path(t["run_dir"]).is_dir()]
     runs = {r.run_dir: r for r in load_runs(run_dirs, with_spec=False)}
     trials = []
-    for t in raw_trials:
+    for i, t in enumerate(raw_trials):
+        why = _trial_problem(t)
+        if why:  # one malformed entry: one row marked unreadable, naming the file
+            trials.append(TrialRecord(-1, "UNREADABLE", {}, None, f"{path}: trials[{i}] {why}", None, {}))
+            continue
         rd = Path(t["run_dir"]) if t.get("run_dir") else None
-        trials.append(TrialRecord(int(t["number"]), str(t.get("state", "?")), dict(t.get("params") or {}),
-                                  t.get("value"), t.get("fail_reason"), runs.get(rd) if rd else None, t))
+        params = t.get("params")
+        trials.append(TrialRecord(int(t["number"]), str(t.get("state", "?")), dict(params) if isinstance(params, dict)
+                                  else {}, _number(t.get("value")), t.get("fail_reason"), runs.get(rd) if rd else None,
+                                  t))
     return SweepRecord(name, d, info, trials)
+
+
+def _trial_problem(t: Any) -> Optional[str]:
+    if not isinstance(t, dict):
+        return f"is a {type(t).__name__}, not an object"
+    if not isinstance(t.get("number"), int) or isinstance(t.get("number"), bool):
+        return "has no trial number"
+    if not isinstance(t.get("run_dir"), (str, type(None))):
+        return "has a run_dir that is not a path"
+    return None
 
 
 def resolve(root: Path, name: Optional[str]) -> tuple[str, Any]:

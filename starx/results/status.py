@@ -42,12 +42,16 @@ def job_rows(root: Path, name: Optional[str] = None) -> list[JobRow]:
             run=r,
             backend=(launch or {}).get("backend", "?"),
             job_id=str((launch or {}).get("job_id") or ""),
-            submitted=(launch or {}).get("submitted"),
+            submitted=_number((launch or {}).get("submitted")),
             requeues=sum(e.get("event") in ("preempted",) for e in events),
             attempts=sum(e.get("event") == "start" for e in events),
         ))
     out.sort(key=lambda j: (j.submitted or 0))
     return out
+
+
+def _number(v) -> Optional[float]:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def status_table(rows: list[JobRow], n_lines: int = 5) -> Tabular:
@@ -63,7 +67,7 @@ def status_table(rows: list[JobRow], n_lines: int = 5) -> Tabular:
             "state": j.run.status, "detail": detail[:60], "age": fmt_duration(age),
             "preemptions": j.requeues or "", "wall": j.run.wall_time_s,
         })
-        if st is not None and st.state in (scheduler.FAILED, scheduler.LOST) and st.error_tail:
+        if st is not None and st.state in (scheduler.FAILED, scheduler.LOST, scheduler.UNREADABLE) and st.error_tail:
             notes.append(f"{j.run.experiment}/{j.run.run_id} ({j.backend} {j.job_id}) {st.state}:")
             notes += [f"    {ln}" for ln in st.error_tail[-n_lines:]]
     counts: dict[str, int] = {}

@@ -88,6 +88,8 @@ def sweep_table(sw: SweepRecord, all_metrics: bool = False, commit: bool = False
         if t.status == "failed":
             reason = (t.fail_reason or "").strip().splitlines()
             notes.append(f"trial {t.number} failed: {reason[-1] if reason else '(no reason recorded)'}")
+        elif t.status == "unreadable":
+            notes.append(f"unreadable: {t.fail_reason}")
     info = sw.info
     n_done = sum(t.status == "done" for t in sw.trials)
     title = (f"sweep {sw.name}: {n_done}/{info.get('n_trials', len(sw.trials))} done, "
@@ -95,8 +97,9 @@ def sweep_table(sw: SweepRecord, all_metrics: bool = False, commit: bool = False
              f"({'max' if sw.maximize else 'min'})")
     best = info.get("best")
     if best:
-        notes.insert(0, f"best: trial {best['number']}  {metric}={fmt(best['value'])}  "
-                        + " ".join(f"{k}={v}" for k, v in (best.get("params") or {}).items()))
+        notes.insert(0, f"best: trial {best.get('number')}  {metric}={fmt(best.get('value'))}  "
+                        + " ".join(f"{k}={v}" for k, v in (best.get("params") if isinstance(best.get("params"), dict)
+                                                              else {}).items()))
     return Tabular(title, head + mcols + tail, rows, objective=metric, maximize=sw.maximize, notes=notes,
                    csv_columns=head + every + tail, params=list(sw.param_names))
 
@@ -123,8 +126,8 @@ def runs_table(runs: list[RunRecord], all_metrics: bool = False, title: Optional
         if commit:
             row["commit"] = r.code
         rows.append(row)
-        if r.state is not None and r.state.state == "failed":
-            notes.append(f"{r.experiment}/{r.run_id} failed: {r.state.detail}")
+        if r.state is not None and r.state.state in ("failed", "unreadable"):
+            notes.append(f"{r.experiment}/{r.run_id} {r.state.state}: {r.state.detail}")
     if title is None:
         exps = sorted({r.experiment for r in runs})
         title = f"{len(runs)} runs" + (f" of {exps[0]}" if len(exps) == 1 else f" in {len(exps)} experiments")
@@ -197,7 +200,7 @@ def sort_rows(t: Tabular, key: str, reverse: Optional[bool] = None) -> None:
 
 
 # ----------------------------------------------------------------------------- output
-_STATE_STYLE = {"done": "green", "failed": "red", "running": "cyan", "queued": "yellow",
+_STATE_STYLE = {"done": "green", "failed": "red", "unreadable": "red", "running": "cyan", "queued": "yellow",
                 "preempted": "magenta", "lost": "red", "unknown": "yellow", "waiting": "dim"}
 
 

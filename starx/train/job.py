@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import platform
 import random
@@ -180,7 +181,8 @@ def _train(run_dir: Path, cfg, dist) -> dict[str, Any]:
     signals.reset()
     undo_signals = signals.install()
     started = time.time()
-    prior_wall = float(previous.get("wall_time_s") or 0.0) if previous else 0.0
+    prior = (previous or {}).get("wall_time_s")
+    prior_wall = float(prior) if isinstance(prior, (int, float)) and math.isfinite(prior) else 0.0
     # derived.json again, from the numbers this trainer uses (the real world size among them)
     derived = derive(cfg, world_size=dist.world_size)
     if dist.is_main:
