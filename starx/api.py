@@ -4,7 +4,8 @@
 - models and the machine: :func:`models`, :func:`doctor`;
 - sweeps: :func:`load_sweep`, :func:`sweep`;
 - results: :func:`status`, :func:`results`;
-- data: :func:`build_dataset`, :func:`dataset_details`.
+- data: :func:`build_dataset`, :func:`dataset_details`;
+- weights: :func:`export`.
 
 Heavy imports happen inside the functions (``import starx.api`` loads no torch, optuna or ffcv).
 
@@ -187,6 +188,14 @@ def results(root: Path, name: Optional[str] = None):
     from starx.results.catalog import resolve
 
     return resolve(Path(root), name)
+
+
+def export(run_dir: str | Path, *, stage: Optional[str] = None, fmt: str = "safetensors",
+           out: Optional[str | Path] = None, ema: bool = False) -> Path:
+    """A run's weights as ``model.safetensors`` + ``config.json`` (starx.train.export); returns the folder."""
+    from starx.train.export import export_run
+
+    return export_run(run_dir, stage=stage, fmt=fmt, out=out, ema=ema)
 
 
 def build_dataset(source: str, out: str | Path, **kwargs: Any):

@@ -12,7 +12,7 @@ answers at once.
 
 from __future__ import annotations
 
-from starx.cli import commands, data, jobs, runs  # noqa: F401  (each registers its commands)
+from starx.cli import commands, data, export, jobs, runs  # noqa: F401  (each registers its commands)
 from starx.cli._app import EXIT_FAILED, EXIT_USAGE, UsageError, app, guarded
 
 app.add_typer(data.app, name="data", help="Build and inspect FFCV datasets.")
