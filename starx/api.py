@@ -151,6 +151,7 @@ def load_sweep(sweep_file: str | Path, overrides: Sequence[str] = (), *, n_paral
     """A sweep file as a SweepConfig, with extra fixed overrides and a trial count in flight."""
     import dataclasses
 
+    from starx.sweep.config import check_against_spec
     from starx.sweep.config import load_sweep as _load
 
     cfg = _load(sweep_file)
@@ -158,6 +159,7 @@ def load_sweep(sweep_file: str | Path, overrides: Sequence[str] = (), *, n_paral
         cfg = dataclasses.replace(cfg, overrides=[*cfg.overrides, *overrides])
     if n_parallel is not None:
         cfg = dataclasses.replace(cfg, n_parallel=n_parallel)
+    check_against_spec(cfg)  # every swept key is a spec field and its values load, before a trial starts
     return cfg
 
 

@@ -273,3 +273,38 @@ def test_a_malformed_trials_entry_is_one_unreadable_row(tmp_path):
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
     assert "81" in text and text.count("unreadable") >= 2 and "trials.json: trials[1] has no trial number" in text
+
+
+# ----------------------------------------------------------------------------- 8. sweep files
+@pytest.mark.parametrize("extra,needle", [
+    ({"poll_s": float("nan")}, "poll_s"), ({"poll_s": "abc"}, "poll_s"),
+    ({"params": {"seed": {"type": "int", "low": 0, "high": 10**11}}}, "more than 100,000 points"),
+    ({"params": {"model.nope": [1, 2]}}, "unknown field 'model.nope'"),
+    ({"params": {"finetune.label_smoothing": [0.1, 1.5]}}, "finetune.label_smoothing"),
+    ({"params": {"optim.base_lr": {"type": "float", "low": 0.1, "high": float("inf")}}}, "params.optim.base_lr"),
+    ({"name": "../escape"}, "name"), ({"overrides": ["model.nope=1"]}, "model.nope"),
+])
+def test_sweep_files_are_checked_when_they_load(tmp_path, extra, needle):
+    import yaml
+
+    data = {"name": "sw", "spec": str(QUICKSTART), "params": {"seed": [0, 1]}, **extra}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = _invoke("sweep", str(path), "--dry-run")
+    assert out.exit_code == 2 and needle in out.output, out.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_sweep_whose_trials_all_fail_at_launch_or_never_complete_is_not_ok(tmp_path):
+    from tests.test_sweep import drive, setup_sweep
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # every trial fails at launch (a spec error the stand-in engine finds): past max_failures
+    path = setup_sweep(tmp_path / "a", params={"fake.invalid": [True], "x": [1.0, 2.0, 3.0]}, max_failures=1)
+    summary = drive(path, tmp_path / "a")
+    assert summary.stopped == "too many failures" and not summary.ok and summary.complete == 0
+    # within max_failures, but none completed
+    path = setup_sweep(tmp_path / "b", params={"fake.invalid": [True], "x": [1.0, 2.0]}, max_failures=5)
+    summary = drive(path, tmp_path / "b")
+    assert summary.stopped == "no trial completed" and not summary.ok

@@ -40,6 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Optional
 
+from starx.rundir import name_problem
 from starx.spec import SpecError
 from starx.spec.load import load_typed, read_yaml_mapping
 
@@ -61,6 +62,8 @@ class Direction(StrEnum):
     maximize = "maximize"
     minimize = "minimize"
 
+
+MAX_GRID_CELLS = 100_000  # points of a grid sweep (each one a trial)
 
 # Fields that may change when a sweep is resumed (the rest define the study).
 RESUMABLE_CHANGES = ("n_trials", "n_parallel", "max_failures", "poll_s")
@@ -90,6 +93,16 @@ class Param:
             return d.IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return d.FloatDistribution(float(self.low), float(self.high), step=self.step,
                                    log=self.log or self.type == "logfloat")
+
+    def grid_size(self) -> int:
+        """How many values :meth:`grid_values` gives, without listing them (a huge range is refused first)."""
+        if self.type == "choice":
+            return len(self.values or [])
+        if self.type == "int" and not self.log:
+            return max(0, (int(self.high) - int(self.low)) // int(self.step or 1) + 1)
+        if self.step is None or self.log or self.type == "logfloat":
+            raise ValueError("needs a step and a linear scale (or a list of values)")
+        return int(math.floor((float(self.high) - float(self.low)) / float(self.step) + 1e-9)) + 1
 
     def grid_values(self) -> list[Any]:
         """Every value of this parameter, for the grid sampler."""
@@ -344,16 +357,26 @@ def parse_sweep(data: dict, *, source: str = "<sweep>", default_name: str = "swe
         poll_s=float(typed.poll_s),
         source=source,
     )
-    if not cfg.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise SweepError(f"{where}: name: '{cfg.name}' must be letters, digits, '-', '_' or '.'")
-    if cfg.poll_s <= 0:
-        raise SweepError(f"{where}: poll_s: must be > 0")
+    problem = name_problem(cfg.name)
+    if problem:
+        raise SweepError(f"{where}: name: '{cfg.name}' {problem}")
+    if not math.isfinite(cfg.poll_s) or cfg.poll_s <= 0:
+        raise SweepError(f"{where}: poll_s: must be a finite number > 0, got {cfg.poll_s}")
+    for p in params.values():
+        for key in ("low", "high", "step"):
+            value = getattr(p, key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SweepError(f"{where}: params.{p.name}.{key}: must be a finite number, got {value}")
     if sampler is Sampler.grid:
+        cells = 1
         for p in params.values():
             try:
-                p.grid_values()
+                cells *= p.grid_size()
             except ValueError as e:
                 raise SweepError(f"{where}: params.{p.name}: the grid sampler {e}") from None
+            if cells > MAX_GRID_CELLS:
+                raise SweepError(f"{where}: params.{p.name}: the grid has more than {MAX_GRID_CELLS:,} points "
+                                 f"(use a step, fewer values, or the tpe / random sampler with n_trials)")
     elif cfg.n_trials is None:
         raise SweepError(f"{where}: n_trials: required for the {sampler.value} sampler")
     keys = [k for p in params.values() for k in ([k for b in p.bundles.values() for k in b] if p.bundles else [p.name])]
@@ -369,6 +392,27 @@ def load_sweep(path: str | Path) -> SweepConfig:
     path = Path(path)
     data = read_yaml_mapping(path, SweepError, what="sweep")
     return parse_sweep(data, source=str(path), default_name=path.stem)
+
+
+def check_against_spec(cfg: SweepConfig, max_values: int = 64) -> None:
+    """The base spec loads with the fixed overrides, and with each parameter's values (a choice's
+    first ``max_values``, a range's low and high): a key that is not a spec field, or a value out of
+    its field's range, is a SweepError now rather than failed trials later."""
+    from starx.spec import load_spec
+
+    spec = resolve_spec_path(cfg)
+    where = cfg.source or "<sweep>"
+    try:
+        load_spec(spec, cfg.overrides)
+    except SpecError as e:
+        raise SweepError(f"{where}: spec {cfg.spec} with the sweep's overrides: {e}") from None
+    for p in cfg.params.values():
+        values = (p.values or [])[:max_values] if p.type == "choice" else [p.low, p.high]
+        for value in values:
+            try:
+                load_spec(spec, cfg.trial_overrides({p.name: value}))
+            except SpecError as e:
+                raise SweepError(f"{where}: params.{p.name} = {value!r}: {e}") from None
 
 
 def resolve_spec_path(cfg: SweepConfig) -> Path:

@@ -63,7 +63,7 @@ class SweepSummary:
     failed: int
     running: int
     best: Optional[dict]
-    stopped: str  # "finished" | "too many failures" | "time limit" | "detached"
+    stopped: str  # "finished" | "too many failures" | "no trial completed" | "time limit" | "detached"
 
     @property
     def ok(self) -> bool:
@@ -393,6 +393,8 @@ class SweepDriver:
                     if t.number not in self.inflight:  # failed at once (spec error) or reused
                         failed = sum(ft.state == TrialState.FAIL for ft in study.get_trials(deepcopy=False)) - retries
                         too_many = failed > self.cfg.max_failures
+                if too_many:  # launch-time failures count as much as failures found by polling
+                    stopped = "too many failures"
                 self.write_trials_json(study)
                 if not self.inflight:
                     break
@@ -404,6 +406,9 @@ class SweepDriver:
                     break
                 time.sleep(self.cfg.poll_s)
             trials = study.get_trials(deepcopy=False)
+            if stopped == "finished" and not any(ft.state == TrialState.COMPLETE for ft in trials):
+                stopped = "no trial completed"
+                log.error("sweep %s: no trial completed", self.cfg.name)
             if stopped == "too many failures":
                 log.error("sweep %s stopped: %d trials failed (max_failures=%d)", self.cfg.name,
                           sum(ft.state == TrialState.FAIL for ft in trials), self.cfg.max_failures)
