@@ -332,6 +332,9 @@ def _validate_model(cfg: DictConfig) -> None:
         raise SpecError(f"section 'model': {msg.removeprefix('invalid model config: ')}") from None
 
 
+_BEST_METRICS = ("top1", "top5", "top1_ema", "top5_ema", "")  # what fine-tuning's evals report ("" = none)
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that span several fields or need more than a type. Raises SpecError.
 
@@ -344,7 +347,11 @@ def validate(cfg: DictConfig) -> None:
               "finetune.img_size", "eval.batch_size", "log_every", "finetune.eval_every_epochs")
     _positive(cfg, "data.num_workers", "pretrain.epochs", "pretrain.warmup_epochs", "finetune.epochs",
               "finetune.warmup_epochs", "optim.weight_decay", "finetune.weight_decay",
-              "checkpoint.every_steps", "checkpoint.every_minutes", "model.separator_len", allow_zero=True)
+              "checkpoint.every_steps", "checkpoint.every_minutes", "model.separator_len",
+              "checkpoint.keep_every_epochs", "checkpoint.keep_last", allow_zero=True)
+    if cfg.checkpoint.best_metric not in _BEST_METRICS:
+        raise SpecError(f"field 'checkpoint.best_metric': {cfg.checkpoint.best_metric!r} is not a fine-tuning eval "
+                        f"metric; one of {', '.join(repr(m) for m in _BEST_METRICS)}")
     m = cfg.model
     if m.in_chans not in (1, 3):
         raise SpecError(f"field 'model.in_chans': must be 1 or 3, got {m.in_chans}")

@@ -201,6 +201,13 @@ class CheckpointSpec:
 
     every_steps: int = 500  # save every N optimizer steps (0 = only by time, signals and stage end)
     every_minutes: float = 10.0  # also save when this long has passed since the last save (0 = off)
+    # also keep <stage>_ep<E>.pt every this many epochs (may be fractional; 0 = none): full states,
+    # resumable (copy one over <stage>_last.pt), hard links of the last checkpoint where possible
+    keep_every_epochs: float = 0.0
+    keep_last: int = 0  # keep only the newest N milestones per stage (0 = all); last and best are always kept
+    # fine-tuning eval metric (maximised) whose best value's state is kept as finetune_best.pt (top1,
+    # top1_ema, top5, ...; "" = none)
+    best_metric: str = "top1"
 
 
 @dataclass

@@ -139,3 +139,52 @@ def load_into_pretrain(model: torch.nn.Module, weights: dict[str, torch.Tensor],
 def _roots(names: list[str], n: int = 4) -> str:
     roots = sorted({k.split(".")[0] for k in names})
     return (", ".join(roots[:n]) + (", ..." if len(roots) > n else "")) if roots else "none"
+
+
+# ----------------------------------------------------------------------------- kept checkpoints
+def milestone_path(ckpt_dir: Path, stage: str, step: int, steps_per_epoch: int) -> Path:
+    """``<stage>_ep<epoch>.pt``: the stage's full state at a milestone (epoch as a number: 10, 2.5)."""
+    return Path(ckpt_dir) / f"{stage}_ep{round(step / steps_per_epoch, 4):g}.pt"
+
+
+def best_path(ckpt_dir: Path, stage: str) -> Path:
+    return Path(ckpt_dir) / f"{stage}_best.pt"
+
+
+def keep_copy(src: Path, dst: Path) -> Path:
+    """``dst`` becomes a copy of ``src``, atomically: a hard link where the file system has them
+    (no bytes copied; later atomic replacements of ``src`` leave it alone), else a copy."""
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
+
+
+def milestones(ckpt_dir: Path, stage: str) -> list[Path]:
+    """The stage's milestone checkpoints, oldest first."""
+    found = []
+    for p in Path(ckpt_dir).glob(f"{stage}_ep*.pt"):
+        try:
+            found.append((float(p.stem[len(stage) + 3:]), p))
+        except ValueError:
+            continue
+    return [p for _, p in sorted(found)]
+
+
+def prune_milestones(ckpt_dir: Path, stage: str, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` milestones (0: keep all); returns what was deleted."""
+    if keep_last <= 0:
+        return []
+    old = milestones(ckpt_dir, stage)[:-keep_last]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old

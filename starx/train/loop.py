@@ -56,6 +56,9 @@ class StagePlan:
     checkpoint_every_minutes: float
     eval_every_steps: int = 0  # 0 = only at the end
     cpu_threads: int = 0  # >0: torch threads for the step on CPU (FFCV resets them to its worker count)
+    keep_every_steps: int = 0  # >0: also keep <stage>_ep<E>.pt at every multiple of this step
+    keep_last: int = 0  # >0: only the newest this many milestones are kept
+    best_metric: str = ""  # an eval metric (maximised): keep <stage>_best.pt, the state where it was best
 
 
 @dataclass
@@ -64,6 +67,7 @@ class StageState:
     last_loss: float = float("nan")
     losses: list[float] = field(default_factory=list)  # per logged interval, for the summary
     evals: list[dict[str, Any]] = field(default_factory=list)
+    best: Optional[dict[str, Any]] = None  # {"metric", "value", "step"} of <stage>_best.pt
 
 
 StepFn = Callable[[Any], tuple[torch.Tensor, int]]  # micro-batch -> (loss, images in it)
@@ -131,12 +135,44 @@ class StageLoop:
                 "evals": self.state.evals,
                 "losses": self.state.losses,
                 "last_loss": self.state.last_loss,
+                "best": self.state.best,
             }
             if self.ema is not None:
                 state["ema"] = self.ema.state_dict()
             checkpoint.save_atomic(state, self.ckpt_path)
             log.info("%s: checkpoint at step %d -> %s", self.spec.name, self.state.step, self.ckpt_path)
+            self._keep_milestone()
         self._last_save = time.monotonic()
+
+    def _milestone_due(self) -> bool:
+        k = self.spec.keep_every_steps
+        return k > 0 and self.state.step > 0 and self.state.step % k == 0
+
+    def _keep_milestone(self) -> None:
+        """At a milestone step, <stage>_ep<E>.pt becomes a copy of the checkpoint just written (a
+        hard link: no bytes copied), then the oldest beyond checkpoint.keep_last are deleted."""
+        if not self._milestone_due():
+            return
+        s = self.spec
+        dst = checkpoint.milestone_path(self.ckpt_path.parent, s.name, self.state.step, s.steps_per_epoch)
+        checkpoint.keep_copy(self.ckpt_path, dst)
+        for old in checkpoint.prune_milestones(self.ckpt_path.parent, s.name, s.keep_last):
+            log.info("%s: removed %s (checkpoint.keep_last=%d)", s.name, old.name, s.keep_last)
+
+    def _keep_best(self, result: dict[str, Any]) -> None:
+        """After an eval: when ``best_metric`` improved, save the state as <stage>_best.pt."""
+        metric = self.spec.best_metric
+        value = result.get(metric) if metric else None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return
+        if self.state.best is not None and value <= self.state.best["value"]:
+            return
+        self.state.best = {"metric": metric, "value": float(value), "step": self.state.step}
+        self.save()
+        if self.dist.is_main:
+            checkpoint.keep_copy(self.ckpt_path, checkpoint.best_path(self.ckpt_path.parent, self.spec.name))
+            log.info("%s: best %s so far (%.4g at step %d) -> %s", self.spec.name, metric, value, self.state.step,
+                     checkpoint.best_path(self.ckpt_path.parent, self.spec.name).name)
 
     def try_resume(self) -> bool:
         if not self.ckpt_path.exists():
@@ -154,6 +190,9 @@ class StageLoop:
         self.state.evals = list(state.get("evals", []))
         self.state.losses = list(state.get("losses", []))
         self.state.last_loss = float(state.get("last_loss", float("nan")))  # a stage resumed at its end runs no step
+        self.state.best = state.get("best")
+        if self.dist.is_main:  # killed between the checkpoint and its milestone copy: make the copy now
+            self._keep_milestone()
         # Lines written after this checkpoint by the interrupted process describe steps
         # that will be run again: drop them so metrics.jsonl has each step once.
         if self.dist.is_main:
@@ -295,7 +334,8 @@ class StageLoop:
                     raise signals.Preempted(signals.last_signal(), self.state.step)
                 if self.state.step >= s.total_steps:
                     break
-                if self._due_for_checkpoint() and self._pending_finite():  # never checkpoint weights a bad step made
+                # a checkpoint (or a milestone copy of one), never of weights a bad step made
+                if (self._due_for_checkpoint() or self._milestone_due()) and self._pending_finite():
                     interval_losses += self._read_losses()
                     self.save()
         self._read_losses()
@@ -319,6 +359,7 @@ class StageLoop:
         self.metrics.write(result)
         log.info("%s eval at step %d: %s", self.spec.name, self.state.step,
                  ", ".join(f"{k}={v:.2f}" for k, v in result.items() if "top" in k))
+        self._keep_best(result)
 
 
 def run_fixed_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Callable[[int], Iterable[Any]],

@@ -88,6 +88,9 @@ def _stage_plan(ctx: RunContext, name: str, *, global_batch: int, epochs: float,
         log_every=cfg.log_every, checkpoint_every_steps=cfg.checkpoint.every_steps,
         checkpoint_every_minutes=cfg.checkpoint.every_minutes,
         eval_every_steps=round(eval_every_epochs * steps_per_epoch) if eval_every_epochs else 0,
+        keep_every_steps=max(1, round(cfg.checkpoint.keep_every_epochs * steps_per_epoch))
+        if cfg.checkpoint.keep_every_epochs > 0 else 0,
+        keep_last=cfg.checkpoint.keep_last, best_metric=cfg.checkpoint.best_metric if name == "finetune" else "",
         cpu_threads=cfg.cpu_threads or len(os.sched_getaffinity(0)))
 
 
