@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI (issue 17): the install without root. Run as root at the end of .ci/run (it changes the system):
 # removes FFCV's build libraries and what only they pulled in (pkg-config, the OpenCV and TurboJPEG
-# -dev and runtime packages), then, as an unprivileged user in a fresh clone, scripts/syslibs.sh must
+# -dev and runtime packages), then, as an unprivileged user in a fresh copy of the committed tree, scripts/syslibs.sh must
 # fetch the Debian packages with apt-get download into .syslibs/, FFCV must build against them
 # (pip wheel, the same sdist build `pip install` runs) and its extension must load without
 # LD_LIBRARY_PATH. The rest of the install (pip, torch) is the same as the root path's.
@@ -20,7 +20,11 @@ fi
 if command -v pkg-config >/dev/null; then echo "[nonroot] error: pkg-config is still installed" >&2; exit 1; fi
 echo "[nonroot] removed ${installed[*]} and what only they needed ($(( $(date +%s) - t0 )) s)"
 id "$user" >/dev/null 2>&1 || useradd -m "$user"
-su "$user" -c "git config --global --add safe.directory '*' && rm -rf ~/starx && git clone -q '$repo' ~/starx"
+home=$(getent passwd "$user" | cut -d: -f6)
+rm -rf "$home/starx" && mkdir "$home/starx"
+# the committed tree, written as root (the CI checkout may sit where the user cannot read), then theirs
+git -C "$repo" -c safe.directory='*' archive HEAD | tar -x -C "$home/starx"
+chown -R "$user:" "$home/starx"
 su "$user" -c 'bash -s' <<'USER'
 set -euo pipefail
 cd ~/starx
