@@ -82,6 +82,7 @@ def test_ctrl_c_saves_like_sigterm_and_the_run_resumes(tmp_path):
 def test_a_second_ctrl_c_aborts_at_once(tmp_path):
     from starx.train import signals
 
+    before = signal.getsignal(signal.SIGINT)
     signals.reset()
     undo = signals.install()
     try:
@@ -92,7 +93,7 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path):
     finally:
         undo()
         signals.reset()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the terminal's Ctrl-C is back
+    assert signal.getsignal(signal.SIGINT) == before  # the terminal's Ctrl-C is back
 
 
 # ----------------------------------------------------------------------------- 3. metrics.jsonl
@@ -110,6 +111,7 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path):
 
 
 def test_a_torn_last_metrics_line_does_not_stop_the_resume(tmp_path):
+    """Also: the temporary file of a checkpoint write that was killed is removed on resume (point 9)."""
     common = ["pretrain.epochs=0.13", "finetune.enabled=false", "checkpoint.every_steps=5"]
     run = prepare(QUICKSTART, tiny(tmp_path, *common))
     proc = _start(run.run_dir)
@@ -118,8 +120,10 @@ def test_a_torn_last_metrics_line_does_not_stop_the_resume(tmp_path):
     proc.wait()
     with open(run.run_dir / "metrics.jsonl", "a") as f:
         f.write('{"time": 1, "stage": "pretrain", "st')  # power lost half-way through a line
+    torn_save = run.run_dir / "checkpoints" / ".pretrain_last.pt.4194999.tmp"  # a save killed half-way
+    torn_save.write_bytes(b"half a checkpoint")
     result = run_job(run.run_dir)
-    assert result["status"] == "done"
+    assert result["status"] == "done" and not torn_save.exists()
     steps = [r["step"] for r in metrics(run.run_dir) if r["stage"] == "pretrain" and "loss" in r]
     assert steps == list(range(1, result["metrics"]["pretrain_steps"] + 1))
 
@@ -308,3 +312,88 @@ def test_a_sweep_whose_trials_all_fail_at_launch_or_never_complete_is_not_ok(tmp
     path = setup_sweep(tmp_path / "b", params={"fake.invalid": [True], "x": [1.0, 2.0]}, max_failures=5)
     summary = drive(path, tmp_path / "b")
     assert summary.stopped == "no trial completed" and not summary.ok
+
+
+# ----------------------------------------------------------------------------- 9. starx data build
+def _npz(path: Path, n: int = 40, side: int = 16) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 256, size=(n, side, side, 3), dtype=np.uint8), y=np.arange(n) % 4)
+    return path
+
+
+def test_data_build_refuses_to_overwrite_and_never_writes_over_its_source(tmp_path):
+    src = _npz(tmp_path / "x.npz")
+    before = src.read_bytes()
+    out = _invoke("data", "build", f"npz:{src}", str(src), "--overwrite", "--no-progress")
+    assert out.exit_code == 2 and "is the source itself" in out.output, out.output
+    assert src.read_bytes() == before
+    beton = tmp_path / "x.beton"
+    assert _invoke("data", "build", f"npz:{src}", str(beton), "--no-progress").exit_code == 0
+    first = beton.read_bytes()
+    out = _invoke("data", "build", f"npz:{src}", str(beton), "--no-progress")
+    assert out.exit_code == 2 and "exists; pass --overwrite" in out.output, out.output
+    assert beton.read_bytes() == first
+    assert _invoke("data", "build", f"npz:{src}", str(beton), "--no-progress", "--overwrite").exit_code == 0
+
+
+@pytest.mark.parametrize("target,option,needle", [
+    ("folder", [], "is a folder"), ("under_a_file/x.beton", [], "x.beton"),
+    ("o.beton", ["--jpeg-quality", "-5"], "jpeg_quality"), ("o.beton", ["--max-resolution", "0"], "max_resolution"),
+    ("o.beton", ["--workers", "0"], "workers"),
+])
+def test_data_build_refuses_bad_outputs_and_options_in_one_line(tmp_path, target, option, needle):
+    src = _npz(tmp_path / "x.npz")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "under_a_file").write_text("a file, not a folder")
+    out = _invoke("data", "build", f"npz:{src}", str(tmp_path / target), "--no-progress", *option)
+    assert out.exit_code == 2 and needle in out.output and "Traceback" not in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1, out.output
+    assert not (tmp_path / "o.beton").exists()
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_sigterm_during_a_build_stops_its_workers_and_leaves_no_temp_file(tmp_path):
+    src = _npz(tmp_path / "big.npz", n=6000, side=64)
+    out = tmp_path / "big.beton"
+    code = ("import sys; from starx.data import build_dataset\n"
+            "build_dataset(sys.argv[1], sys.argv[2], write_mode='jpg', num_workers=2, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code, f"npz:{src}", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: list[str] = []
+    deadline = __import__("time").time() + 120
+    while __import__("time").time() < deadline and proc.poll() is None:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        workers = [pid for pid in (children.read_text().split() if children.exists() else [])
+                   if b"resource_tracker" not in _cmdline(pid)]  # the writer processes, forked
+        if len(workers) >= 2 and list(tmp_path.glob(".big.beton.*.tmp")):
+            break
+        __import__("time").sleep(0.05)
+    assert proc.poll() is None and len(workers) >= 2, "the build ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=60)
+    assert rc != 0, (rc, workers, proc.stderr.read().decode()[-3000:])
+    assert not out.exists() and not list(tmp_path.glob(".big.beton.*")), list(tmp_path.iterdir())
+    for pid in workers:  # the writer processes went with it
+        state = Path(f"/proc/{pid}/stat")
+        assert not state.exists() or state.read_text().split(")")[-1].split()[0] == "Z", pid
+
+
+def test_temp_files_of_killed_writes_are_removed_by_the_next_writer(tmp_path):
+    import socket
+
+    from starx.data import build_dataset
+
+    src = _npz(tmp_path / "x.npz")
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    stale = tmp_path / f".x.beton.{socket.gethostname()}.{dead}.abcd.tmp"
+    stale.write_bytes(b"half a dataset")
+    build_dataset(f"npz:{src}", tmp_path / "x.beton", progress=False)
+    assert not stale.exists() and (tmp_path / "x.beton").exists()

@@ -27,13 +27,14 @@ def build(
     jpeg_quality: int = typer.Option(90, help="JPEG quality for jpg/smart/proportion"),
     workers: Optional[int] = typer.Option(None, help="writer processes"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists (never the source itself)"),
 ) -> None:
     """Write SOURCE as an FFCV dataset (fields: image, label) to OUT, atomically."""
     from starx import api
 
     logging.getLogger("starx.data").setLevel(logging.WARNING)  # the summary below says it all
     s = api.build_dataset(source, out, split=split, write_mode=write_mode, max_resolution=max_resolution,
-                          jpeg_quality=jpeg_quality, num_workers=workers, progress=progress)
+                          jpeg_quality=jpeg_quality, num_workers=workers, progress=progress, overwrite=overwrite)
     console.print(f"wrote {s.path}: {s.images:,} images, {s.classes} classes, {s.bytes / 1e6:,.1f} MB",
                   highlight=False, markup=False)
 

@@ -3,9 +3,13 @@ guarded FFCV writer underneath: starx.data.ffcv_writer)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +41,82 @@ def _umask() -> int:
     return mask
 
 
+def _temp_prefix(out: Path) -> str:
+    return f".{out.name}.{socket.gethostname()}."
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Temporary files that builds of ``out`` on this host left when they were killed (their pid is gone)."""
+    prefix = _temp_prefix(out)
+    for tmp in out.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)) and tmp.is_file() and not tmp.is_symlink():
+            log.info("removing %s, left by a build that was killed", tmp)
+            tmp.unlink(missing_ok=True)
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """While writing, SIGTERM only sets a flag (``stop()`` then raises SystemExit(143)); the writer
+    polls it, so that its workers are stopped and the temporary file removed (``finally`` blocks
+    run) instead of the process vanishing with both left behind. A flag, not an exception raised
+    by the handler: that could land in a fork handler that swallows it."""
+    received: list[int] = []
+
+    def stop() -> None:
+        if received:
+            raise SystemExit(128 + received[0])
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        log.warning("received %s: stopping the build", signal.Signals(signum).name)
+        received.append(signum)
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+
+
+def _check_options(out: Path, ref: SourceRef, *, overwrite: bool, jpeg_quality: int, max_resolution: int | None,
+                   compress_probability: float, num_workers: int | None, smart_threshold: int | None) -> None:
+    """Everything about the output and the options that can be refused before a byte is written."""
+    if not 1 <= jpeg_quality <= 100:
+        raise DataError(f"jpeg_quality: must be in 1..100, got {jpeg_quality}")
+    if max_resolution is not None and max_resolution < 1:
+        raise DataError(f"max_resolution: must be >= 1, got {max_resolution}")
+    if not 0 <= compress_probability <= 1:
+        raise DataError(f"compress_probability: must be in [0, 1], got {compress_probability}")
+    if num_workers is not None and num_workers < 1:
+        raise DataError(f"workers: must be >= 1, got {num_workers}")
+    if smart_threshold is not None and smart_threshold < 0:
+        raise DataError(f"smart_threshold: must be >= 0, got {smart_threshold}")
+    if ref.path is not None and (out == ref.path or (out.exists() and ref.path.exists() and out.samefile(ref.path))):
+        raise DataError(f"{out}: is the source itself ({ref}); write the dataset to another file")
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder; give the file to write, e.g. {out / 'train.beton'}")
+    if out.exists() and not overwrite:
+        raise DataError(f"{out}: exists; pass --overwrite to replace it (or choose another name)")
+
+
 def default_write_mode(ref: SourceRef) -> str:
     """'jpg' for image folders (raw ImageNet would be ~10x its JPEG size), else 'raw'."""
     return "jpg" if ref.kind == "imagefolder" else "raw"
@@ -54,6 +134,7 @@ def build_dataset(
     compress_probability: float = 0.5,
     num_workers: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> DatasetSummary:
     """Write `source` (split `split`) to the FFCV file `out` with fields `image` and `label`.
 
@@ -69,7 +150,9 @@ def build_dataset(
     num_workers: writer processes (default: CPU count, at most 16; 1 for small array sources).
 
     The file is written to a temporary name in the same folder and renamed at the end, so
-    an interrupted or failed build leaves no `out`. Grey images are stored as 3 channels.
+    an interrupted or failed build leaves no `out` (SIGTERM stops the writer processes and removes
+    the temporary file; one left by a kill -9 is removed by the next build of `out`). An existing
+    `out` is refused unless `overwrite`; the source itself always is. Grey images are stored as 3 channels.
     Raises DataError naming the file (and field) for missing paths, empty class folders,
     unreadable images and labels that do not match images.
     """
@@ -77,11 +160,18 @@ def build_dataset(
     mode = write_mode or default_write_mode(ref)
     if mode not in WRITE_MODES:
         raise DataError(f"{out}: write_mode must be one of {WRITE_MODES}, got {mode!r}")
+    out = Path(out).expanduser().resolve()
+    _check_options(out, ref, overwrite=overwrite, jpeg_quality=jpeg_quality, max_resolution=max_resolution,
+                   compress_probability=compress_probability, num_workers=num_workers,
+                   smart_threshold=smart_threshold)
     src = open_source(ref, split)
     if len(src) == 0:
         raise DataError(f"{ref}: no images in split {split!r}")
-    out = Path(out).expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{out}: cannot create its folder: {e.strerror}") from None
+    _remove_stale_temp_files(out)
     if num_workers is None:
         # Array sources are cheap to encode raw: worker start-up would cost more than it saves.
         small = ref.kind != "imagefolder" and mode == "raw"
@@ -99,22 +189,27 @@ def build_dataset(
         ),
         "label": IntField(),
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{_temp_prefix(out)}{os.getpid()}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise DataError(f"{out}: cannot write in {out.parent}: {e.strerror}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     started = time.perf_counter()
-    try:
-        from .ffcv_writer import GuardedWriter
+    with _sigterm_unwinds() as stop:
+        try:
+            from .ffcv_writer import GuardedWriter
 
-        # Small pages waste less of the file on small sets (each worker leaves one page part-filled).
-        page_size = SMALL_PAGE if ref.kind != "imagefolder" else LARGE_PAGE
-        GuardedWriter(str(tmp), fields, page_size=page_size, num_workers=num_workers,
-                      show_progress=progress, description=f"writing {out.name}",
-                      ).from_indexed_dataset(src, chunksize=100)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it normal permissions
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+            # Small pages waste less of the file on small sets (each worker leaves one page part-filled).
+            page_size = SMALL_PAGE if ref.kind != "imagefolder" else LARGE_PAGE
+            GuardedWriter(str(tmp), fields, page_size=page_size, num_workers=num_workers,
+                          show_progress=progress, description=f"writing {out.name}", stop=stop,
+                          ).from_indexed_dataset(src, chunksize=100)
+            stop()  # a SIGTERM after the last poll: still no output
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it normal permissions
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
     summary = DatasetSummary(len(src), src.num_classes, out.stat().st_size, out)
     log.info(
         "wrote %s: %d images, %d classes, %.1f MB (%s, %.1fs)",

@@ -18,8 +18,23 @@ from .errors import DataError
 _POLL_S = 0.05
 
 
+def _die_with_parent() -> None:
+    """SIGTERM ends this worker (not the parent's handler, inherited through fork), and on Linux
+    it gets SIGKILL when the process that started it dies (kill -9 included), instead of waiting
+    forever on a queue nobody reads."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _guarded_job(errors: Queue, *args) -> None:
     """Run FFCV's worker loop; report any exception's text to the parent, then exit non-zero."""
+    _die_with_parent()
     try:
         worker_job_indexed_dataset(*args)
     except BaseException as e:  # noqa: BLE001 - everything must reach the parent
@@ -29,10 +44,11 @@ def _guarded_job(errors: Queue, *args) -> None:
 
 class GuardedWriter(DatasetWriter):
     def __init__(self, fname, fields, *, page_size, num_workers, show_progress=True,
-                 description="writing"):
+                 description="writing", stop=None):
         super().__init__(fname, fields, page_size=page_size, num_workers=num_workers)
         self.show_progress = show_progress
         self.description = description
+        self.stop = stop or (lambda: None)  # raises to abandon the write (a SIGTERM arrived)
 
     def _write_common(self, num_samples, queue_content, work_fn, extra_worker_args):
         if work_fn is not worker_job_indexed_dataset:
@@ -66,6 +82,9 @@ class GuardedWriter(DatasetWriter):
             for p in workers:
                 if p.is_alive():
                     p.terminate()
+                    p.join(timeout=10)
+                if p.is_alive():
+                    p.kill()
                     p.join()
             # After a failure the queue may hold chunks nobody will read; without this its
             # feeder thread blocks interpreter exit forever.
@@ -82,6 +101,7 @@ class GuardedWriter(DatasetWriter):
         with Progress(*columns, disable=not self.show_progress, transient=True) as bar:
             task = bar.add_task(self.description, total=self.num_samples)
             while done.value < self.num_samples:
+                self.stop()
                 failed = [p for p in workers if p.exitcode not in (None, 0)]
                 if failed:
                     try:
