@@ -67,7 +67,7 @@ fi
 say "missing: ${missing[*]}"
 say "fetching the Debian packages with apt-get download (no root needed) into $P"
 want=(libturbojpeg0-dev libopencv-core-dev libopencv-imgproc-dev)
-{ [ "$FETCH" = 1 ] || ! command -v pkg-config >/dev/null; } && want+=(pkg-config pkgconf-bin libpkgconf3)
+{ [ "$FETCH" = 1 ] || ! command -v pkg-config >/dev/null; } && want+=(pkg-config)
 apt_opts=()
 simulate() {  # the packages apt would install (the wanted ones and what the system lacks of their dependencies)
   apt-get -s -q "${apt_opts[@]}" --no-install-recommends install "${want[@]}" 2>/dev/null | awk '/^Inst /{print $2}'
@@ -79,8 +79,14 @@ if ! plan=$(simulate) || { [ -z "$plan" ] && [ "$FETCH" != 1 ]; }; then
   apt-get "${apt_opts[@]}" -qq update >&2 || true
   plan=$(simulate) || { say "error: apt cannot resolve ${want[*]} here; install them as root or through conda"; exit 1; }
 fi
-# with STARX_SYSLIBS_FETCH=1 the wanted packages come even where they are installed
-[ "$FETCH" = 1 ] && plan=$(printf '%s\n' $plan "${want[@]}" | sort -u)
+# with STARX_SYSLIBS_FETCH=1 the wanted packages (and pkg-config's own, pkgconf on Debian 12) come even
+# where they are installed
+if [ "$FETCH" = 1 ]; then
+  # shellcheck disable=SC2046
+  plan=$(printf '%s\n' $plan "${want[@]}" $(apt-cache "${apt_opts[@]}" depends --recurse --no-recommends \
+    --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances pkg-config 2>/dev/null \
+    | grep -E '^(lib)?pkgconf') | sort -u)
+fi
 rm -rf "$P/debs" "$P/root" "$P/pkgconfig" "$P/bin"
 mkdir -p "$P/debs" "$P/root" "$P/pkgconfig" "$P/bin"
 # shellcheck disable=SC2086
@@ -126,7 +132,8 @@ modules=$(find "$P/root" -name opencv_modules.hpp | head -1)
 
 lines="export PKG_CONFIG_PATH=\"$P/pkgconfig:\${PKG_CONFIG_PATH:-}\"
 export LDFLAGS=\"-L$libdir -Wl,--disable-new-dtags,-rpath,$libdir \${LDFLAGS:-}\""
-pkgconf=$(find "$P/root" -path '*bin/pkgconf' -type f | head -1)
+pkgconf=$(find "$P/root" -path '*/usr/bin/pkgconf' -type f | head -1)
+[ -n "$pkgconf" ] || pkgconf=$(find "$P/root" -path '*/usr/bin/pkg-config' -type f | head -1)
 if [ -n "$pkgconf" ]; then  # the downloaded pkg-config, with its library
   printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' "$libdir" "$pkgconf" > "$P/bin/pkg-config"
   chmod +x "$P/bin/pkg-config"
