@@ -397,3 +397,25 @@ def test_temp_files_of_killed_writes_are_removed_by_the_next_writer(tmp_path):
     stale.write_bytes(b"half a dataset")
     build_dataset(f"npz:{src}", tmp_path / "x.beton", progress=False)
     assert not stale.exists() and (tmp_path / "x.beton").exists()
+
+
+# ----------------------------------------------------------------------------- 11. an untrusted checkpoint
+def test_a_checkpoint_that_would_run_code_is_refused_without_advice_to_trust_it(tmp_path):
+    import pickle
+
+    from starx.train.checkpoint import CheckpointError, load
+
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    ckpt = tmp_path / "pretrain_last.pt"
+    ckpt.write_bytes(pickle.dumps({"model": Payload()}))
+    before = ckpt.read_bytes()
+    with pytest.raises(CheckpointError) as e:
+        load(ckpt)
+    message = str(e.value)
+    assert str(ckpt) in message and "weights_only" not in message and "refused" in message, message
+    assert not marker.exists() and ckpt.read_bytes() == before

@@ -68,6 +68,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu",
                         "'weights.pt')") from None
         lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
         first = lines[0] if lines else type(e).__name__
+        if first.startswith("Weights only load failed"):
+            # not torch's advice (retry with weights_only=False): for a file from elsewhere that runs its code
+            after = text.split("WeightsUnpickler error:", 1)
+            detail = [line.strip() for line in after[1].splitlines() if line.strip()] if len(after) > 1 else []
+            first = (f"{detail[0] if detail else 'not a plain weights file'} (refused: starx unpickles tensors and "
+                     f"plain containers only, never code)")
         raise error(f"corrupt or unreadable checkpoint {path}: {first[:200]}") from None
     if not isinstance(state, dict):
         raise error(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
