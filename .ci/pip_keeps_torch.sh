@@ -10,6 +10,9 @@ python=${PYTHON:-python3}
 env=$(mktemp -d)/env
 trap 'rm -rf "$(dirname "$env")"' EXIT
 "$python" -m venv "$env"
+# --dry-run --report need pip >= 22.2
+"$env/bin/python" -c "import pip, sys; sys.exit(tuple(map(int, pip.__version__.split('.')[:2])) < (22, 2))" \
+  || "$env/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 site=$("$env/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 mkdir -p "$site/torch-2.5.1.dist-info"
 printf 'Metadata-Version: 2.1\nName: torch\nVersion: 2.5.1\n' > "$site/torch-2.5.1.dist-info/METADATA"
