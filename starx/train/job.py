@@ -155,10 +155,14 @@ def _run_lock(rd: RunDir, dist):
 
 
 def _remove_stale_temp_files(rd: RunDir) -> None:
-    """Temporary files of atomic writes that a killed process left (``.<name>.<pid>.tmp``). Only
-    called under the run lock, so no writer is alive to own them."""
+    """Temporary files of atomic writes that a killed trainer left (``.<name>.<pid>.tmp``): checkpoints
+    and the trainer's own records (not launch.json, which a launcher elsewhere may be writing). Only
+    called under the run lock, so no trainer is alive to own them."""
+    ours = (rundir.RESULT, rundir.DERIVED, rundir.METRICS)
     for folder in (rd.path, rd.checkpoints):
         for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+            if folder == rd.path and not tmp.name.startswith(tuple(f".{name}." for name in ours)):
+                continue
             if tmp.is_file() and not tmp.is_symlink():
                 log.info("removing %s, left by an interrupted write", tmp)
                 tmp.unlink(missing_ok=True)
