@@ -164,7 +164,7 @@ def test_unknown_and_ambiguous_names_are_one_line_usage_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- cancel
 def test_cancel_a_subprocess_run_keeps_it_resumable(tmp_path):
-    prepared = fake_prepare(_fake_spec(tmp_path, steps=100, sleep_s=0.05), ["launch.kind=subprocess"])
+    prepared = fake_prepare(_fake_spec(tmp_path, steps=200, sleep_s=0.05), ["launch.kind=subprocess"])
     launch(prepared, entry=FAKE)
     _wait(lambda: len(rundir.read_jsonl(prepared.run_dir / "metrics.jsonl")) >= 3)
     out = _cli("cancel", prepared.run_id, "--root", str(tmp_path / "results"))
@@ -203,7 +203,7 @@ def test_cancel_a_sweep_stops_its_driver_and_trials_then_it_resumes(tmp_path):
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"experiment": "fake", "root": str(tmp_path / "results"), "x": 0.0,
-                                    "fake": {"steps": 100, "sleep_s": 0.05}}))
+                                    "fake": {"steps": 200, "sleep_s": 0.05}}))
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"name": "s", "spec": str(spec), "sampler": "grid", "n_parallel": 2,
                                      "poll_s": 0.1, "params": {"x": [1.0, 2.0]}}))
