@@ -41,16 +41,32 @@ pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 # An environment that already has torch keeps it: pip may only pick what fits that torch.
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
-torch_version() { "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('torch'))" 2>/dev/null; }
+version_of() { "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null; }
+torch_version() { version_of torch; }
+answers() {  # does this package index answer (in 30 s)?
+  local reach=("$VENV/bin/python" -c "import urllib.request as u; u.urlopen('$1', timeout=10)")
+  command -v timeout >/dev/null && reach=(timeout 30 "${reach[@]}")
+  "${reach[@]}" >/dev/null 2>&1
+}
 if have=$(torch_version); then
   echo "[install] keeping the environment's torch $have"
+  label=${have#*+}
+  if [ "$label" != "$have" ] && ! version_of torchvision >/dev/null; then
+    # a +cpu / +cuXYZ build: PyPI's torchvision is built for PyPI's torch; take the one built for this torch
+    index=https://download.pytorch.org/whl/$label
+    echo "torch==$have" > "$constraints"
+    if answers "$index/torchvision/" && "${pip[@]}" -c "$constraints" --index-url "$index" torchvision; then
+      echo "[install] torchvision $(version_of torchvision) from $index, built for torch $have"
+    else
+      echo "[install] warning: torch $have is a '$label' build and $index does not answer: PyPI's torchvision" \
+           "(built for PyPI's torch) may fail to load with it; install torchvision from the index this torch came from" >&2
+    fi
+  fi
 else
   if [ "$TORCH_SOURCE" = auto ]; then
     TORCH_SOURCE=pypi
     if ! command -v nvidia-smi >/dev/null && [ ! -e /proc/driver/nvidia/version ]; then
-      reach=("$VENV/bin/python" -c "import urllib.request as u; u.urlopen('$CPU_INDEX/torch/', timeout=10)")
-      command -v timeout >/dev/null && reach=(timeout 30 "${reach[@]}")
-      if "${reach[@]}" >/dev/null 2>&1; then
+      if answers "$CPU_INDEX/torch/"; then
         TORCH_SOURCE=cpu
       else
         echo "[install] no NVIDIA GPU, but $CPU_INDEX does not answer: torch from PyPI (its CUDA build)"
@@ -69,7 +85,7 @@ fi
 
 echo "[install] pip install -e .[all,test] (torch, ffcv, timm, optuna, submitit, ...)"
 "${pip[@]}" -c "$constraints" -e ".[all,test]"
-"$VENV/bin/python" -c "import starx, torch, ffcv, importlib.metadata as md; print(f'[install] starx {starx.__version__}, torch {torch.__version__}, ffcv {md.version(\"ffcv\")}')"
+"$VENV/bin/python" -c "import starx, torch, torchvision, ffcv, importlib.metadata as md; print(f'[install] starx {starx.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}, ffcv {md.version(\"ffcv\")}')"
 if [ -n "$syslibs_env" ] && [ -f .syslibs/env.sh ]; then
   echo "[install] FFCV links the libraries in .syslibs/ (keep that folder; rebuild: . .syslibs/env.sh first)"
 fi
