@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ class StagePlan:
     keep_every_steps: int = 0  # >0: also keep <stage>_ep<E>.pt at every multiple of this step
     keep_last: int = 0  # >0: only the newest this many milestones are kept
     best_metric: str = ""  # an eval metric (maximised): keep <stage>_best.pt, the state where it was best
+    seed: Optional[int] = None  # the spec's seed: each step's global RNGs come from (seed, rank, stage, step)
 
 
 @dataclass
@@ -79,6 +81,22 @@ def ensure_cpu_threads(threads: int, device: torch.device) -> None:
     """FFCV sets torch's thread count to its worker count whenever an epoch starts; put ours back."""
     if threads and device.type == "cpu" and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def seed_step(seed: int, rank: int, stage: str, step: int) -> None:
+    """Seed torch's (CPU and CUDA), numpy's and Python's global generators for one optimizer step of
+    one rank, from (seed, rank, stage, step).
+
+    What the step draws from them (drop path, timm's mixup / cutmix) then differs across DDP ranks,
+    as timm's seed + rank makes it, while the data order stays one global permutation (the loader's
+    own generators); and a resumed run draws exactly what an uninterrupted one draws, without a
+    per-rank RNG state in the checkpoint (which rank 0 alone writes)."""
+    import random
+
+    state = np.random.SeedSequence([seed, rank, zlib.crc32(stage.encode()), step]).generate_state(2, dtype=np.uint64)
+    torch.manual_seed(int(state[0]) >> 1)
+    np.random.seed(int(state[1]) % 2**32)
+    random.seed(int(state[1]))
 
 
 def _rng_state() -> dict[str, torch.Tensor]:
@@ -298,6 +316,8 @@ class StageLoop:
         while self.state.step < s.total_steps:
             epoch, first = divmod(self.state.step, s.steps_per_epoch)
             for micro_batches in self._micro_batches(epoch, first):
+                if s.seed is not None:
+                    seed_step(s.seed, self.dist.rank, s.name, self.state.step)
                 lr = self._set_lr()
                 loss, grad_norm, images = self._optimizer_step(micro_batches)
                 self.state.step += 1

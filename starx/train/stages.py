@@ -91,6 +91,7 @@ def _stage_plan(ctx: RunContext, name: str, *, global_batch: int, epochs: float,
         keep_every_steps=max(1, round(cfg.checkpoint.keep_every_epochs * steps_per_epoch))
         if cfg.checkpoint.keep_every_epochs > 0 else 0,
         keep_last=cfg.checkpoint.keep_last, best_metric=cfg.checkpoint.best_metric if name == "finetune" else "",
+        seed=cfg.seed,
         cpu_threads=cfg.cpu_threads or len(os.sched_getaffinity(0)))
 
 
