@@ -27,19 +27,17 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from starx.rundir import RunDir, read_json, write_json_atomic
+from starx.rundir import CHECKPOINTS, ENV, METRICS, RESULT, RunDir, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-ENV = "env.json"
-SUPERSEDED = "superseded"
 # what a forced re-run moves aside (train.log and the launcher's records stay: they are a history)
-_RUN_OUTPUTS = ("result.json", ENV, "metrics.jsonl", "checkpoints", "wandb")
+_RUN_OUTPUTS = (RESULT, ENV, METRICS, CHECKPOINTS, "wandb")
 _GIT_PATHS = ("starx", "pyproject.toml")  # the code that decides what a run computes
 
 
 def env_path(run_dir: Path | RunDir | str) -> Path:
-    return (run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir)) / ENV
+    return (run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))).env
 
 
 def _git(root: Path, *args: str) -> Optional[str]:
@@ -175,11 +173,11 @@ def supersede(run_dir: Path | RunDir | str) -> Optional[Path]:
     if not names:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    dest = rd.path / SUPERSEDED / stamp
+    dest = rd.superseded / stamp
     n = 1
     while dest.exists():
         n += 1
-        dest = rd.path / SUPERSEDED / f"{stamp}.{n}"
+        dest = rd.superseded / f"{stamp}.{n}"
     dest.mkdir(parents=True)
     for name in names:
         os.replace(rd.path / name, dest / name)

@@ -12,6 +12,9 @@ runs through it without torch, optuna or omegaconf.
 | ``metrics.jsonl`` | the trainer (rank 0) | one line per ``log_every`` steps, eval lines |
 | ``checkpoints/`` | the trainer | ``<stage>_last.pt``, ``<stage>.done.json`` |
 | ``result.json`` | the trainer; the launcher on a crash | :class:`ResultRecord` |
+| ``env.json`` | the trainer (rank 0) | code version, packages, machine (``starx.provenance``) |
+| ``superseded/<time>/`` | ``starx run --force`` | a finished run's outputs, moved aside |
+| ``export/<stage>/`` | ``starx export`` | ``model.safetensors``, ``config.json`` (``starx.train.export``) |
 | ``train.log`` | the trainer | the run's log |
 | ``launch.json``, ``launch/`` | ``starx.launch`` | the scheduler's records (``starx.launch.scheduler``) |
 | ``run.lock`` | the trainer (rank 0), the local launcher | held for the whole job: one trainer per run (:func:`lock_run`) |
@@ -36,6 +39,9 @@ DERIVED = "derived.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 RESULT = "result.json"
+ENV = "env.json"
+SUPERSEDED = "superseded"
+EXPORT = "export"
 TRAIN_LOG = "train.log"
 LAUNCH_JSON = "launch.json"
 LAUNCH_DIR = "launch"
@@ -69,6 +75,9 @@ class RunDir:
     metrics = property(lambda self: self.path / METRICS)
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
     result = property(lambda self: self.path / RESULT)
+    env = property(lambda self: self.path / ENV)
+    superseded = property(lambda self: self.path / SUPERSEDED)
+    export = property(lambda self: self.path / EXPORT)
     train_log = property(lambda self: self.path / TRAIN_LOG)
     launch_json = property(lambda self: self.path / LAUNCH_JSON)
     launch_dir = property(lambda self: self.path / LAUNCH_DIR)

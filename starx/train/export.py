@@ -88,7 +88,7 @@ def export_run(run_dir: str | Path, stage: Optional[str] = None, fmt: str = "saf
         "code": provenance.code_id(run_dir),
         "spec": OmegaConf.to_container(cfg, resolve=True),
     }
-    out = Path(out) if out is not None else run_dir / "export" / stage
+    out = Path(out) if out is not None else rd.export / stage
     out.mkdir(parents=True, exist_ok=True)
     _save_safetensors(weights, out / WEIGHTS, {"stage": stage, "factory": factory, "run_id": run_dir.name})
     tmp = out / f".{CONFIG}.{os.getpid()}.tmp"
