@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -367,23 +368,28 @@ def test_sigterm_during_a_build_stops_its_workers_and_leaves_no_temp_file(tmp_pa
             "build_dataset(sys.argv[1], sys.argv[2], write_mode='jpg', num_workers=2, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code, f"npz:{src}", str(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    workers: list[str] = []
-    deadline = __import__("time").time() + 120
-    while __import__("time").time() < deadline and proc.poll() is None:
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-        workers = [pid for pid in (children.read_text().split() if children.exists() else [])
-                   if b"resource_tracker" not in _cmdline(pid)]  # the writer processes, forked
-        if len(workers) >= 2 and list(tmp_path.glob(".big.beton.*.tmp")):
-            break
-        __import__("time").sleep(0.05)
-    assert proc.poll() is None and len(workers) >= 2, "the build ended before it could be interrupted"
-    proc.send_signal(signal.SIGTERM)
-    rc = proc.wait(timeout=60)
-    assert rc != 0, (rc, workers, proc.stderr.read().decode()[-3000:])
-    assert not out.exists() and not list(tmp_path.glob(".big.beton.*")), list(tmp_path.iterdir())
-    for pid in workers:  # the writer processes went with it
-        state = Path(f"/proc/{pid}/stat")
-        assert not state.exists() or state.read_text().split(")")[-1].split()[0] == "Z", pid
+    try:
+        workers: list[str] = []
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            workers = [pid for pid in (children.read_text().split() if children.exists() else [])
+                       if b"resource_tracker" not in _cmdline(pid)]  # the writer processes, forked
+            if len(workers) >= 2 and list(tmp_path.glob(".big.beton.*.tmp")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None and len(workers) >= 2, "the build ended before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        assert rc != 0, (rc, workers, proc.stderr.read().decode()[-3000:])
+        assert not out.exists() and not list(tmp_path.glob(".big.beton.*")), list(tmp_path.iterdir())
+        for pid in workers:  # the writer processes went with it
+            state = Path(f"/proc/{pid}/stat")
+            assert not state.exists() or state.read_text().split(")")[-1].split()[0] == "Z", pid
+    finally:
+        if proc.poll() is None:  # a failed assertion leaves no build running
+            proc.kill()
+            proc.wait()
 
 
 def test_temp_files_of_killed_writes_are_removed_by_the_next_writer(tmp_path):
