@@ -26,7 +26,9 @@ runs through it without torch, optuna or omegaconf.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import socket
 import time
@@ -213,7 +215,13 @@ def lock_run(run_dir: Path | RunDir | str):
         raise RunLocked(f"cannot open the run lock {path}: {e.strerror}") from None
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EAGAIN):  # ENOLCK: a file system without locks (NFS nolock)
+            logging.getLogger(__name__).warning(
+                "%s: cannot lock (%s): nothing stops a second process training this run", path, e.strerror)
+            os.close(fd)
+            yield path
+            return
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise RunLocked(f"run directory {Path(path).parent} is in use by {holder}: one process trains a run "
