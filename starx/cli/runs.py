@@ -35,13 +35,13 @@ def logs(
 
     _, run_dir = _target(root, run, sweeps=False)
     if not any(p.exists() for p in log_files(run_dir)):
-        console.print(f"(no log yet: {', '.join(str(p) for p in log_files(run_dir))})", highlight=False)
+        console.print(f"(no log yet: {', '.join(str(p) for p in log_files(run_dir))})", highlight=False, markup=False)
     try:
         st = follow(run_dir, sys.stdout, lines=lines, keep_following=not no_follow)
     except KeyboardInterrupt:
         return  # stops following only; the run goes on
     if not no_follow:
-        console.print(f"[bold]{run_dir.parent.name}/{run_dir.name}: {st.state}[/] {st.detail}", highlight=False)
+        console.print(f"{run_dir.parent.name}/{run_dir.name}: {st.state} {st.detail}", highlight=False, markup=False)
 
 
 @command()
