@@ -237,6 +237,23 @@ def lock_run(run_dir: Path | RunDir | str):
         os.close(fd)  # releases the lock; the file stays (removing it would race a waiting locker)
 
 
+# ----------------------------------------------------------------------------- processes
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host is running (a zombie has finished; a process of
+    another user counts as alive; without /proc, kill(0) decides)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 # ----------------------------------------------------------------------------- atomic json io
 def read_json(path: Path) -> Optional[dict]:
     """A JSON file's object, or None when it is missing, half-written or not a JSON object

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from starx.rundir import pid_alive
+
 from .errors import DataError
 from .sources import SourceRef, open_source, parse_source
 
@@ -50,23 +52,13 @@ def _remove_stale_temp_files(out: Path) -> None:
     prefix = _temp_prefix(out)
     for tmp in out.parent.glob(f"{glob_escape(prefix)}*.tmp"):
         pid = tmp.name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)) and tmp.is_file() and not tmp.is_symlink():
+        if pid.isdigit() and not pid_alive(int(pid)) and tmp.is_file() and not tmp.is_symlink():
             log.info("removing %s, left by a build that was killed", tmp)
             tmp.unlink(missing_ok=True)
 
 
 def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -29,7 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from starx.rundir import LAUNCH_DIR, RunDir, append_jsonl, read_json, read_jsonl, read_result, record_problem, tail, write_json_atomic
+from starx.rundir import (
+    LAUNCH_DIR,
+    RunDir,
+    append_jsonl,
+    pid_alive,
+    read_json,
+    read_jsonl,
+    read_result,
+    record_problem,
+    tail,
+    write_json_atomic,
+)
 
 __all__ = ["LAUNCH_DIR", "JobInfo", "RunState", "job_info", "log_paths", "query_slurm", "read_events",
            "read_launch", "record_event", "run_state", "write_launch"]
@@ -178,20 +189,6 @@ def _pid_is_submitit_controller(pid: int) -> bool:
         return True  # no /proc (macOS): trust kill(0)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def job_info(launch: Optional[dict], slurm_states: Optional[dict] = None) -> Optional[JobInfo]:
     """The scheduler's view of the job in a launch record (None without a record)."""
     if not launch:
@@ -217,7 +214,7 @@ def job_info(launch: Optional[dict], slurm_states: Optional[dict] = None) -> Opt
         pid = int(launch.get("pid") or 0)
         # our own pid: the run was launched from this process and has returned (or this
         # process is the run itself, where the state is never asked)
-        alive = pid > 0 and pid != os.getpid() and _pid_alive(pid)
+        alive = pid > 0 and pid != os.getpid() and pid_alive(pid)
         return JobInfo(backend, jid, RUNNING if alive else None, "RUNNING" if alive else "EXITED")
     return JobInfo(str(backend), jid, None)
 
