@@ -164,7 +164,10 @@ def test_unknown_and_ambiguous_names_are_one_line_usage_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- cancel
 def test_cancel_a_subprocess_run_keeps_it_resumable(tmp_path):
-    prepared = fake_prepare(_fake_spec(tmp_path, steps=200, sleep_s=0.05), ["launch.kind=subprocess"])
+    hold = tmp_path / "hold"  # the job waits before its step 3 until cancelled: no race with its end
+    hold.touch()
+    prepared = fake_prepare(_fake_spec(tmp_path, steps=20, sleep_s=0.05, hold_while=str(hold)),
+                            ["launch.kind=subprocess"])
     launch(prepared, entry=FAKE)
     _wait(lambda: len(rundir.read_jsonl(prepared.run_dir / "metrics.jsonl")) >= 3)
     out = _cli("cancel", prepared.run_id, "--root", str(tmp_path / "results"))
@@ -176,12 +179,15 @@ def test_cancel_a_subprocess_run_keeps_it_resumable(tmp_path):
     # cancelling it again does nothing; running it again resumes
     again = _cli("cancel", prepared.run_id, "--root", str(tmp_path / "results"))
     assert again.returncode == 0 and "nothing to cancel" in again.stdout
+    hold.unlink()
     done = launch(prepared, entry=FAKE, kind="local")
     assert done.result["status"] == "done" and done.result["metrics"]["resumed_from"] >= 3
 
 
 def test_cancel_a_local_run_stops_the_starx_process(tmp_path):
-    spec = _fake_spec(tmp_path, steps=400, sleep_s=0.05)
+    hold = tmp_path / "hold"  # the run waits before its step 3 until cancelled
+    hold.touch()
+    spec = _fake_spec(tmp_path, steps=20, sleep_s=0.05, hold_while=str(hold))
     code = ("import sys; from starx.launch.testing import fake_prepare; from starx.launch.submit import launch; "
             "h = launch(fake_prepare(sys.argv[1]), entry=sys.argv[2]); print('STATUS', h.result['status'])")
     proc = subprocess.Popen([sys.executable, "-c", code, str(spec), FAKE], stdout=subprocess.PIPE,
@@ -201,9 +207,11 @@ def test_cancel_a_local_run_stops_the_starx_process(tmp_path):
 def test_cancel_a_sweep_stops_its_driver_and_trials_then_it_resumes(tmp_path):
     from starx.sweep.driver import run_sweep
 
+    hold = tmp_path / "hold"  # the trials wait before their step 3 until cancelled
+    hold.touch()
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"experiment": "fake", "root": str(tmp_path / "results"), "x": 0.0,
-                                    "fake": {"steps": 200, "sleep_s": 0.05}}))
+                                    "fake": {"steps": 20, "sleep_s": 0.05, "hold_while": str(hold)}}))
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"name": "s", "spec": str(spec), "sampler": "grid", "n_parallel": 2,
                                      "poll_s": 0.1, "params": {"x": [1.0, 2.0]}}))
@@ -229,6 +237,7 @@ def test_cancel_a_sweep_stops_its_driver_and_trials_then_it_resumes(tmp_path):
             driver.kill()
     for t in running:
         assert scheduler.run_state(Path(t["run_dir"])).state == "preempted"
+    hold.unlink()
     summary = run_sweep(sweep, root=tmp_path / "results", prepare=fake_prepare, entry=FAKE)
     assert summary.complete == 2 and summary.failed == 0
     for t in running:

@@ -11,8 +11,12 @@ Spec keys used::
     root: /tmp/results           # results root
     seed: 0
     x: 1.0                       # any numbers: the objective is a function of them
-    fake: {steps: 5, sleep_s: 0.0, fail: false, fail_at_step: -1, fail_while: null, invalid: false}
+    fake: {steps: 5, sleep_s: 0.0, fail: false, fail_at_step: -1, fail_while: null, invalid: false,
+           hold_while: null, hold_at_step: 3}
                                  # fail_while: a path; the run fails while that file exists
+                                 # hold_while: a path; before step hold_at_step the run waits (still
+                                 # answering preemption) while that file exists: tests that stop a
+                                 # running job do so without racing its end
     launch: {...}                # starx.launch.config.LaunchConfig
 """
 
@@ -82,7 +86,7 @@ def fake_run_job(run_dir: str) -> dict:
     rd = RunDir(run_dir_p)
     cfg = yaml.safe_load(rd.spec.read_text())
     fake = {"steps": 5, "sleep_s": 0.0, "fail": False, "fail_at_step": -1, "fail_while": None,
-            **(cfg.get("fake") or {})}
+            "hold_while": None, "hold_at_step": 3, **(cfg.get("fake") or {})}
     signals.reset()
     signals.install()
     ckpt = run_dir_p / "checkpoints" / "last.json"
@@ -99,6 +103,9 @@ def fake_run_job(run_dir: str) -> dict:
     top1 = objective_of(cfg)
     metrics_f = rd.metrics
     for step in range(start, int(fake["steps"])):
+        while (step == int(fake["hold_at_step"]) and fake["hold_while"] and Path(fake["hold_while"]).exists()
+               and not signals.preempt_requested()):
+            time.sleep(0.02)
         if signals.preempt_requested():
             ckpt.parent.mkdir(exist_ok=True)
             write_json_atomic(ckpt, {"step": step})
