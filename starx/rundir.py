@@ -146,6 +146,9 @@ class ResultRecord:
     wall_time_s: Optional[float] = None
     versions: dict[str, str] = field(default_factory=dict)
     device: Optional[str] = None
+    # which devices the run used: {"CUDA_VISIBLE_DEVICES": the job's value (null: not set),
+    # "ranks": [{"rank", "host", "device", "CUDA_VISIBLE_DEVICES", and on CUDA "name", "uuid"}]}
+    devices: dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)  # run_dir, world_size, started, ...: written beside
 
@@ -175,7 +178,8 @@ def write_failure(run_dir: Path | RunDir, error: str, wall_time_s: float | None 
     write_result(rd, ResultRecord(
         experiment=derived.get("experiment", rd.path.parent.name), run_id=derived.get("run_id", rd.name),
         status=FAILED, metrics=(prev or {}).get("metrics", {}), wall_time_s=wall_time_s,
-        versions=(prev or {}).get("versions", {}), device=(prev or {}).get("device"), error=error))
+        versions=(prev or {}).get("versions", {}), device=(prev or {}).get("device"),
+        devices=(prev or {}).get("devices") or {}, error=error))
 
 
 def _path(p: Path | RunDir | str) -> Path:

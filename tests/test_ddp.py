@@ -114,6 +114,8 @@ def test_two_gloo_processes_match_one_process(ddp_tmp, one_process_losses):
     assert sorted(got) == sorted(expected) and len(expected) >= 5
     for step, loss in expected.items():
         assert got[step] == pytest.approx(loss, rel=1e-4), (step, got, expected)
+    ranks = json.loads((two.run_dir / "result.json").read_text())["devices"]["ranks"]
+    assert [(r["rank"], r["device"]) for r in ranks] == [(0, "cpu"), (1, "cpu")]  # gathered from every rank
 
 
 @pytest.mark.slow

@@ -59,6 +59,8 @@ def test_tiny_run_writes_the_full_run_directory(tmp_path):
     on_disk = json.loads((run.run_dir / "result.json").read_text())
     assert on_disk["metrics"] == m and on_disk["versions"]["torch"]
     assert on_disk["scan_backend"] == "torch"  # which selective scan ran (CPU: the twin)
+    (rank0,) = on_disk["devices"]["ranks"]  # which devices ran it (CUDA_VISIBLE_DEVICES, name, uuid on GPUs)
+    assert rank0["device"] == "cpu" and rank0["rank"] == 0 and "CUDA_VISIBLE_DEVICES" in on_disk["devices"]
     # Running it again returns the recorded result without training.
     before = (run.run_dir / "metrics.jsonl").read_text()
     assert run_job(run.run_dir)["metrics"] == m

@@ -8,7 +8,8 @@ Files (all inside ``results/<experiment>/<run_id>/``):
 
 - ``launch.json``  written at each submission: ``{"backend": "local"|"subprocess"|"slurm",
   "job_id": str|null, "folder": submitit folder, "submitted": unix time, "host", "pid",
-  "entry", "submissions": n}``;
+  "entry", "submissions": n}``, and for a subprocess job placed on GPUs ``"gpus": [device ids]``
+  (its CUDA_VISIBLE_DEVICES, ``starx.launch.gpus``);
 - ``launch/events.jsonl``  one line per job event, written by the job itself (rank 0):
   ``{"time", "event": "start"|"preempted"|"requeued"|"failed"|"finished", "job_id",
   "backend", "host", "detail"}``;

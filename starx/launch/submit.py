@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from starx.rundir import RunLocked, lock_run, read_result, write_failure
 
+from . import gpus as gpus_mod
 from . import scheduler
 from .config import LaunchConfig, LaunchKind, SlurmConfig, tasks_per_node, validate
 from .submitit_job import DEFAULT_ENTRY, StarxJob, resolve_entry
@@ -96,7 +97,11 @@ def slurm_parameters(s: SlurmConfig, job_name: str) -> dict[str, Any]:
     return params
 
 
-def make_executor(kind: LaunchKind, folder: Path, lc: LaunchConfig, job_name: str):
+def make_executor(kind: LaunchKind, folder: Path, lc: LaunchConfig, job_name: str,
+                  gpus: Optional[Sequence[str]] = None):
+    """A submitit executor for ``kind``. ``gpus``: the device ids a subprocess job sees
+    (CUDA_VISIBLE_DEVICES; ``starx.launch.gpus``); None: submitit's default, the first
+    ``launch.subprocess.gpus_per_node`` indices."""
     import submitit
 
     if kind is LaunchKind.slurm:
@@ -106,8 +111,13 @@ def make_executor(kind: LaunchKind, folder: Path, lc: LaunchConfig, job_name: st
     if kind is LaunchKind.subprocess:
         sp = lc.subprocess
         ex = submitit.LocalExecutor(folder=folder, max_num_timeout=sp.max_requeues)
-        ex.update_parameters(timeout_min=sp.timeout_min, tasks_per_node=sp.tasks_per_node,
-                             gpus_per_node=sp.gpus_per_node)
+        params: dict[str, Any] = {"gpus_per_node": sp.gpus_per_node}
+        setup: list[str] = []
+        if gpus is not None:
+            params, setup = gpus_mod.executor_gpu_parameters(gpus)
+        ex.update_parameters(timeout_min=sp.timeout_min, tasks_per_node=sp.tasks_per_node, **params)
+        if setup:
+            ex.update_parameters(setup=setup)
         return ex
     raise ValueError(f"no executor for launch kind {kind.value}")
 
@@ -203,7 +213,7 @@ class _Tailer:
 
 def launch(prepared: Prepared, *, follow: bool = False, kind: Optional[str | LaunchKind] = None,
            entry: str = DEFAULT_ENTRY, force: bool = False,
-           stream: Optional[TextIO] = None) -> LaunchHandle:
+           stream: Optional[TextIO] = None, gpus: Optional[Sequence[str]] = None) -> LaunchHandle:
     """Run or submit a prepared run (see the module docstring).
 
     prepared: ``starx.api.PreparedRun`` (experiment, run_id, run_dir, cfg).
@@ -211,6 +221,9 @@ def launch(prepared: Prepared, *, follow: bool = False, kind: Optional[str | Lau
     kind: overrides ``cfg.launch.kind``.
     entry: "module:function" run in the job with the run directory (the engine's run_job).
     force: submit even if the run is already done or has a live job.
+    gpus: for subprocess, the device ids the job sees (a sweep driver's assignment); None: the
+        first ``launch.subprocess.gpus_per_node`` of ``STARX_GPUS`` / ``CUDA_VISIBLE_DEVICES``
+        when set (``starx.launch.gpus``), else submitit's default (indices 0..n-1).
     """
     run_dir = Path(prepared.run_dir).resolve()
     lc = launch_config(prepared.cfg)
@@ -242,13 +255,23 @@ def launch(prepared: Prepared, *, follow: bool = False, kind: Optional[str | Lau
 
     folder = submitit_folder(run_dir, lc)
     folder.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
+    if k is LaunchKind.subprocess:
+        if gpus is None:
+            try:
+                gpus = gpus_mod.single_job_gpus(lc.subprocess.gpus_per_node)
+            except gpus_mod.NotEnoughGpus as e:
+                raise LaunchError(f"subprocess job {e}") from None
+        if gpus is not None:
+            gpus = tuple(str(g) for g in gpus)
+            extra["gpus"] = list(gpus)
     try:
-        ex = make_executor(k, folder, lc, job_name=f"starx-{handle.experiment}")
+        ex = make_executor(k, folder, lc, job_name=f"starx-{handle.experiment}", gpus=gpus)
         job = ex.submit(StarxJob(run_dir, entry))
     except Exception as e:  # sbatch errors come as FailedJobError / CalledProcessError
         raise LaunchError(f"{k.value} submission failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}") from e
     handle.job_id, handle._job = str(job.job_id), job
-    scheduler.write_launch(run_dir, k.value, handle.job_id, folder, entry)
+    scheduler.write_launch(run_dir, k.value, handle.job_id, folder, entry, **extra)
     log.info("submitted %s job %s for %s", k.value, handle.job_id, run_dir)
     if follow:
         handle.wait(follow=stream or sys.stderr)

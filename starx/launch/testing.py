@@ -97,7 +97,9 @@ def fake_run_job(run_dir: str) -> dict:
         resumed_from = start
     def record(status: str, **fields: Any) -> dict:
         return rundir.write_result(rd, ResultRecord(cfg["experiment"], run_dir_p.name, status,
-                                                    versions={"fake": "1"}, device="cpu", **fields))
+                                                    versions={"fake": "1"}, device="cpu",
+                                                    devices={"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")},
+                                                    **fields))
 
     record(rundir.RUNNING)
     top1 = objective_of(cfg)

@@ -17,6 +17,14 @@ when their job vanished. Finished trials are never run again: a trial whose run 
 already done is told its recorded result without launching anything. With ``retry_failed``, each
 point of the space whose trials all failed is queued once more as a new trial, once per driver
 start (its run resumes from its checkpoint if it has one); the failed trials stay in the record.
+
+GPUs (subprocess trials, ``launch.subprocess.gpus_per_node`` > 0): each trial in flight gets its
+own devices from a pool (``starx.launch.gpus``: ``STARX_GPUS``, else the driver's
+``CUDA_VISIBLE_DEVICES``, else every GPU torch sees), given back when it ends. A trial that finds
+too few free waits (it is asked and prepared, not launched) until a running one ends: ``-j``
+larger than the pool allows runs as many trials as fit. Which devices a trial holds is recorded
+in its ``launch.json`` (``gpus``) and its trial attributes; a restarted driver takes the devices of
+the trials it re-attaches to back out of the pool before it launches anything.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from starx import _compat
+from starx.launch import gpus as gpus_mod
 from starx.launch import scheduler
 from starx.launch.submit import PrepareFn
 from starx.rundir import SweepDir, write_json_atomic
@@ -52,6 +61,14 @@ class _InFlight:
     relaunches: int = 0
     lost_polls: int = 0
     started: float = field(default_factory=time.time)
+    gpus: tuple[str, ...] = ()  # device ids this trial's job holds (from the driver's pool)
+    prepared: Any = None  # while waiting for GPUs: its prepared run, and the launch kind
+    kind: str = ""
+    said_wait: bool = False
+
+    @property
+    def holder(self) -> str:
+        return f"trial {self.number}"
 
 
 @dataclass
@@ -112,6 +129,9 @@ class SweepDriver:
         self.force = force
         self.spec_path = resolve_spec_path(cfg)
         self.inflight: dict[int, _InFlight] = {}
+        self.waiting: list[_InFlight] = []  # asked and prepared, waiting for free GPUs (in order)
+        self._pool: Optional[gpus_mod.GpuPool] = None
+        self._pool_read = False
         self._lock_file = None
 
     # ------------------------------------------------------------------ study
@@ -214,7 +234,6 @@ class SweepDriver:
     # ------------------------------------------------------------------ trials
     def _launch(self, study, t: _InFlight, overrides: list[str]) -> None:
         """Prepare and launch (or attach to / reuse) the run of a trial; fail it on a spec error."""
-        from starx.launch import launch
         from starx.launch.config import LaunchKind
 
         try:
@@ -246,15 +265,89 @@ class SweepDriver:
         kind = getattr(kind, "value", kind)
         if kind == LaunchKind.local.value:
             kind = LaunchKind.subprocess.value  # trials run beside the driver and outlive it
+        if not self._submit(study, t, prepared, kind):
+            self.waiting.append(t)
+
+    def _submit(self, study, t: _InFlight, prepared, kind: str) -> bool:
+        """Launch a prepared trial on its own GPUs; False (nothing launched) while too few are free."""
+        from starx.launch import launch
+        from starx.launch.submit import launch_config
+
+        gpus: Optional[tuple[str, ...]] = None
+        need = launch_config(prepared.cfg).subprocess.gpus_per_node if kind == "subprocess" else 0
+        pool = self._gpu_pool() if need > 0 else None
+        if pool is not None:
+            try:
+                gpus = pool.acquire(need, t.holder)
+            except gpus_mod.NotEnoughGpus as e:
+                self._fail(study, t, f"launch: trial {t.number} {e}")
+                return True
+            if gpus is None:
+                t.prepared, t.kind = prepared, kind
+                if not t.said_wait:
+                    t.said_wait = True
+                    log.info("trial %d waits for %d free GPU%s (pool %s; in use: %s)", t.number, need,
+                             "s" if need != 1 else "", pool.source.describe(), pool.describe_use())
+                return False
+        t.prepared = None
         try:
-            handle = launch(prepared, kind=kind, entry=self.entry)
+            handle = launch(prepared, kind=kind, entry=self.entry, gpus=gpus)
         except Exception as e:  # noqa: BLE001 - a submission error fails this trial only
+            if gpus and pool is not None:
+                pool.release(gpus, t.holder)
             self._fail(study, t, f"launch: {type(e).__name__}: {e}")
-            return
-        self._set_attrs(study, t.trial_id, backend=handle.kind, job_id=handle.job_id)
+            return True
+        if handle.attached and pool is not None and gpus:
+            # the run already had a live job (another sweep's trial, say): it holds the devices
+            # its launch record names, not the ones just taken
+            pool.release(gpus, t.holder)
+            gpus = None
+            self._claim_recorded(t, scheduler.read_launch(t.run_dir))
+        elif gpus:
+            t.gpus = gpus
+        self._set_attrs(study, t.trial_id, backend=handle.kind, job_id=handle.job_id, gpus=list(t.gpus) or None)
         self.inflight[t.number] = t
         verb = "attached to" if handle.attached else "launched"
-        log.info("trial %d %s: %s -> %s job %s", t.number, verb, _fmt_params(t.params), handle.kind, handle.job_id)
+        on = f" on GPU {','.join(t.gpus)}" if t.gpus else ""
+        log.info("trial %d %s: %s -> %s job %s%s", t.number, verb, _fmt_params(t.params), handle.kind,
+                 handle.job_id, on)
+        return True
+
+    def _gpu_pool(self) -> Optional[gpus_mod.GpuPool]:
+        """The devices trials are placed on, read once (None: no GPUs here, place nothing)."""
+        if not self._pool_read:
+            self._pool_read = True
+            source = gpus_mod.machine_pool()
+            if source.ids:
+                self._pool = gpus_mod.GpuPool(source)
+                log.info("GPU pool %s: each trial in flight gets its own", source.describe())
+            else:
+                log.warning("no GPUs found (%s): trials that ask for GPUs (launch.subprocess.gpus_per_node) "
+                            "are launched without a device of their own", source.describe())
+        return self._pool
+
+    def _claim_recorded(self, t: _InFlight, launch_rec: Optional[dict]) -> None:
+        """Take the devices a live job of ``t`` holds (its launch record's ``gpus``) out of the pool."""
+        ids = (launch_rec or {}).get("gpus")
+        if (launch_rec or {}).get("backend") != "subprocess" or not isinstance(ids, list) or not ids:
+            return
+        pool = self._gpu_pool()
+        if pool is None:
+            return
+        t.gpus = tuple(str(d) for d in ids)
+        clash = pool.claim(t.gpus, t.holder)
+        if clash:
+            log.warning("trial %d's job holds GPU %s, which the pool had also given to another trial",
+                        t.number, ",".join(clash))
+
+    def _drop(self, t: _InFlight) -> None:
+        """``t`` is no longer in flight (or waiting): its devices go back to the pool."""
+        self.inflight.pop(t.number, None)
+        if t in self.waiting:
+            self.waiting.remove(t)
+        if t.gpus and self._pool is not None:
+            self._pool.release(t.gpus, t.holder)
+        t.gpus = ()
 
     def _fail(self, study, t: _InFlight, reason: str) -> None:
         from optuna.trial import TrialState
@@ -262,7 +355,7 @@ class SweepDriver:
         reason = reason.strip()
         self._set_attrs(study, t.trial_id, fail_reason=reason[-2000:])
         study.tell(t.number, state=TrialState.FAIL)
-        self.inflight.pop(t.number, None)
+        self._drop(t)
         log.warning("trial %d failed: %s", t.number, reason.splitlines()[-1] if reason else "")
 
     def _complete(self, study, t: _InFlight, result: dict) -> None:
@@ -276,7 +369,7 @@ class SweepDriver:
             self._fail(study, t, f"objective metric '{metric}' is {value!r} in result.json (metrics: {have})")
             return
         study.tell(t.number, float(value))
-        self.inflight.pop(t.number, None)
+        self._drop(t)
         best = self._best(study)
         log.info("trial %d done: %s=%.4g  (best: %s)", t.number, metric, value,
                  f"trial {best['number']}, {best['value']:.4g}" if best else "-")
@@ -310,22 +403,30 @@ class SweepDriver:
                 self._set_attrs(study, t.trial_id, relaunches=t.relaunches)
                 log.warning("trial %d: run is %s (%s); relaunching it (%d/%d)", t.number, st.state,
                             st.detail, t.relaunches, MAX_RELAUNCHES)
-                self.inflight.pop(t.number, None)
+                self._drop(t)
                 self._launch(study, t, self.cfg.trial_overrides(t.params))
 
     def _reattach(self, study) -> None:
         from optuna.trial import TrialState
 
+        unlaunched = []
         for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             ua = ft.user_attrs
             t = _InFlight(ft.number, _compat.trial_id(ft), dict(ft.params), Path(ua.get("run_dir", ".")),
                           relaunches=int(ua.get("relaunches", 0)))
-            if "run_dir" not in ua:  # the driver died between ask and launch
-                log.info("trial %d: launching (the previous driver stopped before it did)", ft.number)
-                self._launch(study, t, self.cfg.trial_overrides(t.params))
+            st = scheduler.run_state(t.run_dir) if "run_dir" in ua else None
+            if st is None or st.state == scheduler.PREPARED:
+                # the driver stopped between ask and launch (or while the trial waited for GPUs)
+                unlaunched.append(t)
                 continue
             self.inflight[t.number] = t
-            log.info("trial %d: re-attached (%s)", t.number, scheduler.run_state(t.run_dir).state)
+            if st.active:  # its job keeps the devices it was given: none of them is handed out again
+                self._claim_recorded(t, st.launch)
+            log.info("trial %d: re-attached (%s)%s", t.number, st.state,
+                     f" on GPU {','.join(t.gpus)}" if t.gpus else "")
+        for t in unlaunched:  # after every live trial has taken its devices back
+            log.info("trial %d: launching (the previous driver stopped before it did)", t.number)
+            self._launch(study, t, self.cfg.trial_overrides(t.params))
 
     def _best(self, study) -> Optional[dict]:
         from optuna.trial import TrialState
@@ -348,7 +449,7 @@ class SweepDriver:
                 "run_dir": ua.get("run_dir"), "run_id": ua.get("run_id"), "experiment": ua.get("experiment"),
                 "backend": ua.get("backend"), "job_id": ua.get("job_id"), "fail_reason": ua.get("fail_reason"),
                 "metrics": ua.get("metrics"), "wall_time_s": ua.get("wall_time_s"),
-                "relaunches": ua.get("relaunches", 0), "reused": ua.get("reused", False),
+                "relaunches": ua.get("relaunches", 0), "reused": ua.get("reused", False), "gpus": ua.get("gpus"),
                 "started": ft.datetime_start.timestamp() if ft.datetime_start else None,
                 "finished": ft.datetime_complete.timestamp() if ft.datetime_complete else None,
             })
@@ -385,20 +486,36 @@ class SweepDriver:
                 too_many = failed > self.cfg.max_failures
                 if too_many:
                     stopped = "too many failures"
-                while not too_many and started < total and len(self.inflight) < self.cfg.n_parallel:
+                while not too_many and len(self.inflight) < self.cfg.n_parallel:
+                    if self.waiting:  # trials asked before wait for GPUs first, in order
+                        t = self.waiting.pop(0)
+                        if not self._submit(study, t, t.prepared, t.kind):
+                            self.waiting.insert(0, t)
+                            break
+                        continue
+                    if started >= total:
+                        break
                     trial = study.ask(dists)
                     started += 1
                     t = _InFlight(trial.number, _compat.trial_id(trial), dict(trial.params), Path("."))
                     self._launch(study, t, self.cfg.trial_overrides(t.params))
+                    if t in self.waiting:
+                        break  # no free GPUs: ask for no more trials until one ends
                     if t.number not in self.inflight:  # failed at once (spec error) or reused
                         failed = sum(ft.state == TrialState.FAIL for ft in study.get_trials(deepcopy=False)) - retries
                         too_many = failed > self.cfg.max_failures
                 if too_many:  # launch-time failures count as much as failures found by polling
                     stopped = "too many failures"
                 self.write_trials_json(study)
+                if not self.inflight and self.waiting and not too_many:
+                    # nothing runs, yet these found no free GPUs: devices still held (a bug) must not hang the sweep
+                    for t in list(self.waiting):
+                        self._fail(study, t, f"launch: no free GPUs with no trial in flight "
+                                             f"({self._pool.describe_use() if self._pool else 'no pool'})")
+                    continue
                 if not self.inflight:
                     break
-                if self.detach and (started >= total or too_many):
+                if self.detach and not self.waiting and (started >= total or too_many):
                     stopped = "detached"
                     break
                 if self.max_wall_s is not None and time.time() - t0 > self.max_wall_s:

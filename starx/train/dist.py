@@ -53,6 +53,30 @@ def init(preference: str) -> DistInfo:
     return DistInfo(rank, world_size, local_rank, device)
 
 
+def describe_devices(info: DistInfo) -> dict:
+    """Which devices this job uses, for result.json's ``devices``: the job's CUDA_VISIBLE_DEVICES
+    and, per rank (gathered when several), its host, device and on CUDA the GPU's name and uuid
+    (``GPU-...``, as ``nvidia-smi -L`` prints it). Call on every rank."""
+    import socket
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    me: dict = {"rank": info.rank, "host": socket.gethostname(), "device": str(info.device),
+                "CUDA_VISIBLE_DEVICES": visible}
+    if info.device.type == "cuda":
+        props = torch.cuda.get_device_properties(info.device)
+        me["name"] = props.name
+        uuid = getattr(props, "uuid", None)
+        if uuid is not None:
+            me["uuid"] = f"GPU-{uuid}"
+        if getattr(props, "pci_bus_id", None) is not None:
+            me["pci_bus_id"] = int(props.pci_bus_id)
+    ranks = [me]
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        ranks = [None] * torch_dist.get_world_size()
+        torch_dist.all_gather_object(ranks, me)
+    return {"CUDA_VISIBLE_DEVICES": visible, "ranks": ranks}
+
+
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
         value = value.clone()

@@ -193,6 +193,7 @@ def _train(run_dir: Path, cfg, dist) -> dict[str, Any]:
         write_json_atomic(rd.derived, derived, indent=2)
     record_ = ResultRecord(experiment=cfg.experiment, run_id=run_dir.name, status=rundir.RUNNING,
                            wall_time_s=prior_wall, versions=_versions(), device=_device_name(dist.device),
+                           devices=dist_mod.describe_devices(dist),
                            extra={"run_dir": str(run_dir), "world_size": dist.world_size, "started": started,
                                   "scan_backend": _scan_backend(cfg.model.backend, dist.device)})
     result = record_.to_dict()
