@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from starx.eval import readout
 from starx.eval.accuracy import evaluate_classifier
 from starx.models.config import SPEC_ONLY_KEYS, model_config
+from starx.spec.load import CudaGraphsUnderDDP, cuda_graphs_under_ddp
 from starx.train import checkpoint
 from starx.train.dist import DistInfo
 from starx.train.loop import StageLoop, StagePlan
@@ -105,11 +106,13 @@ def wrap_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
 def _maybe_compile(model: torch.nn.Module, cfg: DictConfig, dist: DistInfo) -> torch.nn.Module:
     if not cfg.compile:
         return model
-    if cfg.compile_mode != "default" and dist.world_size > 1 and dist.device.type == "cuda" and dist.is_main:
-        # CUDA graphs under DDP have known failures upstream (pytorch/pytorch#128218, #140395).
-        log.warning("compile_mode=%s is measured on one GPU only; starx has not tested it with %d "
-                    "DDP processes: compare the first losses with compile_mode=default", cfg.compile_mode,
-                    dist.world_size)
+    # CUDA graphs under DDP have known failures upstream (pytorch/pytorch#128218, #140395); what starx
+    # does about them is starx.spec.load.CUDA_GRAPHS_UNDER_DDP (measured by bench/multi_gpu.sh)
+    found = cuda_graphs_under_ddp(cfg, dist.world_size, dist.device.type)
+    if found is not None and found[0] == "error":
+        raise CudaGraphsUnderDDP(found[1])
+    if found is not None and dist.is_main:
+        log.warning("%s", found[1])
     return torch.compile(model, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
 
 
