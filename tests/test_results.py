@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from starx.cli import jobs as jobs_cli
 from starx.results.catalog import ResultsError, resolve
 from starx.results.status import job_rows, status_table
-from starx.results.table import mean_over, runs_table, sort_rows, sweep_table, to_csv, to_markdown
+from starx.results.table import mean_over, paired_against, runs_table, sort_rows, sweep_table, t975, to_csv, to_markdown
 
 
 def make_run(root: Path, exp: str, run_id: str, k: int, status: str | None, top1: float | None = None,
@@ -147,6 +147,107 @@ def test_mean_over_seeds_gives_mean_and_spread_per_setting(tmp_path):
     assert float(got["star"]["top1"]) == pytest.approx(86.6666667) and got["star"]["n"] == "3"
 
 
+def _seed_sweep(r: Path, values: dict[tuple, float | None], params: list[str], k: dict[str, int]) -> None:
+    """A grid sweep 'sw' over ``params`` whose trials finished with these top1 values (None: failed)."""
+    trials = []
+    for i, (point, top1) in enumerate(values.items()):
+        label = "-".join(map(str, point))
+        run = make_run(r, "exp", label, k[point[params.index("recipe")]], "done" if top1 is not None else "failed",
+                       top1, error=None if top1 is not None else "boom")
+        trials.append({"number": i, "state": "COMPLETE" if top1 is not None else "FAIL",
+                       "params": dict(zip(params, point)), "value": top1, "run_dir": str(run)})
+    (r / "sw").mkdir()
+    (r / "sw" / "trials.json").write_text(json.dumps({
+        "name": "sw", "objective": {"metric": "top1", "direction": "maximize"}, "sampler": "grid",
+        "params": params, "n_trials": len(trials), "trials": trials}))
+
+
+def test_paired_against_gives_per_seed_differences_with_a_t_interval(tmp_path):
+    r = tmp_path / "results"
+    _seed_sweep(r, {(0, "arm"): 87.0, (1, "arm"): 88.0, (2, "arm"): 87.5,
+                    (0, "star"): 86.0, (1, "star"): 87.5, (2, "star"): 86.5,
+                    (0, "k8"): 85.0, (1, "k8"): None, (2, "k8"): 86.0,
+                    (0, "scratch"): 84.0},
+                ["seed", "recipe"], {"arm": 1, "star": 4, "k8": 8, "scratch": 4})
+    t = paired_against(sweep_table(resolve(r, "sw")[1]), ["seed"], ["recipe=arm"])
+    rows = {row["recipe"]: row for row in t.rows}
+    assert t.columns == ["recipe", "n", "top1", "top1_std", "top1_diff_n", "top1_diff", "top1_diff_std",
+                         "top1_diff_lo", "top1_diff_hi"]
+    assert "top1_diff" not in rows["arm"] and rows["arm"]["top1"] == pytest.approx(87.5)  # the reference
+    # star - arm per seed: -1.0, -0.5, -1.0 -> mean -5/6, sample std sqrt(1/12), t(0.975; 2) = 4.3027
+    star = rows["star"]
+    assert star["top1_diff_n"] == 3 and star["top1_diff"] == pytest.approx(-5 / 6)
+    assert star["top1_diff_std"] == pytest.approx(0.2886751)
+    half = 4.3027 * 0.2886751 / 3 ** 0.5  # 0.7171167
+    assert star["top1_diff_lo"] == pytest.approx(-5 / 6 - half) and star["top1_diff_hi"] == pytest.approx(-5 / 6 + half)
+    assert star["top1_diff_lo"] == pytest.approx(-1.550450, abs=1e-5) and star["top1_diff_hi"] == pytest.approx(-0.116217,
+                                                                                                                  abs=1e-5)
+    # k8 failed at seed 1: two pairs (-2.0, -1.5), t(0.975; 1) = 12.7062 -> -1.75 +- 12.7062 * 0.25
+    k8 = rows["k8"]
+    assert k8["n"] == 2 and k8["top1_diff_n"] == 2 and k8["top1_diff"] == pytest.approx(-1.75)
+    assert k8["top1_diff_std"] == pytest.approx(0.3535534)
+    assert (k8["top1_diff_lo"], k8["top1_diff_hi"]) == (pytest.approx(-4.926550), pytest.approx(1.426550))
+    # one pair: a difference, no spread and no interval
+    assert rows["scratch"]["top1_diff"] == pytest.approx(-3.0) and rows["scratch"]["top1_diff_n"] == 1
+    assert "top1_diff_std" not in rows["scratch"] and "top1_diff_lo" not in rows["scratch"]
+    # every metric's differences in the CSV: pretrain_loss is 0.2 + k/100, so star - arm = 0.03 at each seed
+    assert star["pretrain_loss_diff"] == pytest.approx(0.03) and star["pretrain_loss_diff_std"] == pytest.approx(0)
+    assert star["top1_ema_diff_lo"] == pytest.approx(star["top1_diff_lo"])  # top1_ema = top1 - 0.5
+    assert {"top1_diff", "top1_diff_lo", "top1_diff_hi", "top1_diff_n", "pretrain_loss_diff"} <= set(t.csv_columns)
+    assert any("recipe=arm" in n for n in t.notes) and "paired against recipe=arm" in t.title
+    # another metric on the screen
+    t5 = paired_against(sweep_table(resolve(r, "sw")[1]), ["seed"], ["recipe=arm"], metric="pretrain_loss")
+    assert t5.columns[2:5] == ["pretrain_loss", "pretrain_loss_std", "pretrain_loss_diff_n"]
+
+    res = CliRunner().invoke(app(), ["results", "sw", "--root", str(r), "--mean-over", "seed",
+                                     "--paired-against", "recipe=arm", "--csv", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output
+    assert "paired against recipe=arm" in res.output
+    with open(tmp_path / "p.csv") as f:
+        got = {row["recipe"]: row for row in csv.DictReader(f)}
+    assert float(got["star"]["top1_diff"]) == pytest.approx(-5 / 6)
+    assert float(got["star"]["top1_diff_hi"]) == pytest.approx(-0.116217, abs=1e-5)
+    assert got["arm"]["top1_diff"] == "" and got["k8"]["top1_diff_n"] == "2"
+
+
+def test_paired_against_keeps_the_other_parameters_and_refuses_bad_references(tmp_path):
+    r = tmp_path / "results"
+    # two pretraining lengths: star at 32 epochs is paired with arm at 32 epochs, not at 8
+    _seed_sweep(r, {(0, "arm", 8): 87.0, (1, "arm", 8): 88.0, (0, "star", 8): 86.0, (1, "star", 8): 87.0,
+                    (0, "arm", 32): 88.0, (1, "arm", 32): 89.0, (0, "star", 32): 88.5, (1, "star", 32): 89.5},
+                ["seed", "recipe", "ep"], {"arm": 1, "star": 4})
+    t = paired_against(sweep_table(resolve(r, "sw")[1]), ["seed"], ["recipe=arm"])
+    rows = {(row["recipe"], row["ep"]): row for row in t.rows}
+    assert rows[("star", 8)]["top1_diff"] == pytest.approx(-1.0) and rows[("star", 8)]["top1_diff_std"] == 0
+    assert rows[("star", 32)]["top1_diff"] == pytest.approx(0.5)
+    assert "top1_diff" not in rows[("arm", 32)]
+    # both keys named: every row against arm at 8 epochs (an int value given as text)
+    t2 = paired_against(sweep_table(resolve(r, "sw")[1]), ["seed"], ["recipe=arm", "ep=8"])
+    rows2 = {(row["recipe"], row["ep"]): row for row in t2.rows}
+    assert rows2[("arm", 32)]["top1_diff"] == pytest.approx(1.0) and rows2[("star", 32)]["top1_diff"] == pytest.approx(1.5)
+    sw = sweep_table(resolve(r, "sw")[1])
+    with pytest.raises(ValueError, match="no finished row has recipe=amr .*recipe: arm, star"):
+        paired_against(sw, ["seed"], ["recipe=amr"])
+    with pytest.raises(ValueError, match="did you mean 'recipe'"):
+        paired_against(sw, ["seed"], ["recipie=arm"])
+    with pytest.raises(ValueError, match="what the rows are paired over"):
+        paired_against(sw, ["seed"], ["seed=0"])
+    with pytest.raises(ValueError, match="PARAMETER=VALUE"):
+        paired_against(sw, ["seed"], ["arm"])
+    res = CliRunner().invoke(app(), ["results", "sw", "--root", str(r), "--paired-against", "recipe=arm"])
+    assert res.exit_code == 2 and "--mean-over" in res.output
+
+
+def test_t975_matches_students_t():
+    assert t975(1) == pytest.approx(12.7062) and t975(2) == pytest.approx(4.3027) and t975(30) == pytest.approx(2.0423)
+    # beyond the table: the expansion, against t(0.975; 40 / 60 / 120) = 2.0211 / 2.0003 / 1.9799
+    assert (t975(40), t975(60), t975(120)) == (pytest.approx(2.02108, abs=1e-5), pytest.approx(2.00030, abs=1e-5),
+                                               pytest.approx(1.97993, abs=1e-5))
+    assert t975(31) < t975(30) and t975(10 ** 6) == pytest.approx(1.959964, abs=1e-5)
+    with pytest.raises(ValueError):
+        t975(0)
+
+
 def test_csv_and_markdown_exports(root, tmp_path):
     _, sw = resolve(root, "ksweep")
     t = sweep_table(sw)
@@ -202,7 +303,7 @@ def test_results_and_status_import_neither_torch_nor_optuna(root):
     itself is not asserted: timing belongs to bench/, not to tests on shared CI cores)."""
     code = ("import sys; from starx.cli import jobs as jobs_cli; "
             "jobs_cli.results(sys.argv[1], sort='top1', reverse=False, csv=None, markdown=None, plot=None, "
-            "all_metrics=False, mean_over_=None, root=__import__('pathlib').Path(sys.argv[2])); "
+            "all_metrics=False, mean_over_=None, paired_against_=None, paired_metric=None, root=__import__('pathlib').Path(sys.argv[2])); "
             "jobs_cli.status(None, root=__import__('pathlib').Path(sys.argv[2]), lines=5); "
             "bad = [m for m in ('torch', 'optuna', 'submitit', 'matplotlib') if m in sys.modules]; "
             "print('HEAVY', bad)")

@@ -111,12 +111,18 @@ def results(
     mean_over_: Optional[List[str]] = typer.Option(
         None, "--mean-over", help="Average the finished rows over this parameter (repeatable), e.g. seed: "
         "one row per setting of the others, with n and each metric's mean and standard deviation."),
+    paired_against_: Optional[List[str]] = typer.Option(
+        None, "--paired-against", help="With --mean-over: each setting's difference to this reference setting "
+        "(PARAMETER=VALUE, e.g. recipe=arm; repeatable), paired at the same --mean-over values (per seed): mean, "
+        "std and 95% t-interval of the differences (the CSV has every metric's)."),
+    paired_metric: Optional[str] = typer.Option(None, "--paired-metric", help="The metric whose paired "
+                                                "differences the table shows (default: the objective)."),
     root: Optional[Path] = RootOpt,
 ):
     """Tables of runs or sweep trials (parameters, objective, key metrics, state, wall time)."""
     from starx import api
     from starx.results.catalog import varying_keys
-    from starx.results.table import mean_over, render_rich, runs_table, sort_rows, sweep_table, to_csv, to_markdown
+    from starx.results.table import mean_over, paired_against, render_rich, runs_table, sort_rows, sweep_table, to_csv, to_markdown
 
     console = _console()
     kind, obj = api.results(_root(root), name)
@@ -127,9 +133,15 @@ def results(
             console.print(f"no runs under {_root(root)}/", markup=False)
             return
         table = runs_table(obj, all_metrics=all_metrics, commit=commit)
+    if paired_metric and not paired_against_:
+        raise UsageError("--paired-metric needs --paired-against")
+    if paired_against_ and not mean_over_:
+        raise UsageError("--paired-against pairs the rows at the same values of --mean-over: give both "
+                         "(e.g. --mean-over seed --paired-against recipe=arm)")
     if mean_over_:
         try:
-            table = mean_over(table, mean_over_)
+            table = (paired_against(table, mean_over_, paired_against_, paired_metric) if paired_against_
+                     else mean_over(table, mean_over_))
         except ValueError as e:
             raise UsageError(str(e)) from None
     if sort:

@@ -138,9 +138,8 @@ def runs_table(runs: list[RunRecord], all_metrics: bool = False, title: Optional
 
 
 # ----------------------------------------------------------------------------- aggregation
-def mean_over(t: Tabular, over: list[str]) -> Tabular:
-    """One row per setting of the other parameters, over the finished rows: n, then the mean and
-    the sample standard deviation ("<metric>_std") of every metric, e.g. over seeds."""
+def _split_params(t: Tabular, over: list[str]) -> tuple[list[str], list[str]]:
+    """(the parameters kept as row keys, the metric columns) of an average over ``over``."""
     unknown = [k for k in over if k not in t.params]
     if unknown:
         hint = difflib.get_close_matches(unknown[0], t.params, n=1)
@@ -148,7 +147,21 @@ def mean_over(t: Tabular, over: list[str]) -> Tabular:
                          + (f" (did you mean '{hint[0]}'?)" if hint else f" (parameters: {', '.join(t.params)})"))
     keep = [k for k in t.params if k not in over]
     skip = {"trial", "run_id", "experiment", "state", "commit", *t.params}
-    metrics = [c for c in (t.csv_columns or t.columns) if c not in skip]
+    return keep, [c for c in (t.csv_columns or t.columns) if c not in skip]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _sample_std(values: list[float], mean: float) -> float:
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def mean_over(t: Tabular, over: list[str]) -> Tabular:
+    """One row per setting of the other parameters, over the finished rows: n, then the mean and
+    the sample standard deviation ("<metric>_std") of every metric, e.g. over seeds."""
+    keep, metrics = _split_params(t, over)
     groups: dict[tuple, list[dict]] = {}
     for row in t.rows:
         if row.get("state") == "done":
@@ -163,7 +176,7 @@ def mean_over(t: Tabular, over: list[str]) -> Tabular:
                 mean = sum(values) / len(values)
                 row[c] = mean
                 if len(values) > 1:
-                    row[f"{c}_std"] = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+                    row[f"{c}_std"] = _sample_std(values, mean)
         rows.append(row)
     with_std = lambda cols: [x for c in cols for x in ((c, f"{c}_std") if c != "wall" else (c,))]  # noqa: E731
     # the screen: the objective's spread, other metrics' means; the CSV: every mean and spread
@@ -172,6 +185,125 @@ def mean_over(t: Tabular, over: list[str]) -> Tabular:
     return Tabular(f"{t.title} | mean over {', '.join(over)} of {done} finished", keep + ["n"] + shown,
                    rows, objective=t.objective, maximize=t.maximize,
                    csv_columns=keep + ["n"] + with_std(metrics), params=keep)
+
+
+# Two-sided 95% quantiles of Student's t, t(0.975; df) for df = 1..30 (beyond: the Cornish-Fisher
+# expansion below, within 1e-7 of the exact value there).
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+         2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+         2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+
+
+def t975(df: int) -> float:
+    """t(0.975; df): a 95% interval of a mean of n values is mean +- t975(n - 1) * std / sqrt(n)."""
+    if df < 1:
+        raise ValueError(f"t975: degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959963984540054  # the normal's 0.975 quantile; Abramowitz & Stegun 26.7.5
+    g = ((z ** 3 + z) / 4, (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96,
+         (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384,
+         (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160)
+    return z + sum(gi / df ** (i + 1) for i, gi in enumerate(g))
+
+
+def _parse_reference(reference: list[str], keep: list[str], over: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in reference:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--paired-against takes PARAMETER=VALUE (e.g. recipe=arm), got '{item}'")
+        if key in over:
+            raise ValueError(f"cannot pair against '{key}': it is what the rows are paired over")
+        if key not in keep:
+            hint = difflib.get_close_matches(key, keep, n=1)
+            raise ValueError(f"cannot pair against '{key}': not a parameter"
+                             + (f" (did you mean '{hint[0]}'?)" if hint else f" (parameters: {', '.join(keep)})"))
+        out[key] = value.strip()
+    if not out:
+        raise ValueError("--paired-against needs PARAMETER=VALUE (e.g. recipe=arm)")
+    return out
+
+
+def _matches(value: Any, text: str) -> bool:
+    """Whether a parameter's value is the one written on the command line (``arm``, ``4``, ``0.5``, ``true``)."""
+    if text in (str(value), fmt(value)):
+        return True
+    if isinstance(value, bool) or value is None:
+        return text.lower() == ("null" if value is None else str(value).lower())
+    if isinstance(value, (int, float)):
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return False
+    return False
+
+
+def paired_against(t: Tabular, over: list[str], reference: list[str], metric: Optional[str] = None) -> Tabular:
+    """:func:`mean_over` plus each setting's paired difference to a reference setting.
+
+    ``reference``: ``PARAMETER=VALUE`` items (e.g. ``recipe=arm``) naming the reference among the
+    parameters that are not averaged over. For every setting, the rows are paired with the
+    reference's rows at the same values of ``over`` (the same seed), the other parameters kept:
+    d_i = metric(setting, seed i) - metric(reference, seed i). Per metric the CSV gets
+    ``<m>_diff`` (mean of the d_i), ``<m>_diff_std`` (their sample std), ``<m>_diff_lo`` and
+    ``<m>_diff_hi`` (the 95% t-interval of the mean: mean +- t(0.975; n-1) std / sqrt(n)) and
+    ``<m>_diff_n`` (pairs); the screen shows them for ``metric`` (default: the objective). The
+    reference's own row has no differences. Two finished rows of one setting and seed (a point run
+    twice) count as their mean."""
+    keep, metrics = _split_params(t, over)
+    ref = _parse_reference(reference, keep, over)
+    base = mean_over(t, over)
+    done = [r for r in t.rows if r.get("state") == "done"]
+    ref_rows = [r for r in done if all(_matches(r.get(k), v) for k, v in ref.items())]
+    if not ref_rows:
+        seen = {k: sorted({fmt(r.get(k)) for r in done}) for k in ref}
+        raise ValueError("no finished row has " + " ".join(f"{k}={v}" for k, v in ref.items()) + " ("
+                         + "; ".join(f"{k}: {', '.join(vals) or 'none'}" for k, vals in seen.items()) + ")")
+    ref_values = {k: ref_rows[0].get(k) for k in ref}  # as the rows hold them (an int seed, not '0')
+    cells: dict[tuple, dict[tuple, list[dict]]] = {}  # setting -> paired value -> rows
+    for r in done:
+        cells.setdefault(tuple(repr(r.get(k)) for k in keep), {}).setdefault(
+            tuple(repr(r.get(k)) for k in over), []).append(r)
+    if metric is None:
+        metric = t.objective if t.objective in metrics else next((c for c in metrics if c != "wall"), None)
+    if metric not in metrics:
+        hint = difflib.get_close_matches(metric or "", metrics, n=1)
+        raise ValueError(f"cannot pair '{metric}': not a metric" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    diff_cols = ("diff", "diff_std", "diff_lo", "diff_hi", "diff_n")
+    ref_label = " ".join(f"{k}={fmt(v)}" for k, v in ref_values.items())
+    for row in base.rows:
+        setting = {k: row.get(k) for k in keep}
+        partner = {**setting, **ref_values}
+        if all(repr(setting[k]) == repr(partner[k]) for k in keep):
+            continue  # the reference itself
+        mine = cells.get(tuple(repr(setting[k]) for k in keep), {})
+        theirs = cells.get(tuple(repr(partner[k]) for k in keep), {})
+        for c in metrics:
+            d = []
+            for point, rows in mine.items():
+                a = [r[c] for r in rows if _number(r.get(c))]
+                b = [r[c] for r in theirs.get(point, []) if _number(r.get(c))]
+                if a and b:
+                    d.append(sum(a) / len(a) - sum(b) / len(b))
+            if not d:
+                continue
+            mean = sum(d) / len(d)
+            row[f"{c}_diff"], row[f"{c}_diff_n"] = mean, len(d)
+            if len(d) > 1:
+                std = _sample_std(d, mean)
+                half = t975(len(d) - 1) * std / math.sqrt(len(d))
+                row[f"{c}_diff_std"], row[f"{c}_diff_lo"], row[f"{c}_diff_hi"] = std, mean - half, mean + half
+    screen = keep + ["n", metric, f"{metric}_std"] + [f"{metric}_{s}" for s in ("diff_n", "diff", "diff_std",
+                                                                                "diff_lo", "diff_hi")]
+    notes = [f"{metric}_diff: the row's {metric} minus the reference's ({ref_label}) at the same "
+             f"{', '.join(over)}, averaged over the {metric}_diff_n pairs; lo / hi: its 95% t-interval "
+             f"(mean +- t(0.975; n-1) std / sqrt(n)); the CSV has every metric's"]
+    return Tabular(f"{base.title}, paired against {ref_label}", screen, base.rows, objective=t.objective,
+                   maximize=t.maximize, notes=notes,
+                   csv_columns=(base.csv_columns or []) + [f"{c}_{s}" for c in metrics for s in diff_cols],
+                   params=keep)
 
 
 # ----------------------------------------------------------------------------- sorting
