@@ -5,7 +5,10 @@ builders), runs a few warm steps, profiles three, and prints the CUDA time per s
 top kernels and of kernel families (scan, conv, matmul, attention, norm, optimizer, other
 elementwise). This is the split the throughput plan in bench/README.md rests on.
 
-    python bench/profile_step.py --k 4 --batch 256 [--compile] [--out profile.txt]
+    python bench/profile_step.py --k 4 --batch 256 [--backend triton] [--compile] [--anchor] [--out profile.txt]
+
+``--anchor`` profiles the causal ViT-B of bench/anchors.py the same way, so the two splits can be
+read side by side (matmuls of the same size should cost the same; the rest is the gap).
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anchors import causal_vit_b  # noqa: E402
 from pretrain_step import build  # noqa: E402
 
 from starx.ops import kernel_status  # noqa: E402
 
 FAMILIES = [  # first match wins
-    ("selective scan", r"selective_scan"),
+    ("selective scan", r"selective_scan|scan_fwd|scan_bwd"),
     ("causal conv1d", r"causal_conv1d"),
     ("matmul (gemm)", r"gemm|cutlass|sm90_xmma|nvjet|cublas|wgmma"),
     ("attention", r"fmha|attention|flash|efficient_attention"),
@@ -47,19 +51,32 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--backend", default="auto", help="scan backend (starx.choices.Backend)")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--anchor", action="store_true", help="profile the causal ViT-B anchor instead")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
     torch.manual_seed(0)
-    cfg, model, run_model, opt = build(args.k, "cuda", args.compile)
+    cfg, model, run_model, opt = build(args.k, args.backend, args.compile)
+    star = model
     images = torch.randn(args.batch, 3, cfg.model.img_size, cfg.model.img_size, device="cuda")
+    what = f"STAR-B k={args.k} ({args.backend} scan)"
+    if args.anchor:  # same images a step, the encoder's token count, same compile mode
+        model = causal_vit_b().cuda()
+        run_model = torch.compile(model) if args.compile else model
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        x = torch.randn(args.batch // args.k, star.num_tokens, 768, device="cuda")
+        what = f"causal ViT-B anchor, {x.shape[0]} x {x.shape[1]} tokens"
+
+    def loss_of_step():
+        return run_model(x).float().pow(2).mean() if args.anchor else run_model(images).loss
 
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = run_model(images).loss
+            loss = loss_of_step()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         opt.step()
@@ -84,7 +101,7 @@ def main() -> None:
     lines = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  torch {torch.__version__}  "
              f"mamba-ssm {status['mamba_ssm']} (scan chunks: {status['scan_config']})  "
              f"command: python {' '.join(sys.argv)}",
-             f"STAR-B k={args.k} batch {args.batch} images compile={args.compile} on {torch.cuda.get_device_name()}: "
+             f"{what} batch {args.batch} images compile={args.compile} on {torch.cuda.get_device_name()}: "
              f"{total:.1f} ms of GPU kernels per step ({args.batch / total * 1e3:.0f} images/s if nothing else ran)",
              "", "by family (ms/step, share):"]
     lines += [f"  {fam:32s} {ms:7.2f}  {ms / total:6.1%}" for fam, ms in sorted(families.items(), key=lambda x: -x[1])]

@@ -49,7 +49,10 @@ def triton_error() -> str | None:
 # Channels per program (BD) and warps per program of the forward and the backward, and the
 # steps per saved state (T), chosen by bench/triton_scan.py on an H200 at STAR shapes. T is
 # shared: the backward restarts each tile of T steps from the state the forward saved there.
-TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 16, "unroll": 1, "stages": 1, "bwd_maxnreg": None}
+# The backward's 168-register cap (ptxas spills 112 bytes) fits 12 one-warp programs on a
+# multiprocessor instead of 8: STAR-B k=4's 1536 programs in one wave, 2.06 ms fwd+bwd instead
+# of 2.60 (bench/results/triton_scan_v5_maxnreg_h200.jsonl).
+TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 16, "unroll": 1, "stages": 1, "bwd_maxnreg": 168}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
