@@ -147,7 +147,8 @@ class ResultRecord:
     versions: dict[str, str] = field(default_factory=dict)
     device: Optional[str] = None
     # which devices the run used: {"CUDA_VISIBLE_DEVICES": the job's value (null: not set),
-    # "ranks": [{"rank", "host", "device", "CUDA_VISIBLE_DEVICES", and on CUDA "name", "uuid"}]}
+    # "ranks": [{"rank", "host", "device", "CUDA_VISIBLE_DEVICES", on CUDA "name", "uuid", "pci_bus_id",
+    # under SLURM "slurm_node"}]}
     devices: dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)  # run_dir, world_size, started, ...: written beside

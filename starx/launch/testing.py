@@ -132,7 +132,8 @@ def fake_run_job(run_dir: str) -> dict:
 
 
 def fake_dist_job(run_dir: str) -> dict:
-    """Joins a gloo process group from the env vars the launcher exported and all-reduces rank+1."""
+    """Joins a gloo process group from the env vars the launcher exported and all-reduces rank+1;
+    result.json holds rank 0's variables (``env``) and every rank's (``envs``)."""
     import torch
     import torch.distributed as dist
 
@@ -143,9 +144,11 @@ def fake_dist_job(run_dir: str) -> dict:
     try:
         t = torch.tensor([float(dist.get_rank() + 1)])
         dist.all_reduce(t)
+        envs: list = [None] * dist.get_world_size()
+        dist.all_gather_object(envs, env)
         record = ResultRecord("fake", Path(run_dir).name, rundir.DONE,
                               metrics={"sum": float(t.item()), "world_size": dist.get_world_size()},
-                              extra={"env": env})
+                              extra={"env": env, "envs": envs})
         if dist.get_rank() == 0:
             rundir.write_result(Path(run_dir), record)
         return record.to_dict()

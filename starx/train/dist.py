@@ -55,13 +55,15 @@ def init(preference: str) -> DistInfo:
 
 def describe_devices(info: DistInfo) -> dict:
     """Which devices this job uses, for result.json's ``devices``: the job's CUDA_VISIBLE_DEVICES
-    and, per rank (gathered when several), its host, device and on CUDA the GPU's name and uuid
-    (``GPU-...``, as ``nvidia-smi -L`` prints it). Call on every rank."""
+    and, per rank (gathered when several), its host (and SLURM node), device and on CUDA the GPU's
+    name and uuid (``GPU-...``, as ``nvidia-smi -L`` prints it). Call on every rank."""
     import socket
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     me: dict = {"rank": info.rank, "host": socket.gethostname(), "device": str(info.device),
                 "CUDA_VISIBLE_DEVICES": visible}
+    if os.environ.get("SLURMD_NODENAME"):  # a SLURM node's name (several slurmd may share one host)
+        me["slurm_node"] = os.environ["SLURMD_NODENAME"]
     if info.device.type == "cuda":
         props = torch.cuda.get_device_properties(info.device)
         me["name"] = props.name
