@@ -238,6 +238,49 @@ def test_paired_against_keeps_the_other_parameters_and_refuses_bad_references(tm
     assert res.exit_code == 2 and "--mean-over" in res.output
 
 
+def test_throughput_per_stage_from_metrics_jsonl(tmp_path):
+    r = tmp_path / "results"
+    d = make_run(r, "exp", "k4", 4, "done", 80.0)
+    with open(d / "metrics.jsonl", "a") as f:
+        for step, ips in ((50, 900.0), (100, 2000.0), (150, 2100.0), (200, 1900.0)):  # the first is warm-up
+            f.write(json.dumps({"stage": "pretrain", "step": step, "loss": 0.5, "images_per_s": ips}) + "\n")
+        f.write(json.dumps({"stage": "pretrain", "kind": "eval", "step": 200, "knn_top1": 70.0,
+                            "images_per_s": 1.0}) + "\n")  # an eval line is not training
+        for step, ips in ((50, 300.0), (100, 310.0), (150, 320.0)):
+            f.write(json.dumps({"stage": "finetune", "step": step, "loss": 0.9, "images_per_s": ips}) + "\n")
+        f.write('{"stage": "finetune", "step": 200, "images_per_s": 1')  # a torn last line
+    runs = resolve(r, "exp")[1]
+    m = runs[0].metrics
+    assert m["pretrain_images_per_s"] == pytest.approx(2000.0)  # median of 2000, 2100, 1900
+    assert m["finetune_images_per_s"] == pytest.approx(315.0)  # median of 310, 320
+    assert m["top1"] == 80.0
+    t = runs_table(runs)  # in the CSV (and on the screen with --all-metrics)
+    assert {"pretrain_images_per_s", "finetune_images_per_s"} <= set(t.csv_columns)
+    assert "finetune_images_per_s" in runs_table(runs, all_metrics=True).columns
+
+
+def test_sweep_copied_from_another_machine_finds_its_runs_by_experiment_and_run_id(tmp_path):
+    """trials.json records the absolute run directories of the machine that ran the sweep; here the
+    results folder lives elsewhere, and each trial's run is found as <root>/<experiment>/<run_id>."""
+    r = tmp_path / "results"
+    make_run(r, "fmnist_gpu", "star_tiny-k4-s0", 4, "done", 86.5)
+    (r / "sw").mkdir()
+    (r / "sw" / "trials.json").write_text(json.dumps({
+        "name": "sw", "objective": {"metric": "top1", "direction": "maximize"}, "sampler": "grid",
+        "params": ["seed"], "n_trials": 2, "trials": [
+            {"number": 0, "state": "COMPLETE", "params": {"seed": 0}, "value": 86.5,
+             "run_dir": "/elsewhere/results/fmnist_gpu/star_tiny-k4-s0", "run_id": "star_tiny-k4-s0",
+             "experiment": "fmnist_gpu", "metrics": {"top1": 86.5}},
+            {"number": 1, "state": "COMPLETE", "params": {"seed": 1}, "value": 86.0,
+             "run_dir": "/elsewhere/results/fmnist_gpu/gone", "run_id": "../../gone", "experiment": "fmnist_gpu",
+             "metrics": {"top1": 86.0}, "wall_time_s": 12.0}]}))
+    sw = resolve(r, "sw")[1]
+    first, second = sw.trials
+    assert first.run is not None and first.run.run_dir == r / "fmnist_gpu" / "star_tiny-k4-s0"
+    assert first.metrics["pretrain_loss"] == pytest.approx(0.24) and first.wall_time_s == 260.0  # from result.json
+    assert second.run is None and second.metrics == {"top1": 86.0} and second.wall_time_s == 12.0  # trials.json's
+
+
 def test_t975_matches_students_t():
     assert t975(1) == pytest.approx(12.7062) and t975(2) == pytest.approx(4.3027) and t975(30) == pytest.approx(2.0423)
     # beyond the table: the expansion, against t(0.975; 40 / 60 / 120) = 2.0211 / 2.0003 / 1.9799

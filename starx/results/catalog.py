@@ -8,17 +8,22 @@ Stdlib + PyYAML only (no torch, no optuna, no omegaconf), so ``starx results`` a
 from __future__ import annotations
 
 import difflib
+import functools
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from starx.launch import scheduler
 from starx.launch.scheduler import RunState
-from starx.rundir import RunDir, SweepDir, read_json, record_problem
+from starx.rundir import RunDir, SweepDir, name_problem, read_json, record_problem
 
 # Metrics shown by default, in this order, when present.
 KEY_METRICS = ("top1", "top5", "top1_ema", "best_top1", "knn_top1", "knn_top5", "probe_top1", "probe_top5",
                "pixel_top1", "linear_top1", "pretrain_loss", "pretrain_loss_tail", "finetune_loss")
+# metrics.jsonl larger than this is not read for the throughput (a long run's log; result.json still is)
+THROUGHPUT_MAX_BYTES = 64 << 20
 # Spec keys that never distinguish runs (where they run, how often they log).
 _SPEC_NOISE = ("launch.", "output_dir", "data.cache_dir", "data.num_workers", "log_every", "checkpoint.",
                "root", "experiment", "tracking.")
@@ -40,11 +45,14 @@ class RunRecord:
     def result(self) -> dict:
         return (self.state.result if self.state else None) or {}
 
-    @property
+    @functools.cached_property
     def metrics(self) -> dict:
+        """result.json's numeric metrics, plus each stage's training throughput from metrics.jsonl
+        (``<stage>_images_per_s``, :func:`throughput`) where result.json does not give it."""
         metrics = self.result.get("metrics")
-        return {k: v for k, v in (metrics if isinstance(metrics, dict) else {}).items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        out = {k: v for k, v in (metrics if isinstance(metrics, dict) else {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return {**throughput(self.run_dir), **out} if out else out
 
     @property
     def wall_time_s(self) -> Optional[float]:
@@ -122,6 +130,39 @@ class SweepRecord:
 # ----------------------------------------------------------------------------- helpers
 def _number(v: Any) -> Optional[float]:
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def throughput(run_dir: Path) -> dict[str, float]:
+    """``{"<stage>_images_per_s": median}`` over a run's metrics.jsonl training lines (the images/s
+    of each logged interval; the first interval of a stage, with its warm-up and kernel compiles,
+    left out when there are others). Training time only: evaluations are not counted. With several
+    runs sharing one GPU it is this run's share, not the arm's speed alone."""
+    path = RunDir(run_dir).metrics
+    try:
+        if path.stat().st_size > THROUGHPUT_MAX_BYTES:
+            return {}
+        raw = path.read_bytes()
+    except OSError:
+        return {}
+    per_stage: dict[str, list[float]] = {}
+    for line in raw.splitlines():
+        if b'"images_per_s"' not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a torn last line, or not JSON: skipped
+            continue
+        if not isinstance(rec, dict) or rec.get("kind") is not None or not isinstance(rec.get("stage"), str):
+            continue
+        v = _number(rec.get("images_per_s"))
+        if v is not None and math.isfinite(v):
+            per_stage.setdefault(rec["stage"], []).append(float(v))
+    out = {}
+    for stage, values in per_stage.items():
+        values = sorted(values[1:] if len(values) > 1 else values)
+        mid = len(values) // 2
+        out[f"{stage}_images_per_s"] = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    return out
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -223,7 +264,7 @@ def load_sweep_record(root: Path, name: str) -> SweepRecord:
     if not isinstance(info.get("params"), (dict, list, type(None))):
         info.pop("params")
     ok = [t for t in raw_trials if _trial_problem(t) is None]
-    run_dirs = [Path(t["run_dir"]) for t in ok if t.get("run_dir") and Path(t["run_dir"]).is_dir()]
+    run_dirs = [rd for rd in (_trial_run_dir(Path(root), t) for t in ok) if rd is not None and rd.is_dir()]
     runs = {r.run_dir: r for r in load_runs(run_dirs, with_spec=False)}
     trials = []
     for i, t in enumerate(raw_trials):
@@ -231,12 +272,27 @@ def load_sweep_record(root: Path, name: str) -> SweepRecord:
         if why:  # one malformed entry: one row marked unreadable, naming the file
             trials.append(TrialRecord(-1, "UNREADABLE", {}, None, f"{path}: trials[{i}] {why}", None, {}))
             continue
-        rd = Path(t["run_dir"]) if t.get("run_dir") else None
+        rd = _trial_run_dir(Path(root), t)
         params = t.get("params")
         trials.append(TrialRecord(int(t["number"]), str(t.get("state", "?")), dict(params) if isinstance(params, dict)
                                   else {}, _number(t.get("value")), t.get("fail_reason"), runs.get(rd) if rd else None,
                                   t))
     return SweepRecord(name, d, info, trials)
+
+
+def _trial_run_dir(root: Path, t: dict) -> Optional[Path]:
+    """A trial's run directory: the recorded path, else ``<root>/<experiment>/<run_id>`` when that is a
+    run (a sweep's results copied from another machine, where the absolute path recorded there does
+    not exist here)."""
+    recorded = Path(t["run_dir"]) if t.get("run_dir") else None
+    if recorded is not None and recorded.is_dir():
+        return recorded
+    exp, run_id = t.get("experiment"), t.get("run_id")
+    if name_problem(exp) is None and name_problem(run_id) is None:
+        here = root / exp / run_id
+        if is_run_dir(here):
+            return here
+    return recorded
 
 
 def _trial_problem(t: Any) -> Optional[str]:
