@@ -137,6 +137,7 @@ class StageLoop:
         self.state = StageState()
         self._last_save = time.monotonic()
         self._pending: list[torch.Tensor] = []  # per-step losses not yet read from the device
+        self._data_wait = 0.0  # seconds this process waited for the loader since the last log line
 
     # -- checkpoints -------------------------------------------------------------------------
     def _unwrapped(self) -> torch.nn.Module:
@@ -283,7 +284,15 @@ class StageLoop:
     def _micro_batches(self, epoch: int, first_step: int) -> Iterable[list[Any]]:
         """Group the loader's batches into the micro-batches of one optimizer step."""
         group: list[Any] = []
-        for batch in self.loader_fn(epoch, first_step * self.spec.accum_steps):
+        batches = iter(self.loader_fn(epoch, first_step * self.spec.accum_steps))
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            finally:  # time blocked in the loader: the step had to wait for its data
+                self._data_wait += time.perf_counter() - t0
             group.append(batch)
             if len(group) == self.spec.accum_steps:
                 yield group
@@ -313,6 +322,7 @@ class StageLoop:
         interval_losses: list[float] = []
         interval_images, interval_start = 0, time.perf_counter()
         self._pending = []
+        self._data_wait = 0.0
         while self.state.step < s.total_steps:
             epoch, first = divmod(self.state.step, s.steps_per_epoch)
             for micro_batches in self._micro_batches(epoch, first):
@@ -337,11 +347,15 @@ class StageLoop:
                               "loss": self.state.last_loss, "loss_mean": mean_loss, "lr": lr,
                               "grad_norm": float(grad_norm),
                               "images_per_s": interval_images / elapsed,
-                              "tokens_per_s": interval_images * s.tokens_per_image / elapsed}
+                              "tokens_per_s": interval_images * s.tokens_per_image / elapsed,
+                              # rank 0's time blocked waiting for the loader in this interval: ~0 when
+                              # the data keeps up (a GPU step that runs ahead of the host hides less)
+                              "data_wait_s": self._data_wait, "data_wait_frac": self._data_wait / elapsed}
                     if self.dist.device.type == "cuda":
                         record["mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     self.metrics.write(record)
                     interval_losses, interval_images, interval_start = [], 0, time.perf_counter()
+                    self._data_wait = 0.0
                 if self.eval_fn is not None and s.eval_every_steps and self.state.step % s.eval_every_steps == 0 \
                         and self.state.step < s.total_steps:
                     interval_losses += self._read_losses()
