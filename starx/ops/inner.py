@@ -75,6 +75,20 @@ def mamba_inner(
     return out.transpose(0, 1) if out_proj_weight is not None else out.permute(1, 2, 0)
 
 
+def _segments(reset: Tensor | None) -> Tensor | None:
+    """The conv's segment ids for a scan ``reset``: the conv restarts where the scan does."""
+    return None if reset is None else reset.to(torch.int32).cumsum(-1)
+
+
+def _project(x: Tensor, x_proj_weight: Tensor, delta_proj_weight: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(dt, B, C) from the conv output x (..., d_inner), channels last: dt (..., d_inner), and B,
+    C (..., n) as views of x_proj's output (the scans read them strided, no copy)."""
+    dt_rank = delta_proj_weight.shape[1]
+    x_dbl = F.linear(x, x_proj_weight)  # (..., dt_rank + 2n)
+    dt = F.linear(x_dbl[..., :dt_rank], delta_proj_weight)
+    return dt, x_dbl[..., dt_rank : dt_rank + n], x_dbl[..., dt_rank + n :]
+
+
 def mamba_inner_time_major(
     xz: Tensor,
     conv1d_weight: Tensor,
@@ -93,13 +107,9 @@ def mamba_inner_time_major(
     xz (l, b, 2*d_inner) -> (l, b, d_model), or (l, b, d_inner) without out_proj_weight.
     ``reset`` ((l,) or (b, l)) restarts the scan's state at marked steps, and the conv reads
     nothing from before them."""
-    dt_rank, n = delta_proj_weight.shape[1], A.shape[1]
     x, z = xz.chunk(2, dim=-1)
-    seq_idx = None if reset is None else reset.to(torch.int32).cumsum(-1)  # the conv restarts with the scan
-    x = causal_conv1d_time_major(x, conv1d_weight[:, 0], conv1d_bias, "silu", seq_idx)
-    x_dbl = F.linear(x, x_proj_weight)  # (l, b, dt_rank + 2n)
-    dt = F.linear(x_dbl[..., :dt_rank], delta_proj_weight)
-    B, C = x_dbl[..., dt_rank : dt_rank + n], x_dbl[..., dt_rank + n :]
+    x = causal_conv1d_time_major(x, conv1d_weight[:, 0], conv1d_bias, "silu", _segments(reset))
+    dt, B, C = _project(x, x_proj_weight, delta_proj_weight, A.shape[1])
     y = selective_scan_time_major(x, dt, A, B, C, D, z, delta_bias, delta_softplus, reset)
     if out_proj_weight is None:
         return y
@@ -167,13 +177,10 @@ def mamba_inner_channel_last(
     scan's state at marked steps, and the conv reads nothing from before them.
     conv1d_weight is nn.Conv1d's (d_inner, 1, w).
     """
-    dt_rank, n = delta_proj_weight.shape[1], A.shape[1]
     x, z = xz.chunk(2, dim=-1)
-    seq_idx = None if reset is None else reset.to(torch.int32).cumsum(-1)  # the conv restarts with the scan
-    x = causal_conv1d_channel_last(x, conv1d_weight[:, 0], conv1d_bias, "silu", backend=backend, seq_idx=seq_idx)
-    x_dbl = F.linear(x, x_proj_weight)  # (b, l, dt_rank + 2n)
-    dt = F.linear(x_dbl[..., :dt_rank], delta_proj_weight)
-    B, C = x_dbl[..., dt_rank : dt_rank + n], x_dbl[..., dt_rank + n :]
+    x = causal_conv1d_channel_last(x, conv1d_weight[:, 0], conv1d_bias, "silu", backend=backend,
+                                   seq_idx=_segments(reset))
+    dt, B, C = _project(x, x_proj_weight, delta_proj_weight, A.shape[1])
     y = selective_scan_triton(x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D,
                               z.transpose(1, 2), delta_bias, delta_softplus, reset).transpose(1, 2)
     if out_proj_weight is None:
