@@ -30,9 +30,10 @@
 #    log ends.
 #
 # Knobs (environment): REPRO_SWEEPS ("reproduction reproduction_long"), REPRO_J (6), REPRO_LONG_J (2),
-# REPRO_LAUNCH_MINUTES (unset: the drivers launch trials until the sweep is done; N: a driver started
-# by this call stops launching after N minutes and returns, its trials run on: use it in a session's
-# first call so that the last trials finish before the session's device time ends),
+# REPRO_LAUNCH_MINUTES (unset: the drivers launch trials until the sweep is done; N: no trial is
+# launched later than N minutes after the first call on this machine that gave it (the drivers
+# return then, their trials run on and the next calls collect them): give it in a session's first
+# call so that the last trials finish before the session's device time ends),
 # REPRO_RETRY_FAILED=1 (queue failed trials once more), REPRO_ALLOW_CODE_CHANGE=1 (see below).
 #
 # One commit for every cell: the first call records a hash of starx/ and pyproject.toml in
@@ -145,6 +146,13 @@ EOF
 
 alive() { [ -e "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
+# REPRO_LAUNCH_MINUTES counts from the first call that gives it on this machine: later calls of the
+# session keep that deadline (a driver restarted after it launches nothing)
+if [ -n "${REPRO_LAUNCH_MINUTES:-}" ] && [ ! -e "$STATE/launch_deadline" ]; then
+    python3 -c "import sys, time; print(int(time.time() + 60 * float(sys.argv[1])))" "$REPRO_LAUNCH_MINUTES" \
+        > "$STATE/launch_deadline" || { echo "FAILED: REPRO_LAUNCH_MINUTES=$REPRO_LAUNCH_MINUTES"; exit 3; }
+fi
+
 FIRST_SLOT=0
 for s in $SWEEPS; do
     if [ "$s" = reproduction_long ]; then J=${REPRO_LONG_J:-2}; else J=${REPRO_J:-6}; fi
@@ -153,12 +161,19 @@ for s in $SWEEPS; do
         say "sweep $s: driver $(cat "$STATE/$s.pid") still running (this machine was warm)"
         continue
     fi
+    ARGS=(-m starx.cli sweep "sweeps/$s.yaml" -j "$J")
+    if [ -e "$STATE/launch_deadline" ]; then
+        LEFT_S=$(( $(cat "$STATE/launch_deadline") - $(date +%s) ))
+        if [ $LEFT_S -le 0 ]; then
+            say "sweep $s: the launch deadline (REPRO_LAUNCH_MINUTES) has passed: no driver, collecting only"
+            continue
+        fi
+        ARGS+=(--max-minutes "$(python3 -c "print(round($LEFT_S / 60, 2))")")
+    fi
     POOL=$(slots "$J" $(( FIRST_SLOT - J ))) || { echo "FAILED: nvidia-smi --query-gpu=uuid"; exit 3; }
     if ! CUDA_VISIBLE_DEVICES=${POOL##*,} python3 -c "import torch, sys; sys.exit(torch.cuda.device_count() != 1)"; then
         echo "FAILED: CUDA_VISIBLE_DEVICES=${POOL##*,} (a UUID prefix) shows no GPU here"; exit 3
     fi
-    ARGS=(-m starx.cli sweep "sweeps/$s.yaml" -j "$J")
-    [ -n "${REPRO_LAUNCH_MINUTES:-}" ] && ARGS+=(--max-minutes "$REPRO_LAUNCH_MINUTES")
     [ "${REPRO_RETRY_FAILED:-0}" = 1 ] && ARGS+=(--retry-failed)
     say "sweep $s: starting its driver, $J trials in flight (STARX_GPUS=$POOL)"
     STARX_GPUS=$POOL setsid python3 "${ARGS[@]}" >> "$STATE/$s.log" 2>&1 < /dev/null &
