@@ -4,9 +4,9 @@ Every op takes ``backend`` = ``auto | cuda | triton | torch``:
   * ``torch``: the pure-PyTorch twin (any device, autograd, exact sequential semantics);
   * ``cuda``: mamba-ssm / causal-conv1d's kernels; raises KernelUnavailableError (with the
     install hint) where they or CUDA can't load, never a silent fallback;
-  * ``triton``: starx's Triton selective scan (starx.ops.triton_scan), which needs only torch's
-    Triton, with the Mamba mixer in channel-last layout; conv and add + LayerNorm use
-    causal-conv1d / mamba-ssm's kernels where they load, else their twins;
+  * ``triton``: starx's Triton selective scan (starx.ops.triton_scan) and causal conv
+    (starx.ops.triton_conv), which need only torch's Triton, with the Mamba mixer in
+    channel-last layout; add + LayerNorm uses mamba-ssm's kernel where it loads, else its twin;
   * ``auto``: for CUDA tensors the first of triton, cuda that runs (``scan_backend``), else the twin.
 """
 

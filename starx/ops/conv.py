@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
+from starx.ops._kernels import kernels_or_raise, scan_backend, use_cuda_kernels
+from starx.ops.triton_conv import causal_conv1d_triton
 
 _ACTIVATIONS = (None, "silu", "swish")
 
@@ -71,10 +72,14 @@ def causal_conv1d_channel_last(
     """x (b, l, d) -> (b, l, d) contiguous, the channel-last layout of the Triton mixer. With
     ``seq_idx`` ((l,) or (b, l) segment ids) no output reads an input of an earlier segment.
 
-    causal-conv1d's kernel reads channel-last input natively; it runs where ``backend`` allows
-    it (eagerly: under torch.compile the twin, w shifted multiply-adds, fuses into one kernel)."""
+    Where ``backend`` resolves to triton on CUDA (``scan_backend``), starx's Triton conv
+    (starx.ops.triton_conv, a custom op: eagerly and under torch.compile alike), output in x's
+    dtype. Else causal-conv1d's kernel where ``backend`` allows it (eagerly: torch.compile can't
+    trace it), else this twin, w shifted multiply-adds: the oracle of both kernels."""
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    if x.is_cuda and backend in ("auto", "triton") and scan_backend(backend, x) == "triton":
+        return causal_conv1d_triton(x, weight, bias, activation, seq_idx)
     if not torch.compiler.is_compiling() and use_cuda_kernels(backend, x):
         x_bdl = x.contiguous().transpose(1, 2)  # (b, d, l) with channels contiguous
         if seq_idx is not None:

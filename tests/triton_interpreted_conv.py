@@ -1,0 +1,73 @@
+"""Runs starx's Triton causal conv under Triton's CPU interpreter (TRITON_INTERPRET=1, set before
+Triton is imported: tests/test_triton_conv.py starts this file in a subprocess) and prints one
+JSON line per case: the relative error of the output and of the gradients of x, weight and bias
+against the twin (starx.ops.conv, the torch backend) in fp64.
+
+    TRITON_INTERPRET=1 python tests/triton_interpreted_conv.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 before starting this file"
+
+import torch  # noqa: E402
+
+from starx.ops import triton_conv as tc  # noqa: E402
+from starx.ops.conv import causal_conv1d_channel_last  # noqa: E402
+
+
+def conv_case(*, L=37, d=6, width=4, bias=True, silu=True, seq=None, strided=False,
+              tiles=((8, 8, 2, 1), (8, 8, 2, 1))) -> dict:
+    """The Triton conv against the twin (starx.ops.conv, torch backend) in fp64: output and the
+    gradients of x, weight and bias. seq: None, "l" or "bl" (segment ids shared or per sequence);
+    tiles: TILES' fwd and bwd (steps, channels, steps loaded ahead, warps), small so that chunk,
+    channel-block and group edges all fall inside the sequence."""
+    tc.TILES.update(fwd=tiles[0], bwd=tiles[1])
+    gen = torch.Generator().manual_seed(L * 7 + d + width)
+    b = 2
+    wide = torch.randn(b, L, 2 * d if strided else d, generator=gen)
+    x = wide[..., :d]  # strided: a chunk of a wider tensor (row stride 2d), as xz.chunk(2, -1)
+    weight, bias_ = torch.randn(d, width, generator=gen), torch.randn(d, generator=gen)
+    seq_idx = None
+    if seq is not None:  # segments starting at 0, L // 3 and L // 2 (per sequence: shifted by one in the second)
+        starts = torch.zeros(b, L, dtype=torch.int64)
+        starts[:, [L // 3, L // 2]] = 1
+        starts[1] = starts[1].roll(1)
+        seq_idx = starts.cumsum(-1)[0] if seq == "l" else starts.cumsum(-1)
+    act = "silu" if silu else None
+    leaves = [x.double().requires_grad_(), weight.double().requires_grad_(), bias_.double().requires_grad_()]
+    ref = causal_conv1d_channel_last(leaves[0], leaves[1], leaves[2] if bias else None, act, backend="torch",
+                                     seq_idx=seq_idx)
+    dout = torch.randn(b, L, d, generator=gen)
+    ref.backward(dout.double())
+    mine = [t.detach().clone().requires_grad_() for t in (x, weight, bias_)]
+    out = tc.causal_conv1d_triton(mine[0], mine[1], mine[2] if bias else None, act, seq_idx)
+    out.backward(dout)
+    assert out.is_contiguous() and out.dtype == x.dtype
+    rel = lambda x, y: ((x.double() - y).norm() / y.norm()).item()  # noqa: E731
+    errors = {"out": rel(out, ref.detach()), "dx": rel(mine[0].grad, leaves[0].grad),
+              "dweight": rel(mine[1].grad, leaves[1].grad)}
+    if bias:
+        errors["dbias"] = rel(mine[2].grad, leaves[2].grad)
+    return errors
+
+
+CONV_CASES = {
+    "plain": {},
+    "no_bias_no_silu": {"bias": False, "silu": False},
+    "seq_idx_l": {"seq": "l"},
+    "seq_idx_bl": {"seq": "bl"},
+    "strided_x": {"strided": True, "seq": "bl"},
+    "ahead_3": {"tiles": ((16, 8, 3, 1), (16, 8, 3, 1))},
+    "width_2": {"width": 2, "L": 19},
+    "width_3_tile_16": {"width": 3, "L": 40, "d": 12, "tiles": ((16, 8, 4, 1), (16, 8, 4, 1))},
+    "short": {"L": 2, "seq": "bl"},
+}
+
+
+if __name__ == "__main__":
+    for case, kwargs in CONV_CASES.items():
+        print(json.dumps({"case": case, "errors": conv_case(**kwargs)}), flush=True)
