@@ -16,25 +16,32 @@
 # 2. A fresh machine with no study yet unpacks .repro/results.tar.gz into results/ (the journal
 #    resumes across machines: finished trials are kept; trials that were running when the last
 #    machine went away are launched again, from scratch, since checkpoints are not carried).
-# 3. Starts one sweep driver per sweep in its own session (setsid), unless it is already running:
+# 3. Starts one sweep driver per sweep of REPRO_SWEEPS in its own session (setsid), unless it is
+#    already running:
 #    on a machine still warm from the previous call the drivers and their trials keep going between
 #    calls, so a session's calls make one continuous run. Each driver gets REPRO_J /
 #    REPRO_LONG_J trials in flight, all on this machine's GPU(s): STARX_GPUS lists each GPU several
 #    times under different prefixes of its UUID (CUDA accepts a unique prefix), because a sweep
 #    gives each trial in flight its own entry of that pool (issue 16) and these trials share a GPU.
-# 4. Waits until the box is over (or both sweeps have nothing left to run), printing progress.
+# 4. Waits until the box is over (or nothing is left to run here), printing progress.
 # 5. Writes $OUT/repro_results.tar.gz: each sweep's study.journal (whole lines only), trials.json
 #    and sweep.yaml, results/repro_code.txt, and the small files of every finished or failed run
 #    (spec.yaml, derived.json, result.json, env.json, metrics.jsonl, train.log; no checkpoints);
 #    $OUT/summary.txt: the trial tables and the mean over seeds; $OUT/drivers.log: the drivers'
 #    log ends.
 #
-# Knobs (environment): REPRO_SWEEPS ("reproduction reproduction_long"), REPRO_J (6), REPRO_LONG_J (2),
+# Knobs (environment): REPRO_SWEEPS (reproduction; or reproduction_long, or both: the sweeps whose
+# drivers this call starts; both are always restored, shown and packed), REPRO_J (6), REPRO_LONG_J (2),
 # REPRO_LAUNCH_MINUTES (unset: the drivers launch trials until the sweep is done; N: no trial is
 # launched later than N minutes after the first call on this machine that gave it (the drivers
 # return then, their trials run on and the next calls collect them): give it in a session's first
 # call so that the last trials finish before the session's device time ends),
 # REPRO_RETRY_FAILED=1 (queue failed trials once more), REPRO_ALLOW_CODE_CHANGE=1 (see below).
+#
+# Trials share the GPU by time slicing: a trial's wall time is about (trials in flight) x its own GPU
+# time, and it must end within the machine's lease (30 minutes held) or it starts over in the next.
+# So the long pair (about 4x the GPU time of an 8-epoch trial) runs in sessions of its own:
+# REPRO_SWEEPS=reproduction_long REPRO_LONG_J=3, not beside 6 trials of the main sweep.
 #
 # One commit for every cell: the first call records a hash of starx/ and pyproject.toml in
 # results/repro_code.txt; a later call whose tree hashes differently (another commit, or uncommitted
@@ -69,7 +76,8 @@ BOX=${1:-540}
 T0=$(date +%s)
 OUT=${OUT:-/tmp/repro-out}
 STATE=/tmp/starx-repro               # this machine's setup marker, driver pids and logs
-SWEEPS=${REPRO_SWEEPS:-"reproduction reproduction_long"}
+KNOWN="reproduction reproduction_long"  # restored, shown and packed whichever of them runs
+SWEEPS=${REPRO_SWEEPS:-reproduction}   # the ones whose drivers this call starts
 mkdir -p "$OUT" "$STATE"
 say() { echo "[$(date -u +%H:%M:%S) +$(( $(date +%s) - T0 ))s] $*"; }
 
@@ -112,7 +120,7 @@ fi
 
 # ------------------------------------------------------------------ restore (fresh machine)
 have_study=0
-for s in $SWEEPS; do [ -e "results/$s/study.journal" ] && have_study=1; done
+for s in $KNOWN; do [ -e "results/$s/study.journal" ] && have_study=1; done
 if [ $have_study = 0 ] && [ -f .repro/results.tar.gz ]; then
     say "restoring the carried results (.repro/results.tar.gz)"
     tar -xzf .repro/results.tar.gz || { echo "FAILED: unpacking .repro/results.tar.gz"; exit 3; }
@@ -182,7 +190,7 @@ done
 
 # ------------------------------------------------------------------ wait
 progress() {  # one line per sweep; exit status 0 while something is left to run here
-    python3 - "$STATE" $SWEEPS <<'EOF'
+    python3 - "$STATE" $KNOWN <<'EOF'
 import collections, os, sys
 from pathlib import Path
 from starx.results.catalog import ResultsError, load_sweep_record
@@ -200,7 +208,9 @@ for name in sys.argv[2:]:
         busy |= alive
         continue
     states = collections.Counter(t.status for t in sw.trials)
-    running = states.get("running", 0) + states.get("queued", 0)
+    # running here: a trial whose run directory is on this machine (one cut off with an earlier
+    # machine reads as running until its driver relaunches it)
+    running = sum(t.run is not None and t.status in ("running", "queued") for t in sw.trials)
     print(f"  {name}: {sw.info.get('n_trials', '?')} trials: "
           + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
           + f"; driver {'running' if alive else 'stopped'}")
@@ -222,7 +232,7 @@ done
 
 # ------------------------------------------------------------------ snapshot
 say "snapshot -> $OUT/repro_results.tar.gz"
-python3 - "$OUT/repro_results.tar.gz" $SWEEPS <<'EOF'
+python3 - "$OUT/repro_results.tar.gz" $KNOWN <<'EOF'
 import io, json, sys, tarfile, time
 from pathlib import Path
 out, names = sys.argv[1], sys.argv[2:]
@@ -272,13 +282,13 @@ print(f"  {n_runs} finished or failed runs, {Path(out).stat().st_size / 1e6:.2f}
 EOF
 
 {
-    for s in $SWEEPS; do
+    for s in $KNOWN; do
         [ -e "results/$s/trials.json" ] || continue
         python3 -m starx.cli results "$s" --all-metrics
         python3 -m starx.cli results "$s" --mean-over seed
         python3 -m starx.cli results "$s" --mean-over seed --paired-against recipe=arm 2>/dev/null
     done
 } > "$OUT/summary.txt" 2>&1
-for s in $SWEEPS; do [ -e "$STATE/$s.log" ] && { echo "== $s"; tail -n 60 "$STATE/$s.log"; }; done > "$OUT/drivers.log"
+for s in $KNOWN; do [ -e "$STATE/$s.log" ] && { echo "== $s"; tail -n 60 "$STATE/$s.log"; }; done > "$OUT/drivers.log"
 tail -n 80 "$OUT/summary.txt"
-say "done; drivers left running: $(for s in $SWEEPS; do alive "$s" && printf '%s ' "$s"; done)"
+say "done; drivers left running: $(for s in $KNOWN; do alive "$s" && printf '%s ' "$s"; done)"
