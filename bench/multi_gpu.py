@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,7 +153,7 @@ class Bench:
         for name, argv in (
             ("gpu_util", ["nvidia-smi", "--query-gpu=timestamp,index,uuid,utilization.gpu,memory.used",
                           "--format=csv,noheader,nounits", "-lms", "500"]),
-            ("gpu_apps", ["nvidia-smi", "--query-compute-apps=timestamp,gpu_uuid,pid,used_memory",
+            ("gpu_apps", ["nvidia-smi", "--query-compute-apps=gpu_uuid,pid,used_gpu_memory",
                           "--format=csv,noheader,nounits", "-l", "1"]),
         ):
             f = open(self.work / f"{name}.csv", "w")
@@ -165,24 +164,42 @@ class Bench:
             _kill_group(p)
 
     # ------------------------------------------------------------------ data
-    def make_data(self) -> dict:
-        """A JPEG ImageFolder (bench/loader_bench.py's generator) built into a .beton with `starx data build`."""
-        from bench.loader_bench import make_imagefolder
-
-        t0 = time.time()
+    def start_images(self) -> Optional[subprocess.Popen]:
+        """Generate the JPEG ImageFolder (bench/loader_bench.py's generator) in the background, while
+        part a's sweep runs; None when the .beton is already there."""
+        if self.beton.exists():
+            return None
         folder = self.work / "images"
-        if not self.beton.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            mean = make_imagefolder(folder, self.images, self.classes, os.cpu_count() or 2)
-            gen_s = time.time() - t0
-            rc = self.sh(self.starx("data", "build", f"imagefolder:{folder}", str(self.beton), "--write-mode", "jpg",
-                                    "--max-resolution", "256", "--no-progress"), timeout=300, name="data_build")
-            if rc != 0:
-                raise RuntimeError(f"starx data build failed (rc {rc})")
-            return {"images": self.images, "classes": self.classes, "mean_jpeg_kb": round(mean / 1024, 1),
-                    "generate_s": round(gen_s, 1), "total_s": round(time.time() - t0, 1),
-                    "beton_mb": round(self.beton.stat().st_size / 1e6, 1)}
-        return {"images": self.images, "reused": str(self.beton)}
+        shutil.rmtree(folder, ignore_errors=True)
+        code = ("import sys, json, pathlib; from bench.loader_bench import make_imagefolder; print(json.dumps("
+                "make_imagefolder(pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))")
+        argv = [PY, "-c", code, str(folder), str(self.images), str(self.classes), str(os.cpu_count() or 2)]
+        self.log(f"$ {' '.join(argv[:2])}... (generating {self.images} JPEGs in the background)")
+        self._images_t0 = time.time()
+        return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, env={**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"})
+
+    def make_data(self, gen: Optional[subprocess.Popen]) -> dict:
+        """Wait for the JPEGs, then build them into a .beton with `starx data build`."""
+        if gen is None:
+            return {"images": self.images, "reused": str(self.beton)}
+        try:
+            text, _ = gen.communicate(timeout=max(5.0, self.left() - 120))
+        except subprocess.TimeoutExpired:
+            _kill_group(gen)
+            raise RuntimeError("generating the JPEGs took too long") from None
+        if gen.returncode != 0:
+            raise RuntimeError(f"generating the JPEGs failed: {text[-1000:]}")
+        gen_s = time.time() - self._images_t0
+        mean = float(text.strip().splitlines()[-1])
+        t0 = time.time()
+        rc = self.sh(self.starx("data", "build", f"imagefolder:{self.work / 'images'}", str(self.beton), "--write-mode",
+                                "jpg", "--max-resolution", "256", "--no-progress"), timeout=300, name="data_build")
+        if rc != 0:
+            raise RuntimeError(f"starx data build failed (rc {rc})")
+        return {"images": self.images, "classes": self.classes, "mean_jpeg_kb": round(mean / 1024, 1),
+                "generate_s": round(gen_s, 1), "build_s": round(time.time() - t0, 1),
+                "beton_mb": round(self.beton.stat().st_size / 1e6, 1)}
 
     # ------------------------------------------------------------------ a: placement
     def sweep_placement(self) -> dict:
@@ -284,6 +301,9 @@ class Bench:
         out["warning_in_train_log"] = warn[:2]
         eager = _losses(Path(self.summary["parts"].get("b", {}).get("2gpu", {}).get("run_dir", "/nonexistent")))
         out["eager_2gpu_same_batch"] = {str(s): eager[s] for s in sorted(eager) if s <= 10}
+        # a yardstick: how far compiled (default mode) is from eager on the same batches
+        out["eager_vs_default_rel"] = {str(s): round(abs(eager[s] - la[s]) / max(abs(eager[s]), 1e-12), 6)
+                                       for s in sorted(set(eager) & set(la)) if s <= 10}
         # What starx.spec.load.CUDA_GRAPHS_UNDER_DDP should say: the same Inductor kernels replayed as
         # CUDA graphs give default mode's losses unless the graphs miss DDP's gradient all-reduce or
         # replay stale inputs (then the losses part from step 2 on).
@@ -379,7 +399,7 @@ class Bench:
             md.append(f"| {r['step']} | {r['default']:.6f} | {r['reduce_overhead']:.6f} |")
         runs = c.get("runs", {})
         md += ["", f"**verdict: {c.get('verdict')}**", f"eager 2-GPU run of part b, the same spec uncompiled: "
-               f"{c.get('eager_2gpu_same_batch')}",
+               f"{c.get('eager_2gpu_same_batch')} (relative difference to default mode: {c.get('eager_vs_default_rel')})",
                f"max relative difference (first 10): {c.get('max_rel_diff_first10')}; images/s default "
                f"{_f(runs.get('default', {}).get('images_per_s'))}, reduce-overhead "
                f"{_f(runs.get('reduce-overhead', {}).get('images_per_s'))}; rc {runs.get('default', {}).get('rc')} / "
@@ -503,8 +523,8 @@ def _smi_pids(csv: Path) -> dict[str, set]:
     try:
         for line in csv.read_text().splitlines():
             parts = [p.strip() for p in line.split(",")]
-            if len(parts) >= 3:
-                out.setdefault(parts[2], set()).add(parts[1])
+            if len(parts) >= 2 and parts[0].startswith("GPU-"):
+                out.setdefault(parts[1], set()).add(parts[0])
     except OSError:
         pass
     return out
@@ -549,14 +569,12 @@ def main() -> None:
     bench.environment()
     bench.start_samplers()
     try:
-        data: dict = {}
-        builder = threading.Thread(target=lambda: data.update(_safe(bench.make_data)), daemon=True)
-        builder.start()  # the JPEGs and their .beton are made while part a's sweep runs
+        gen = bench.start_images() if set(args.parts) & set("bcd") else None  # made while part a's sweep runs
         if "a" in args.parts:
             bench.part("a", bench.sweep_placement, min_left=60)
-        builder.join(timeout=max(1.0, bench.left() - 60))
+        data = _safe(lambda: bench.make_data(gen)) if set(args.parts) & set("bcd") else {}
         bench.summary["data"] = data
-        if "error" in data or not bench.beton.exists():
+        if set(args.parts) & set("bcd") and ("error" in data or not bench.beton.exists()):
             bench.log(f"no dataset: {data}; parts b, c, d skipped")
         else:
             if "b" in args.parts:

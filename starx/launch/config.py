@@ -71,8 +71,11 @@ class SlurmConfig:
 class SubprocessConfig:
     """A submitit local job: a separate process on this machine, logs in ``folder``."""
 
-    tasks_per_node: int = 1  # >1 starts that many processes with torch.distributed env vars
-    gpus_per_node: int = 0  # GPUs the process may see (CUDA_VISIBLE_DEVICES); 0 = none
+    tasks_per_node: int = 1  # >1 starts that many processes with torch.distributed env vars (DDP on one machine)
+    # GPUs the job sees (CUDA_VISIBLE_DEVICES), its own in a sweep (starx.launch.gpus: a pool from STARX_GPUS,
+    # else CUDA_VISIBLE_DEVICES, else every GPU); a single run takes the first of STARX_GPUS / CUDA_VISIBLE_DEVICES
+    # when set. 0 = none
+    gpus_per_node: int = 0
     timeout_min: int = 24 * 60  # the process is stopped after this long
     max_requeues: int = 3  # restarts after a timeout or preemption
 
