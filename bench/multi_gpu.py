@@ -322,7 +322,9 @@ class Bench:
 
     def resume(self) -> dict:
         b = self.per_gpu_batch
-        over = self.big("results_d", 2, b, self.steps, "log_every=5")  # b's 1-GPU spec, on 2 processes
+        # b's 1-GPU spec (log_every is not part of a run's identity), on 2 processes; every step logged,
+        # so that the cancel lands long before the end
+        over = self.big("results_d", 2, b, self.steps, "log_every=1")
         rd = self.run_dir(over)
         shutil.rmtree(rd, ignore_errors=True)
         from starx.launch.control import cancel_run
@@ -342,7 +344,7 @@ class Bench:
                     cancelled = max(steps)
                     done = cancel_run(rd, wait_s=90)
                     self.log(f"cancelled at step {cancelled}: {done.action}; now {done.state}")
-                time.sleep(0.3)
+                time.sleep(0.1)
             if p.poll() is None:
                 _kill_group(p)
         first = _read_json(rd / "result.json") or {}

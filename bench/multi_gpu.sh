@@ -20,7 +20,8 @@ if [[ "${1:-}" == "--cpu" ]]; then
     OUT=${OUT:-/tmp/starx-mg-cpu-out}
     exec "$PY" bench/multi_gpu.py --cpu --out "$OUT" --work "${WORK:-/tmp/starx-mg-cpu}" "$@"
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .gpu-wheels/*.whl .whl/*.whl
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .gpu-wheels/*.whl .whl/*.whl \
+    || { echo "[multi_gpu] installing the carried wheels failed" >&2; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD
 source .gpu-ffcv/env.sh
 # NVLink multicast stays off in every process (the submitit jobs inherit this environment)
