@@ -113,6 +113,7 @@ KERNEL_CASES = {
     "two_groups": {"g": 2},
     "reset": {"reset": True},
     "tile_boundary_64": {"L": 64, "d": 16, "tiles": ((8, 1), (8, 1), 16)},
+    "d_state_16_full_tile": {"L": 40, "d": 64, "n": 16, "tiles": ((32, 1), (32, 1), 16)},
 }
 
 if __name__ == "__main__":
