@@ -291,7 +291,8 @@ class SweepDriver:
                 return False
         t.prepared = None
         try:
-            handle = launch(prepared, kind=kind, entry=self.entry, gpus=gpus)
+            placed = {"gpus": gpus} if gpus is not None else {}  # no devices of its own: launch as ever
+            handle = launch(prepared, kind=kind, entry=self.entry, **placed)
         except Exception as e:  # noqa: BLE001 - a submission error fails this trial only
             if gpus and pool is not None:
                 pool.release(gpus, t.holder)
