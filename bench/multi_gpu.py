@@ -304,7 +304,7 @@ class Bench:
         # a yardstick: how far compiled (default mode) is from eager on the same batches
         out["eager_vs_default_rel"] = {str(s): round(abs(eager[s] - la[s]) / max(abs(eager[s]), 1e-12), 6)
                                        for s in sorted(set(eager) & set(la)) if s <= 10}
-        # What starx.spec.load.CUDA_GRAPHS_UNDER_DDP should say: the same Inductor kernels replayed as
+        # Whether reduce-overhead is safe under DDP: the same Inductor kernels replayed as
         # CUDA graphs give default mode's losses unless the graphs miss DDP's gradient all-reduce or
         # replay stale inputs (then the losses part from step 2 on).
         ro = runs["reduce-overhead"]

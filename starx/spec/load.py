@@ -252,43 +252,6 @@ def _validate_launch(cfg: DictConfig) -> None:
         raise SpecError(str(e)) from None
 
 
-# compile_mode reduce-overhead and max-autotune replay CUDA graphs. What starx does when several
-# DDP processes on GPUs use them (issue 16: bench/multi_gpu.sh compares the first losses of both
-# modes on 2 GPUs; set this from its result):
-#   "untested": the run warns and goes on (compare the first losses with compile_mode=default);
-#   "safe":     measured to give default mode's losses: the run says nothing;
-#   "error":    refused with CUDA_GRAPHS_UNDER_DDP_REASON, before the run directory exists when the
-#               launch section asks for several processes, else when the job starts (torchrun).
-CUDA_GRAPHS_UNDER_DDP = "untested"
-CUDA_GRAPHS_UNDER_DDP_REASON = ""
-
-
-class CudaGraphsUnderDDP(SpecError):
-    """compile_mode with CUDA graphs and several DDP processes, where CUDA_GRAPHS_UNDER_DDP is "error"."""
-
-
-def cuda_graphs_under_ddp(cfg: DictConfig, world_size: int, device_type: str) -> tuple[str, str] | None:
-    """("warn" | "error", message) for compile with CUDA graphs on ``world_size`` GPU processes, or None."""
-    if not cfg.compile or cfg.compile_mode == "default" or world_size <= 1 or device_type == "cpu":
-        return None
-    if CUDA_GRAPHS_UNDER_DDP == "safe":
-        return None
-    if CUDA_GRAPHS_UNDER_DDP == "error":
-        return "error", (f"field 'compile_mode': {cfg.compile_mode} (CUDA graphs) does not work with {world_size} "
-                         f"DDP processes: {CUDA_GRAPHS_UNDER_DDP_REASON or 'see bench/README.md'}; use "
-                         f"compile_mode=default")
-    return "warn", (f"compile_mode={cfg.compile_mode} is measured on one GPU only; starx has not tested it with "
-                    f"{world_size} DDP processes: compare the first losses with compile_mode=default")
-
-
-def _validate_compile(cfg: DictConfig) -> None:
-    from starx.launch.config import processes
-
-    found = cuda_graphs_under_ddp(cfg, processes(cfg.launch), str(cfg.device))
-    if found is not None and found[0] == "error":
-        raise CudaGraphsUnderDDP(found[1])
-
-
 SEED_MAX = 2**32 - 1  # numpy's seeds
 # Upper bounds past which a value is a typo, not an experiment (a depth of 10**9 is a MemoryError)
 _AT_MOST = {"model.depth": 1024, "model.embed_dim": 65536, "model.decoder_dim": 65536, "model.decoder_depth": 1024,
@@ -441,7 +404,6 @@ def validate(cfg: DictConfig) -> None:
     _validate_readouts(cfg)
     _validate_tracking(cfg)
     _validate_model(cfg)
-    _validate_compile(cfg)
 
 
 def _validate_tracking(cfg: DictConfig) -> None:
