@@ -196,7 +196,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=["k4", "ft4dir"], choices=list(SHAPES))
     p.add_argument("--configs", nargs="+", default=["64x128x4x1/64x128x4x1", "64x64x8x1/64x64x8x1",
-                                                    "32x128x4x1/32x128x2x1", "128x256x4x2/64x128x4x2"])
+                                                    "32x128x4x1/32x128x3x1", "128x256x4x2/64x128x4x2"])
     p.add_argument("--seq", action="store_true", help="with seq_idx (4 segments a sequence)")
     p.add_argument("--out", type=Path)
     p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")

@@ -52,6 +52,17 @@ def test_triton_conv_refuses_what_it_cannot_run():
         causal_conv1d_triton(x, torch.zeros(3, 4), activation="relu")
 
 
+def test_triton_conv_refuses_backward_tiles_seen_wrong_on_gpu(monkeypatch):
+    """A backward loading fewer than 3 steps ahead gave wrong dx on the H200 (cause not found):
+    the launcher refuses such tiles before it launches anything."""
+    from starx.ops import triton_conv as tc
+
+    monkeypatch.setitem(tc.TILES, "bwd", (32, 128, 2, 1))
+    x = torch.zeros(1, 4, 3)
+    with pytest.raises(ValueError, match="loads 2 steps ahead; the backward needs at least 3"):
+        tc.conv_backward(x, torch.zeros(3, 4), None, None, x, True)
+
+
 # ----- GPU -----
 _STATUS = kernel_status()
 requires_gpu = pytest.mark.skipif(not _STATUS["cuda_available"] or _STATUS["triton_error"] is not None,

@@ -20,7 +20,7 @@ from starx.ops.conv import causal_conv1d_channel_last  # noqa: E402
 
 
 def conv_case(*, L=37, d=6, width=4, bias=True, silu=True, seq=None, strided=False,
-              tiles=((8, 8, 2, 1), (8, 8, 2, 1))) -> dict:
+              tiles=((8, 8, 2, 1), (8, 8, 3, 1))) -> dict:
     """The Triton conv against the twin (starx.ops.conv, torch backend) in fp64: output and the
     gradients of x, weight and bias. seq: None, "l" or "bl" (segment ids shared or per sequence);
     tiles: TILES' fwd and bwd (steps, channels, steps loaded ahead, warps), small so that chunk,
