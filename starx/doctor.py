@@ -53,9 +53,10 @@ def checks() -> Iterator[Check]:
                 err = status.get(f"{name}_error") or "not installed"
                 yield f"kernels: {name}", None, f"{err}; fused CUDA path off; fix: {CUDA_FIX}"
         if status.get("triton_error") is None:
-            yield "kernels: triton scan", True, f"Triton {status.get('triton')}: starx's selective scan (backend triton)"
+            yield ("kernels: triton scan + conv", True,
+                   f"Triton {status.get('triton')}: starx's selective scan and causal conv (backend triton)")
         else:
-            yield "kernels: triton scan", None, f"{status['triton_error']}; backend triton off"
+            yield "kernels: triton scan + conv", None, f"{status['triton_error']}; backend triton off"
         yield "ops: torch twin", True, "selective_scan and causal_conv1d in pure PyTorch (always available)"
         yield "backend auto", True, f"the scan 'auto' runs on CUDA tensors here: {status['auto_backend']}"
     for module, fix in (("ffcv", "apt-get install libturbojpeg0-dev libopencv-dev pkg-config; pip install ffcv==1.0.2"),
