@@ -127,7 +127,8 @@ def use_cuda_kernels(backend: str, *tensors: torch.Tensor | None) -> bool:
     kernel (True) or its torch twin (False) for these tensors.
 
     ``cuda`` raises if the kernels can't be used (never a silent fallback); ``auto`` and
-    ``triton`` (whose own kernel is the scan) use them when the tensors are on CUDA and they import.
+    ``triton`` use them when the tensors are on CUDA and they import (where the backend resolves to
+    triton, the scan and the channel-last conv are starx's own Triton kernels instead).
     """
     check_backend(backend)
     if backend == "torch":
