@@ -20,9 +20,8 @@
 #    already running:
 #    on a machine still warm from the previous call the drivers and their trials keep going between
 #    calls, so a session's calls make one continuous run. Each driver gets REPRO_J /
-#    REPRO_LONG_J trials in flight, all on this machine's GPU(s): STARX_GPUS lists each GPU several
-#    times under different prefixes of its UUID (CUDA accepts a unique prefix), because a sweep
-#    gives each trial in flight its own entry of that pool (issue 16) and these trials share a GPU.
+#    REPRO_LONG_J trials in flight, all on this machine's GPU(s): STARX_TRIALS_PER_GPU lets that
+#    many trials share each GPU of the sweep's pool (starx.launch.gpus), spread over the GPUs.
 # 4. Waits until the box is over (or nothing is left to run here), printing progress.
 # 5. Writes $OUT/repro_results.tar.gz: each sweep's study.journal (whole lines only), trials.json
 #    and sweep.yaml, results/repro_code.txt, and the small files of every finished or failed run
@@ -140,17 +139,10 @@ mkdir -p results
 grep -q "^$CODE " results/repro_code.txt 2>/dev/null || \
     echo "$CODE $(date -u +%Y-%m-%dT%H:%M:%SZ) $(git rev-parse HEAD 2>/dev/null || echo no-git)" >> results/repro_code.txt
 
-# ------------------------------------------------------------------ GPU slots
-slots() {  # entries FIRST..FIRST+N-1 of a list spread over the GPUs, each a distinct prefix of a GPU's UUID
-    python3 - "$1" "$2" <<'EOF'
-import subprocess, sys
-n, first = int(sys.argv[1]), int(sys.argv[2])
-uuids = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"], capture_output=True,
-                       text=True, check=True).stdout.split()
-prefixes = {u: [u[:i] for i in range(len(u), 12, -1) if u[i - 1] != "-"] for u in uuids}
-print(",".join(prefixes[uuids[i % len(uuids)]][i // len(uuids)] for i in range(first, first + n)))
-EOF
-}
+# ------------------------------------------------------------------ GPUs
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ') || NGPU=0
+[ "$NGPU" -ge 1 ] || { echo "FAILED: nvidia-smi -L lists no GPU"; exit 3; }
+POOL=$(seq -s, 0 $(( NGPU - 1 )))
 
 alive() { [ -e "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
@@ -161,10 +153,8 @@ if [ -n "${REPRO_LAUNCH_MINUTES:-}" ] && [ ! -e "$STATE/launch_deadline" ]; then
         > "$STATE/launch_deadline" || { echo "FAILED: REPRO_LAUNCH_MINUTES=$REPRO_LAUNCH_MINUTES"; exit 3; }
 fi
 
-FIRST_SLOT=0
 for s in $SWEEPS; do
     if [ "$s" = reproduction_long ]; then J=${REPRO_LONG_J:-2}; else J=${REPRO_J:-6}; fi
-    FIRST_SLOT=$(( FIRST_SLOT + J ))
     if alive "$s"; then
         say "sweep $s: driver $(cat "$STATE/$s.pid") still running (this machine was warm)"
         continue
@@ -178,13 +168,10 @@ for s in $SWEEPS; do
         fi
         ARGS+=(--max-minutes "$(python3 -c "print(round($LEFT_S / 60, 2))")")
     fi
-    POOL=$(slots "$J" $(( FIRST_SLOT - J ))) || { echo "FAILED: nvidia-smi --query-gpu=uuid"; exit 3; }
-    if ! CUDA_VISIBLE_DEVICES=${POOL##*,} python3 -c "import torch, sys; sys.exit(torch.cuda.device_count() != 1)"; then
-        echo "FAILED: CUDA_VISIBLE_DEVICES=${POOL##*,} (a UUID prefix) shows no GPU here"; exit 3
-    fi
+    PER=$(( (J + NGPU - 1) / NGPU ))  # trials sharing each GPU, J in flight in all
     [ "${REPRO_RETRY_FAILED:-0}" = 1 ] && ARGS+=(--retry-failed)
-    say "sweep $s: starting its driver, $J trials in flight (STARX_GPUS=$POOL)"
-    STARX_GPUS=$POOL setsid python3 "${ARGS[@]}" >> "$STATE/$s.log" 2>&1 < /dev/null &
+    say "sweep $s: starting its driver, $J trials in flight (STARX_GPUS=$POOL STARX_TRIALS_PER_GPU=$PER)"
+    STARX_GPUS=$POOL STARX_TRIALS_PER_GPU=$PER setsid python3 "${ARGS[@]}" >> "$STATE/$s.log" 2>&1 < /dev/null &
     echo $! > "$STATE/$s.pid"
 done
 

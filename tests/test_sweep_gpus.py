@@ -215,3 +215,60 @@ def test_trials_needing_several_gpus_get_several_and_too_many_fail(tmp_path, mon
     (t,) = (rundir.read_json(tmp_path / "big" / "results" / "s" / "trials.json") or {})["trials"]
     assert summary.failed == 1 and t["job_id"] is None
     assert "asks for 4 GPUs (launch.subprocess.gpus_per_node) but the pool has 3" in t["fail_reason"]
+
+
+def test_pool_slots_let_trials_share_a_gpu_never_twice_in_one_trial():
+    """STARX_TRIALS_PER_GPU=2 over GPUs 0 and 1: four slots, handed out over the devices first; a
+    trial needing 2 GPUs gets two distinct devices; the job sees device ids, not slots."""
+    pool = gpus.GpuPool(gpus.PoolSource(("0", "1"), "STARX_GPUS"), per_device=2)
+    assert pool.ids == ("0#1", "1#1", "0#2", "1#2")
+    assert pool.acquire(1, "a") == ("0#1",) and pool.acquire(1, "b") == ("1#1",)
+    assert pool.acquire(2, "c") == ("0#2", "1#2")  # distinct devices
+    assert pool.acquire(1, "d") is None
+    pool.release(("0#1",), "a")
+    assert pool.acquire(2, "e") is None  # one free slot: one device, not two
+    assert pool.acquire(1, "e") == ("0#1",)
+    with pytest.raises(gpus.NotEnoughGpus, match="asks for 3 GPUs .* pool has 2"):
+        pool.acquire(3, "f")  # more devices than the machine has, however many slots
+    assert gpus.executor_gpu_parameters(["1#2"]) == ({"gpus_per_node": 1, "visible_gpus": (1,)}, [])
+    assert gpus.trials_per_gpu({}) == 1 and gpus.trials_per_gpu({"STARX_TRIALS_PER_GPU": "3"}) == 3
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match="STARX_TRIALS_PER_GPU"):
+            gpus.trials_per_gpu({"STARX_TRIALS_PER_GPU": bad})
+
+
+def test_two_trials_share_one_gpu_with_trials_per_gpu(tmp_path, monkeypatch):
+    """One fake GPU, STARX_TRIALS_PER_GPU=2, -j 2: both trials' jobs hold at step 2 at the same time
+    (so they share the device), each seeing device 7, their records naming slots 7#1 and 7#2. A bad
+    value is refused before anything runs."""
+    monkeypatch.setenv("STARX_TRIALS_PER_GPU", "2")
+    hold = tmp_path / "hold"
+    hold.touch()
+    path = setup_sweep(tmp_path, {"steps": 4, "sleep_s": 0.02, "hold_while": str(hold), "hold_at_step": 2},
+                       gpus_per_node=1, params={"x": [1.0, 2.0]}, n_parallel=2)
+    log = tmp_path / "driver.log"
+
+    def both_held():
+        ts = [t for t in read_trials(tmp_path) if t["state"] == "RUNNING" and t["job_id"]]
+        return len(ts) == 2 and all(len(rundir.read_jsonl(Path(t["run_dir"]) / "metrics.jsonl")) >= 2 for t in ts)
+
+    driver = _driver(path, tmp_path, "7", log)
+    try:
+        _wait(both_held, what="two trials holding on one GPU at once")
+        hold.unlink()
+        assert driver.wait(timeout=90) == 0, log.read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    ts = read_trials(tmp_path)
+    assert [t["state"] for t in ts] == ["COMPLETE"] * 2
+    assert sorted(t["gpus"][0] for t in ts) == ["7#1", "7#2"]
+    assert [d for *_, d, _ in job_spans(tmp_path)] == [("7",), ("7",)]  # the job sees the device
+    assert "up to 2 trials in flight share each (STARX_TRIALS_PER_GPU)" in log.read_text()
+
+    monkeypatch.setenv("STARX_TRIALS_PER_GPU", "0")
+    from starx.sweep.config import SweepError
+
+    with pytest.raises(SweepError, match="STARX_TRIALS_PER_GPU='0'"):
+        run_sweep(path, root=tmp_path / "other", prepare=fake_prepare, entry=FAKE)

@@ -14,7 +14,12 @@ The pool, first match wins:
    GPUs, so CPU sweeps never import torch); no torch: ``nvidia-smi -L``.
 
 An empty pool (a machine without GPUs) places nothing: jobs are launched as before, seeing
-the first ``gpus_per_node`` device indices. Stdlib only.
+the first ``gpus_per_node`` device indices.
+
+``STARX_TRIALS_PER_GPU=N`` (default 1) lets N jobs share each GPU (small trials that leave a GPU
+mostly idle): the pool hands out N slots a device, ``"<id>#<k>"``, spread over the devices first,
+and a job's slots are always on distinct devices; ``CUDA_VISIBLE_DEVICES`` names the devices.
+Stdlib only.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from typing import Iterable, Optional, Sequence
 log = logging.getLogger(__name__)
 
 ENV_POOL = "STARX_GPUS"
+ENV_PER_GPU = "STARX_TRIALS_PER_GPU"
 CUDA_ENV = "CUDA_VISIBLE_DEVICES"
+SLOT_SEP = "#"  # "<device id>#<k>": the k-th share of a device when several jobs share it
 
 
 @dataclass(frozen=True)
@@ -96,22 +103,43 @@ def machine_pool(environ: Optional[dict] = None) -> PoolSource:
     return PoolSource(tuple(str(i) for i in range(n)), source)
 
 
+def device_of(slot: str) -> str:
+    """The device id of a pool entry ("1#2" -> "1"; "1" -> "1")."""
+    return str(slot).split(SLOT_SEP, 1)[0]
+
+
+def trials_per_gpu(environ: Optional[dict] = None) -> int:
+    """``STARX_TRIALS_PER_GPU`` (default 1): how many jobs may share one GPU of the pool."""
+    env = os.environ if environ is None else environ
+    text = env.get(ENV_PER_GPU, "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{ENV_PER_GPU}={text!r}: expected a whole number >= 1 (jobs sharing one GPU)")
+    return int(text)
+
+
 class NotEnoughGpus(ValueError):
     """A job asks for more GPUs than the pool has at all (it could never start)."""
 
 
 @dataclass
 class GpuPool:
-    """Device ids handed out to jobs in flight: ``acquire(n)`` gives ``n`` free ids in pool order
-    (or None while fewer are free), ``release`` gives them back, ``claim`` marks ids a job that
-    was already running holds (a sweep driver re-attaching after a restart)."""
+    """Pool entries handed out to jobs in flight: ``acquire(n)`` gives ``n`` free entries on
+    distinct devices in pool order (or None while fewer are free), ``release`` gives them back,
+    ``claim`` marks entries a job that was already running holds (a sweep driver re-attaching
+    after a restart). An entry is a device id, or with ``per_device`` > 1 a slot "<id>#<k>"."""
 
     source: PoolSource
-    in_use: dict[str, str] = field(default_factory=dict)  # device id -> holder (a trial's name)
+    in_use: dict[str, str] = field(default_factory=dict)  # entry -> holder (a trial's name)
+    per_device: int = 1  # jobs that may share one device (STARX_TRIALS_PER_GPU)
 
     @property
     def ids(self) -> tuple[str, ...]:
-        return self.source.ids
+        """The entries: each device once, or per_device slots a device, the devices' first slots first."""
+        if self.per_device == 1:
+            return self.source.ids
+        return tuple(f"{d}{SLOT_SEP}{k}" for k in range(1, self.per_device + 1) for d in self.source.ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -120,17 +148,22 @@ class GpuPool:
         return [d for d in self.ids if d not in self.in_use]
 
     def check(self, n: int) -> None:
-        if n > len(self.ids):
+        if n > len(self.source.ids):
             raise NotEnoughGpus(f"asks for {n} GPU{'s' if n != 1 else ''} (launch.subprocess.gpus_per_node) but the "
-                                f"pool has {len(self.ids)}: {self.source.describe()}; set {ENV_POOL} to the "
-                                f"GPUs starx may use, or ask for fewer")
+                                f"pool has {len(self.source.ids)}: {self.source.describe()}; set {ENV_POOL} to "
+                                f"the GPUs starx may use, or ask for fewer")
 
     def acquire(self, n: int, holder: str) -> Optional[tuple[str, ...]]:
         self.check(n)
-        free = self.free()
-        if len(free) < n:
+        picked: list[str] = []
+        for entry in self.free():  # n entries on n distinct devices
+            if device_of(entry) not in {device_of(e) for e in picked}:
+                picked.append(entry)
+            if len(picked) == n:
+                break
+        if len(picked) < n:
             return None
-        got = tuple(free[:n])
+        got = tuple(picked)
         for d in got:
             self.in_use[d] = holder
         return got
@@ -172,8 +205,9 @@ def executor_gpu_parameters(gpus: Sequence[str]) -> tuple[dict, list[str]]:
     """submitit LocalExecutor parameters that make a job see exactly ``gpus``:
     ``({"gpus_per_node": n, "visible_gpus": (...)}, [])`` for integer indices; for other ids
     (GPU-<uuid>, MIG-...), which submitit's ``visible_gpus`` does not take, a setup line that
-    exports CUDA_VISIBLE_DEVICES before the job's controller starts."""
-    gpus = [str(g) for g in gpus]
+    exports CUDA_VISIBLE_DEVICES before the job's controller starts. Pool slots ("1#2") name
+    their device ("1")."""
+    gpus = [device_of(g) for g in gpus]
     if all(g.isdigit() for g in gpus):
         return {"gpus_per_node": len(gpus), "visible_gpus": tuple(int(g) for g in gpus)}, []
     return {"gpus_per_node": len(gpus)}, [f"export {CUDA_ENV}={shlex.quote(','.join(gpus))}"]

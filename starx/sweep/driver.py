@@ -132,6 +132,10 @@ class SweepDriver:
         self.waiting: list[_InFlight] = []  # asked and prepared, waiting for free GPUs (in order)
         self._pool: Optional[gpus_mod.GpuPool] = None
         self._pool_read = False
+        try:  # read now: a bad value is the user's input, refused before anything runs
+            self._per_gpu = gpus_mod.trials_per_gpu()
+        except ValueError as e:
+            raise SweepError(str(e)) from None
         self._lock_file = None
 
     # ------------------------------------------------------------------ study
@@ -320,8 +324,9 @@ class SweepDriver:
             self._pool_read = True
             source = gpus_mod.machine_pool()
             if source.ids:
-                self._pool = gpus_mod.GpuPool(source)
-                log.info("GPU pool %s: each trial in flight gets its own", source.describe())
+                self._pool = gpus_mod.GpuPool(source, per_device=self._per_gpu)
+                log.info("GPU pool %s: %s", source.describe(), "each trial in flight gets its own" if self._per_gpu == 1
+                         else f"up to {self._per_gpu} trials in flight share each ({gpus_mod.ENV_PER_GPU})")
             else:
                 log.warning("no GPUs found (%s): trials that ask for GPUs (launch.subprocess.gpus_per_node) "
                             "are launched without a device of their own", source.describe())
