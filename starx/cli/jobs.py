@@ -48,7 +48,12 @@ def sweep(
                                "code version) runs again instead of reusing its result; its old outputs "
                                "are moved into superseded/. Trials this study already completed are kept."),
 ):
-    """Run an ablation or hyper-parameter search: an Optuna study on disk, N trials in flight, resumable."""
+    """Run an ablation or hyper-parameter search: an Optuna study on disk, N trials in flight, resumable.
+
+    Local trials needing GPUs each get their own: the pool is STARX_GPUS (0,1,...), else CUDA_VISIBLE_DEVICES, else all.
+
+    STARX_TRIALS_PER_GPU=N lets N trials share each GPU of the pool.
+    """
     from starx import api
 
     if parallel is not None and parallel < 1:
