@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Issue 12's measurements on the lent H200, each part time-boxed so that a call ends inside the
+# 10-minute limit; outputs to $OUT. From the repo root there:
+#
+#   run(kind="nvidia-h200", carry=[".gpu-wheels", ".whl"], timeout_s=600, command="bash bench/speed_session.sh")
+#   run(..., command="bash bench/speed_session.sh profile_block ncu_scan_bwd")    # a second call
+#
+# Parts (default: the first four, ~9.5 minutes; a part cut by its box leaves what it wrote):
+#   gpu_tests       the GPU tests of the Triton scan and conv (no kernel change is measured before they pass)
+#   pretrain_k4_k1  STAR-B pretraining step vs the causal ViT-B anchor, reduce-overhead, k = 4 and 1
+#   pretrain_k2_k8  the same at k = 2 and 8
+#   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
+#   profile_block   one compiled block, part by part, beside the anchor's
+#   ncu_scan_bwd    ncu of the scan's backward at k=4: stall reasons, occupancy, source counters
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/speed-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .gpu-wheels/*.whl .whl/*.whl \
+    || { echo "[speed] installing the carried wheels failed" >&2; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+part() {  # part NAME SECONDS CMD...: run CMD time-boxed, its output to $OUT/NAME.txt, the tail here
+    local name=$1 box=$2
+    shift 2
+    echo "== $name ($(date -u +%H:%M:%S) UTC, box ${box}s): $*"
+    timeout "$box" "$@" > "$OUT/$name.txt" 2>&1
+    echo "   rc $?"
+    grep -v -i "warn" "$OUT/$name.txt" | tail -8
+}
+{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+PARTS=${*:-gpu_tests pretrain_k4_k1 pretrain_k2_k8 finetune}
+for p in $PARTS; do
+    case $p in
+    gpu_tests) part gpu_tests 130 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
+        tests/test_triton_conv.py ;;
+    pretrain_k4_k1) part pretrain_k4_k1 200 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
+        --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4_k1.json" ;;
+    pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \
+        --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k2_k8.json" ;;
+    finetune) part finetune 90 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
+        --compile-mode none default --out "$OUT/finetune_step.json" ;;
+    profile_block) part profile_block 90 python3 bench/profile_block.py --k 4 --out "$OUT/profile_block_k4.txt" ;;
+    ncu_scan_bwd) part ncu_scan_bwd 120 ncu --clock-control none --kernel-name regex:scan_bwd --launch-count 1 \
+        --section SpeedOfLight --section WarpStateStats --section Occupancy --section SchedulerStats \
+        --section SourceCounters python3 bench/profile_scan.py --shape k4 ;;
+    *) echo "[speed] unknown part $p" >&2; exit 2 ;;
+    esac
+done
+echo "== done $(date -u +%H:%M:%S) UTC"
