@@ -231,12 +231,11 @@ def test_cuda_graphs_under_ddp_compile_without_a_warning(caplog):
     from omegaconf import OmegaConf
 
     from starx.spec.load import load_spec
-    from starx.train.dist import DistInfo
     from starx.train.stages import _maybe_compile
 
     cfg = OmegaConf.create({"compile": True, "compile_mode": "reduce-overhead"})
     with caplog.at_level(logging.WARNING, logger="starx.train.stages"):
-        compiled = _maybe_compile(torch.nn.Linear(2, 2), cfg, DistInfo(0, 2, 0, torch.device("cuda", 0)))
+        compiled = _maybe_compile(torch.nn.Linear(2, 2), cfg)
     assert hasattr(compiled, "_orig_mod") and not caplog.records
     ddp = ["device=cuda", "compile=true", "compile_mode=reduce-overhead", "launch.kind=subprocess",
            "launch.subprocess.tasks_per_node=2"]

@@ -101,17 +101,6 @@ def tasks_per_node(slurm: SlurmConfig) -> int:
     return max(1, int(slurm.gpus_per_node))
 
 
-def processes(launch) -> int:
-    """Processes (DDP ranks) one job of this launch section starts: 1 for ``local`` (unless the
-    command runs under torchrun, which only the job itself sees)."""
-    kind = LaunchKind(getattr(launch.kind, "value", launch.kind))
-    if kind is LaunchKind.subprocess:
-        return int(launch.subprocess.tasks_per_node)
-    if kind is LaunchKind.slurm:
-        return int(launch.slurm.nodes) * tasks_per_node(launch.slurm)
-    return 1
-
-
 def validate(launch) -> None:
     """Cross-field checks on a (structured or plain) launch config; raises LaunchConfigError.
 

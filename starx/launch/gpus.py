@@ -141,9 +141,6 @@ class GpuPool:
             return self.source.ids
         return tuple(f"{d}{SLOT_SEP}{k}" for k in range(1, self.per_device + 1) for d in self.source.ids)
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def free(self) -> list[str]:
         return [d for d in self.ids if d not in self.in_use]
 

@@ -102,7 +102,7 @@ def wrap_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def _maybe_compile(model: torch.nn.Module, cfg: DictConfig, dist: DistInfo) -> torch.nn.Module:
+def _maybe_compile(model: torch.nn.Module, cfg: DictConfig) -> torch.nn.Module:
     if not cfg.compile:
         return model
     # CUDA graphs (reduce-overhead, max-autotune) under DDP have known failures upstream
@@ -143,7 +143,7 @@ def run_pretrain(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
         weights, notes = checkpoint.load_weights(path)
         report = checkpoint.load_into_pretrain(model, weights, path)
         log.info("pretrain: weights from %s: %s", path, "; ".join([report, *notes]))
-    train_model = wrap_ddp(_maybe_compile(model, cfg, ctx.dist), ctx.dist)
+    train_model = wrap_ddp(_maybe_compile(model, cfg), ctx.dist)
 
     def step(batch):
         images, _ = batch
@@ -253,7 +253,7 @@ def run_finetune(ctx: RunContext, progress: StageProgress) -> dict[str, Any]:
         criterion = LabelSmoothingCrossEntropy(ft.label_smoothing)
     else:
         criterion = torch.nn.CrossEntropyLoss()
-    train_model = wrap_ddp(_maybe_compile(model, cfg, ctx.dist), ctx.dist)
+    train_model = wrap_ddp(_maybe_compile(model, cfg), ctx.dist)
 
     def step(batch):
         images, labels = batch
