@@ -33,9 +33,9 @@ from starx.models.blocks import SwiGLU, add_norm  # noqa: E402
 from starx.models.mamba import Mamba  # noqa: E402
 
 
-def kernels_of(fn, steps: int = 5) -> tuple[float, dict[str, float]]:
-    """(ms of CUDA time per call, {kernel: ms per call}) of fn() after warm-up."""
-    for _ in range(3):
+def kernels_of(fn, steps: int = 5, warmup: int = 3) -> tuple[float, dict[str, float]]:
+    """(ms of CUDA time per call, {kernel: ms per call}) of ``steps`` calls of fn() after ``warmup``."""
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -21,11 +21,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anchors import causal_vit_b  # noqa: E402
 from pretrain_step import build  # noqa: E402
+from profile_block import kernels_of  # noqa: E402
 
 from starx.ops import kernel_status  # noqa: E402
 
@@ -81,19 +81,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         opt.step()
 
-    for _ in range(5):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(args.steps):
-            step()
-        torch.cuda.synchronize()
-
-    per_kernel: dict[str, float] = defaultdict(float)
-    for evt in prof.key_averages():
-        if evt.device_type == torch.autograd.DeviceType.CUDA and evt.device_time_total > 0:
-            per_kernel[evt.key] += evt.device_time_total / 1e3 / args.steps  # ms per step
-    total = sum(per_kernel.values())
+    total, per_kernel = kernels_of(step, steps=args.steps, warmup=5)  # ms per step
     families: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
         families[family(name)] += ms
