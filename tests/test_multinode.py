@@ -31,7 +31,7 @@ def _two_nodes_answer() -> bool:
     if not CONF.exists() or shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         return False
     try:
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=10,
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=60,
                              env={**os.environ, "SLURM_CONF": str(CONF)})
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -127,7 +127,7 @@ def test_the_environment_of_a_two_node_job_reaches_torch_distributed(tmp_path, n
         procs.append(subprocess.Popen([sys.executable, "-c", code, str(run_dir), "starx.launch.testing:fake_dist_job"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-3000:]
     result = rundir.read_json(run_dir / "result.json")
     assert result["metrics"] == {"sum": 3.0, "world_size": 2}

@@ -68,7 +68,7 @@ def write_spec(tmp_path: Path, **fake) -> Path:
 def test_single_subprocess_run_takes_the_first_gpus_of_the_declared_pool(tmp_path, monkeypatch, pool, seen):
     monkeypatch.setenv("STARX_GPUS", pool)
     prepared = fake_prepare(write_spec(tmp_path), ["launch.kind=subprocess", "launch.subprocess.gpus_per_node=1"])
-    st = launch(prepared, entry=FAKE).wait(poll_s=0.1, timeout_s=60)
+    st = launch(prepared, entry=FAKE).wait(poll_s=0.1, timeout_s=300)
     assert st.state == "done"
     assert st.result["devices"] == {"CUDA_VISIBLE_DEVICES": seen}
     assert scheduler.read_launch(prepared.run_dir)["gpus"] == [seen]
@@ -80,7 +80,7 @@ def test_single_subprocess_run_takes_the_first_gpus_of_the_declared_pool(tmp_pat
 def test_cpu_run_sees_no_gpus_and_records_none(tmp_path, monkeypatch):
     monkeypatch.setenv("STARX_GPUS", "0,1")  # a pool, but the run asks for no GPU
     prepared = fake_prepare(write_spec(tmp_path), ["launch.kind=subprocess"])
-    st = launch(prepared, entry=FAKE).wait(poll_s=0.1, timeout_s=60)
+    st = launch(prepared, entry=FAKE).wait(poll_s=0.1, timeout_s=300)
     assert st.state == "done" and st.result["devices"] == {"CUDA_VISIBLE_DEVICES": ""}
     assert "gpus" not in scheduler.read_launch(prepared.run_dir)
 
@@ -120,7 +120,7 @@ def assert_no_double_booking(spans) -> None:
             assert not set(d1) & set(d2), f"trials {n1} and {n2} ran at once on {d1} and {d2}"
 
 
-def _wait(cond, timeout=60.0, what="condition"):
+def _wait(cond, timeout=300.0, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -183,7 +183,7 @@ def test_trials_in_flight_get_disjoint_gpus_wait_for_free_ones_and_survive_a_dri
         time.sleep(1.0)  # ten polls: nothing launched while both devices are held
         assert sum(bool(t["job_id"]) for t in read_trials(tmp_path)) == 2, log.read_text()[mark:]
         hold.unlink()
-        assert second.wait(timeout=90) == 0, log.read_text()[mark:]
+        assert second.wait(timeout=300) == 0, log.read_text()[mark:]
     finally:
         if second.poll() is None:
             second.kill()
@@ -256,7 +256,7 @@ def test_two_trials_share_one_gpu_with_trials_per_gpu(tmp_path, monkeypatch):
     try:
         _wait(both_held, what="two trials holding on one GPU at once")
         hold.unlink()
-        assert driver.wait(timeout=90) == 0, log.read_text()
+        assert driver.wait(timeout=300) == 0, log.read_text()
     finally:
         if driver.poll() is None:
             driver.kill()
