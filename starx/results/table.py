@@ -150,7 +150,8 @@ def _split_params(t: Tabular, over: list[str]) -> tuple[list[str], list[str]]:
     return keep, [c for c in (t.csv_columns or t.columns) if c not in skip]
 
 
-def _number(v: Any) -> bool:
+def _is_number(v: Any) -> bool:
+    """A metric value to pair: a real number, not a bool, not NaN."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
 
 
@@ -283,8 +284,8 @@ def paired_against(t: Tabular, over: list[str], reference: list[str], metric: Op
         for c in metrics:
             d = []
             for point, rows in mine.items():
-                a = [r[c] for r in rows if _number(r.get(c))]
-                b = [r[c] for r in theirs.get(point, []) if _number(r.get(c))]
+                a = [r[c] for r in rows if _is_number(r.get(c))]
+                b = [r[c] for r in theirs.get(point, []) if _is_number(r.get(c))]
                 if a and b:
                     d.append(sum(a) / len(a) - sum(b) / len(b))
             if not d:
