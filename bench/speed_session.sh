@@ -43,7 +43,10 @@ for p in $PARTS; do
     profile_block) part profile_block 90 python3 bench/profile_block.py --k 4 --out "$OUT/profile_block_k4.txt" ;;
     ncu_scan_bwd) part ncu_scan_bwd 120 ncu --clock-control none --kernel-name regex:scan_bwd --launch-count 1 \
         --section SpeedOfLight --section WarpStateStats --section Occupancy --section SchedulerStats \
-        --section SourceCounters python3 bench/profile_scan.py --shape k4 ;;
+        --section SourceCounters --import-source no -o "$OUT/ncu_scan_bwd" python3 bench/profile_scan.py --shape k4
+        # per-SASS-instruction warp-state samples, to read where the loop stalls
+        timeout 60 ncu -i "$OUT/ncu_scan_bwd.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_scan_bwd_sass.csv" 2>&1
+        timeout 60 ncu -i "$OUT/ncu_scan_bwd.ncu-rep" --page details >> "$OUT/ncu_scan_bwd.txt" 2>&1 ;;
     *) echo "[speed] unknown part $p" >&2; exit 2 ;;
     esac
 done

@@ -125,7 +125,7 @@ def scan_bwd(
     L, DPG, DIM,
     su_b, su_l, su_d, sdt_b, sdt_l, sdt_d, sz_b, sz_l, sz_d, sg_b, sg_l, sg_d,
     sB_b, sB_g, sB_l, sB_n, sC_b, sC_g, sC_l, sC_n, sr_b,
-    sdu_b, sdu_l, sdu_d, sdB_b, sdB_l,
+    sdu_b, sdu_l, sdu_d, sdB_b, sdB_l, sw_p,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_RESET: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr,
@@ -133,7 +133,8 @@ def scan_bwd(
     """Walks the tiles of T steps from the last. A forward sweep over the tile restarts from the
     state the forward saved before it and computes what needs the state h_t but not the adjoint
     (the output's gradients dz, dy and dC), keeping a_t h_{t-1} and dy for the second sweep in this
-    program's slice of work_ptr (it stays in cache); the second sweep runs the adjoint
+    program's slice of work_ptr (sw_p floats a program, sized by the launcher; it stays in cache);
+    the second sweep runs the adjoint
     g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the tile.
 
     du, ddt, dz share one layout (strides sdu_*); dB, dC: fp32 (b, d/BD, l, n) per-block partial
@@ -165,7 +166,7 @@ def scan_bwd(
     r_0 = reset_ptr + b * sr_b
     n_tiles = tl.cdiv(L, T)
     s_0 = state_ptr + b * n_tiles * DIM * N + d0 * N
-    w_h = work_ptr + (b * tl.num_programs(0) + pid_d) * T * BD * (N + 1)  # T x (BD, N): a_t h_{t-1}
+    w_h = work_ptr + (b * tl.num_programs(0) + pid_d) * sw_p  # T x (BD, N): a_t h_{t-1}
     w_dy = w_h + T * BD * N  # T x (BD,): dy_t
     carry = tl.zeros((BD, N), tl.float32)  # a_{t+1} g_{t+1}
     dA_acc = tl.zeros((BD, N), tl.float32)

@@ -51,8 +51,12 @@ def triton_error() -> str | None:
 # shared: the backward restarts each tile of T steps from the state the forward saved there.
 # The backward's 168-register cap (ptxas spills 112 bytes) fits 12 one-warp programs on a
 # multiprocessor instead of 8: STAR-B k=4's 1536 programs in one wave, 2.06 ms fwd+bwd instead
-# of 2.60 (bench/results/triton_scan_v5_maxnreg_h200.jsonl).
-TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 16, "unroll": 1, "stages": 1, "bwd_maxnreg": 168}
+# of 2.60 (bench/results/triton_scan_v5_maxnreg_h200.jsonl). T = 8, not 16: the backward's work
+# buffer (T x 32 x 17 floats a program) then stays near the multiprocessor (at 16 it spilled to
+# DRAM: ncu read 2.4 TB/s of DRAM traffic for 0.56 GB of operands); 2.05 -> 1.90 ms at k=4, 1.62 -> 1.50
+# at k=1, 4.76 -> 4.39 at the fine-tune shape, 2.93 -> 2.98 at k=8
+# (bench/results/triton_scan_v5_tile_steps_h200.jsonl).
+TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -169,7 +173,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         reset if reset is not None else u, states, work,
         du, ddelta, dz if z is not None else du, dB, dC, dA, dD, dbias, L, d // groups, d,
         *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(dout), *_bgln(B), *_bgln(C), sr_b,
-        *_bdl(du), dB.stride(0), dB.stride(2),
+        *_bdl(du), dB.stride(0), dB.stride(2), work.stride(1),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
         num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]),
