@@ -145,40 +145,33 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
     return out, states
 
 
-def _bwd_blocks(d: int, groups: int) -> int:
-    """Channel blocks (programs along d) of the backward: dB and dC come back per block."""
-    return d // _block_channels(d // groups, TILES["bwd"][0])
-
-
-def backward_partials(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus: bool):
-    """Launch the backward kernel: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz) where du, ddelta,
-    dz are final (laid out as u) and the parameters' gradients are the kernel's fp32 partial sums:
-    dA (b, d, n), dB and dC (b, blocks, l, n), dD and ddelta_bias (b, d); empty tensors where D,
-    delta_bias or z are absent. ``sum_partials`` finishes them."""
+def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus: bool):
+    """Launch the backward kernel: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); the last three
+    are empty tensors where D, delta_bias or z are absent. du, ddelta, dz are laid out as u."""
     from starx.ops._triton_scan_kernels import scan_bwd
 
     b, d, L = u.shape
     n, groups = A.shape[1], B.shape[1]
-    blocks, warps, T = _bwd_blocks(d, groups), TILES["bwd"][1], TILES["steps"]
-    bd = d // blocks
+    bd, warps = TILES["bwd"]
+    bd, T = _block_channels(d // groups, bd), TILES["steps"]
     if states.shape[1] != -(-L // T):
         raise ValueError(f"saved states cover {states.shape[1]} tiles; {L} steps in tiles of {T} need {-(-L // T)}")
     f32 = torch.float32
+    blocks = d // bd
     du, ddelta = _like_layout(u, u.dtype), _like_layout(u, delta.dtype)
     dz = _like_layout(u, z.dtype) if z is not None else u.new_empty(0)
-    dB = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
+    dB = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)  # per channel block, summed below
     dC = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
     dA = torch.empty((b, d, n), device=u.device, dtype=f32)
-    dD = torch.empty((b, d), device=u.device, dtype=f32) if D is not None else u.new_empty(0, dtype=f32)
-    dbias = torch.empty((b, d), device=u.device, dtype=f32) if delta_bias is not None else u.new_empty(0, dtype=f32)
+    dD = torch.empty((b, d), device=u.device, dtype=f32)
+    dbias = torch.empty((b, d), device=u.device, dtype=f32)
     work = torch.empty((b, blocks, T * bd * (n + 1)), device=u.device, dtype=f32)  # per program: a h, dy
     reset, sr_b = _reset_rows(reset)
     zz = z if z is not None else u
     kernel = scan_bwd[(blocks, b)](
         u, delta, zz, dout, A, D if D is not None else A, delta_bias if delta_bias is not None else A, B, C,
         reset if reset is not None else u, states, work,
-        du, ddelta, dz if z is not None else du, dB, dC, dA, dD if D is not None else dA,
-        dbias if delta_bias is not None else dA, L, d // groups, d,
+        du, ddelta, dz if z is not None else du, dB, dC, dA, dD, dbias, L, d // groups, d,
         *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(dout), *_bgln(B), *_bgln(C), sr_b,
         *_bdl(du), dB.stride(0), dB.stride(2), work.stride(1),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
@@ -186,29 +179,10 @@ def backward_partials(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, 
         num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]),
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
-    return du, ddelta, dA, dB, dC, dD, dbias, dz
-
-
-def sum_partials(dA, dB, dC, dD, dbias, A, B, C, D, delta_bias):
-    """(dA, dB, dC, dD, ddelta_bias) in the parameters' shapes and dtypes from the backward
-    kernel's partial sums (over the batch; over channel blocks for dB and dC, which come back
-    (b, g, n, l)). Plain torch outside the custom op, so torch.compile fuses these sums and casts
-    with the ops that consume the gradients instead of running them as separate kernels."""
-    b, blocks, L, n = dB.shape
-    g = B.shape[1]
-    per_group = lambda t: t.view(b, g, blocks // g, L, n).sum(2).transpose(2, 3)  # noqa: E731
-    return (dA.sum(0).to(A.dtype), per_group(dB).to(B.dtype), per_group(dC).to(C.dtype),
-            dD.sum(0).to(D.dtype) if D is not None else None,
-            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None)
-
-
-def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus: bool):
-    """The backward kernel and the sums after it: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz),
-    None where D, delta_bias or z are absent."""
-    du, ddelta, dA, dB, dC, dD, dbias, dz = backward_partials(
-        u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus)
-    dA, dB, dC, dD, dbias = sum_partials(dA, dB, dC, dD, dbias, A, B, C, D, delta_bias)
-    return du, ddelta, dA, dB, dC, dD, dbias, dz if z is not None else None
+    per_group = lambda t: t.view(b, groups, blocks // groups, L, n).sum(2).transpose(2, 3)  # noqa: E731
+    return (du, ddelta, dA.sum(0).to(A.dtype), per_group(dB).to(B.dtype), per_group(dC).to(C.dtype),
+            dD.sum(0).to(D.dtype) if D is not None else u.new_empty(0),
+            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), dz)
 
 
 @torch.library.custom_op("starx::triton_scan_fwd", mutates_args=())
@@ -233,24 +207,24 @@ def triton_scan_bwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
     delta_bias: Tensor | None, reset: Tensor | None, states: Tensor, dout: Tensor, delta_softplus: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``backward_partials``: du, ddelta, dz final, the parameters' gradients as partial sums."""
-    return backward_partials(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus)
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz), empty where the input is absent."""
+    return scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus)
 
 
 @triton_scan_bwd.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus):
     b, d, L = u.shape
-    n, blocks = A.shape[1], _bwd_blocks(d, B.shape[1])
-    f32 = torch.float32
-    partial = lambda t: u.new_empty((b, d), dtype=f32) if t is not None else u.new_empty(0, dtype=f32)  # noqa: E731
-    return (_like_layout(u, u.dtype), _like_layout(u, delta.dtype), u.new_empty((b, d, n), dtype=f32),
-            u.new_empty((b, blocks, L, n), dtype=f32), u.new_empty((b, blocks, L, n), dtype=f32),
-            partial(D), partial(delta_bias), _like_layout(u, z.dtype) if z is not None else u.new_empty(0))
+    n, g = A.shape[1], B.shape[1]
+    maybe = lambda t: t.new_empty(t.shape) if t is not None else u.new_empty(0)  # noqa: E731
+    grouped = lambda t: t.new_empty((b, g, L, n)).transpose(2, 3)  # noqa: E731
+    return (_like_layout(u, u.dtype), _like_layout(u, delta.dtype), torch.empty_like(A), grouped(B), grouped(C),
+            maybe(D), maybe(delta_bias), _like_layout(u, z.dtype) if z is not None else u.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output) -> None:
     u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus, _ = inputs
     ctx.delta_softplus = delta_softplus
+    ctx.present = (D is not None, z is not None, delta_bias is not None)
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, reset, output[1])
 
 
@@ -258,11 +232,12 @@ def _backward(ctx, grad_out, _grad_states):
     u, delta, A, B, C, D, z, delta_bias, reset, states = ctx.saved_tensors
     if states.numel() == 0:
         raise RuntimeError("the Triton scan's forward ran without saving states (no input needed a gradient)")
+    has_D, has_z, has_bias = ctx.present
     du, ddelta, dA, dB, dC, dD, dbias, dz = triton_scan_bwd(
         u, delta, A, B, C, D, z, delta_bias, reset, states, grad_out, ctx.delta_softplus
     )
-    dA, dB, dC, dD, dbias = sum_partials(dA, dB, dC, dD, dbias, A, B, C, D, delta_bias)
-    return du, ddelta, dA, dB, dC, dD, dz if z is not None else None, dbias, None, None, None
+    return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None, dbias if has_bias else None,
+            None, None, None)
 
 
 triton_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -285,6 +260,4 @@ def selective_scan_triton(
     return out
 
 
-__all__ = [
-    "TILES", "backward_partials", "scan_backward", "scan_forward", "selective_scan_triton", "sum_partials", "triton_error",
-]
+__all__ = ["TILES", "scan_backward", "scan_forward", "selective_scan_triton", "triton_error"]
