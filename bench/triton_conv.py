@@ -32,11 +32,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -134,62 +130,33 @@ def has_causal_conv1d() -> bool:
 
 
 def sass_model(shapes: list[str], configs: list[str], seq: bool) -> None:
-    """The static cost model of ``--sass`` (no GPU needed)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+    """The static cost model of ``--sass`` (no GPU needed): bench/sass.py."""
+    from bench import sass as S
     from starx.ops import _triton_conv_kernels as K
-
-    tools = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin")
-    sms, clock, bw = 132, 1.98e9, 4.3e12
-
-    def compiled(fn, consts, warps):
-        ptrs = {n: "*bf16" for n in ("x_ptr", "out_ptr", "dout_ptr", "dx_ptr")} | {"seq_ptr": "*i32"}
-        sig = {n: "constexpr" if n in consts else ptrs.get(n, "*fp32" if n.endswith("_ptr") else "i32")
-               for n in fn.arg_names}
-        aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-                   if n.endswith("_ptr") or n in ("DIM", "sx_b", "sx_l", "sdo_b", "sdo_l")}  # as the JIT sees them
-        cc = triton.compile(ASTSource(fn, sig, consts | {"sx_d": 1, "sdo_d": 1} if "sdo_d" in fn.arg_names
-                                      else consts | {"sx_d": 1}, aligned),
-                            target=GPUTarget("cuda", 90, 64), options={"num_warps": warps})
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-            f.write(cc.asm["cubin"])
-            f.flush()
-            sass = subprocess.run([f"{tools}/cuobjdump", "-sass", f.name], capture_output=True, text=True).stdout
-        ptxas = subprocess.run([f"{tools}/ptxas", "-arch=sm_90a", "-v", "-o", os.devnull, "-"], input=cc.asm["ptx"],
-                               capture_output=True, text=True).stderr
-        return sass, int(re.search(r"Used (\d+) registers", ptxas)[1]), int(re.search(r"(\d+) bytes spill stores", ptxas)[1])
-
-    def instructions(sass: str, trips: int) -> tuple[int, int, collections.Counter]:
-        """(all issued, loop body, body mix): the loop is the shortest backward branch's span."""
-        lines = [(int(m[1], 16), m[2].split(".")[0], m[3]) for m in
-                 (re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*)", x)
-                  for x in sass.splitlines()) if m]
-        body: list[str] = []
-        for addr, op, rest in lines:
-            target = re.search(r"0x([0-9a-f]+)", rest) if op == "BRA" else None
-            if target and int(target[1], 16) < addr:
-                span = [o for a, o, _ in lines if int(target[1], 16) <= a <= addr]
-                body = span if not body or len(span) < len(body) else body
-        return len(lines) + len(body) * (trips - 1), len(body), collections.Counter(body)
 
     for name in shapes:
         b, L, d, _ = SHAPES[name]
         act = b * L * d * 2
+        types = {n: "*bf16" for n in ("x_ptr", "out_ptr", "dout_ptr", "dx_ptr")} | {"seq_ptr": "*i32"}
+        values = {"L": L, "DIM": d, "sx_b": L * 2 * d, "sx_l": 2 * d, "sx_d": 1, "ss_b": L, "sdo_b": L * d,
+                  "sdo_l": d, "sdo_d": 1}
         for config in configs:
             for kind, fn, (steps, bd, ahead, warps) in zip(
                     ("fwd", "bwd"), (K.conv_fwd, K.conv_bwd), (tuple(map(int, p.split("x"))) for p in config.split("/"))):
                 consts = {"TC": steps, "BD": bd, "U": ahead, "HAS_BIAS": True, "HAS_SEQ": seq, "SILU": True}
-                sass, regs, spills = compiled(fn, consts, warps)
+                fn_types = {n: types.get(n, "*fp32") for n in fn.arg_names if n.endswith("_ptr")}
+                fn_values = {n: values.get(n, 97) for n in fn.arg_names if n not in fn_types and n not in consts}
+                sass, regs, spills = S.compile_sass(fn, fn_types, fn_values, consts, warps)
+                (loop,) = S.inner_loops(sass)[:1] or [collections.Counter()]
+                body = sum(loop.values())
                 walked = steps + (3 if kind == "bwd" else 0)  # the backward recomputes 3 steps past its chunk
-                issued, body, mix = instructions(sass, -(-walked // ahead))
+                issued = len(S.instructions(sass)) + body * (-(-walked // ahead) - 1)
                 warps_run = -(-L // steps) * -(-d // bd) * b * warps
-                issue_ms = issued * warps_run / (sms * 4 * clock) * 1e3
-                mem_ms = (2 if kind == "fwd" else 3) * act / bw * 1e3
+                mem_ms = (2 if kind == "fwd" else 3) * act / 4.3e12 * 1e3
                 print(f"{name:>7} {kind} {steps}x{bd}x{ahead}x{warps}: {regs} registers, {spills} B spilled, "
                       f"<= {min(64, 65536 // (32 * regs) // warps * warps)} warps/SM, loop {body} instructions "
-                      f"(FFMA {mix['FFMA']} MUFU {mix['MUFU']} LDG {mix['LDG']}); issue {issue_ms:.3f} ms, "
-                      f"bytes {mem_ms:.3f} ms")
+                      f"(FFMA {loop['FFMA']} MUFU {loop['MUFU']} LDG {loop['LDG']}); "
+                      f"issue {S.issue_ms(issued, warps_run):.3f} ms, bytes {mem_ms:.3f} ms")
 
 
 def main() -> None:

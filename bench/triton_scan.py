@@ -11,6 +11,11 @@ dt bias, softplus, gate z) it prints
 * the largest relative error of the Triton scan's output and gradients against mamba-ssm's.
 
     python bench/triton_scan.py [--configs 32x1/32x1/16 ...] [--layouts first last] [--out scan.jsonl]
+    python bench/triton_scan.py --sass [--shapes k4] [--configs ...]     # no GPU needed
+
+``--sass`` compiles each config for sm_90 as a launch at that shape (channel-last) specialises
+it and prints the static cost model of bench/sass.py: registers, spills, each loop's SASS
+instructions a step and their mix, and the time to issue them for every program of the shape.
 
 A config is FWD_CHANNELSxWARPS/BWD_CHANNELSxWARPS/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]
 (starx.ops.triton_scan.TILES); layout
@@ -131,6 +136,46 @@ def rel_errors(fwd_a, fwd_b, args_a, dout, args_b) -> dict:
     return res
 
 
+def sass_model(shapes: list[str], configs: list[str]) -> None:
+    """The static cost model of ``--sass`` (no GPU needed): bench/sass.py."""
+    from bench import sass as S
+    from starx.ops import _triton_scan_kernels as K
+
+    bf16 = ("u_ptr", "dt_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddt_ptr", "dz_ptr", "B_ptr", "C_ptr")
+    for name in shapes:
+        b, d, L, g = SHAPES[name]
+        for config in configs:
+            fwd, bwd, steps, *rest = config.split("/")
+            unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
+            maxnreg = int(rest[1]) if len(rest) > 1 else None
+            for kind, fn, (bd, warps) in (("fwd", K.scan_fwd, map(int, fwd.split("x"))),
+                                          ("bwd", K.scan_bwd, map(int, bwd.split("x")))):
+                T = int(steps)
+                bd = ts._block_channels(d // g, bd)
+                xdbl = 48 + 2 * N  # x_proj's output row (dt_rank 48 + B + C), which B and C are views of
+                values = dict(L=L, DPG=d // g, DIM=d, su_b=L * d, su_l=d, su_d=1, sdt_b=L * d, sdt_l=d, sdt_d=1,
+                              sz_b=L * 2 * d, sz_l=2 * d, sz_d=1, so_b=L * d, so_l=d, so_d=1, sg_b=L * d, sg_l=d,
+                              sg_d=1, sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1, sC_b=L * xdbl, sC_g=N, sC_l=xdbl,
+                              sC_n=1, sr_b=L, sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N,
+                              sw_p=T * bd * (N + 1))
+                consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
+                              HAS_RESET=False, UNROLL=unroll, STAGES=stages, SAVE_STATES=True)
+                consts = {k: v for k, v in consts.items() if k in fn.arg_names}
+                types = {n: "*bf16" if n in bf16 else "*i8" if n == "reset_ptr" else "*fp32"
+                         for n in fn.arg_names if n.endswith("_ptr")}
+                sass, regs, spills = S.compile_sass(fn, types, {n: values[n] for n in fn.arg_names if n in values},
+                                                    consts, warps, maxnreg if kind == "bwd" else None)
+                loops = S.inner_loops(sass)
+                per_step = sum(sum(c.values()) for c in loops)
+                programs = b * (d // bd)
+                print(f"{name:>7} {kind} {config}: {regs} registers, {spills} B spilled, "
+                      f"<= {min(64, 65536 // (32 * regs) // warps * warps)} warps/SM, {programs} programs; "
+                      f"{per_step} instructions a step ({' + '.join(str(sum(c.values())) for c in loops)}), "
+                      f"issue {S.issue_ms(per_step * L, programs * warps):.3f} ms")
+                for c in loops:
+                    print(f"{'':>12}loop: {S.mix(c)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES))
@@ -138,7 +183,10 @@ def main() -> None:
                    help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]")
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
+    p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")
     args = p.parse_args()
+    if args.sass:
+        return sass_model(args.shapes, args.configs)
 
     bw, exp_rate = copy_bandwidth(), sm_exp_rate()
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
