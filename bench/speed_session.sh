@@ -13,6 +13,8 @@
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
 #   profile_block   one compiled block, part by part, beside the anchor's
 #   ncu_scan_bwd    ncu of the scan's backward at k=4: stall reasons, occupancy, source counters
+#   scan_configs    the scan alone at every STAR shape for the kept tiles and candidates (a forward of
+#                   2 warps a program for k=8, whose 768 one-warp programs leave half of each SM idle)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/speed-out}
@@ -48,6 +50,8 @@ for p in $PARTS; do
         # per-SASS-instruction warp-state samples, to read where the loop stalls
         timeout 60 ncu -i "$OUT/ncu_scan_bwd.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_scan_bwd_sass.csv" 2>&1
         timeout 60 ncu -i "$OUT/ncu_scan_bwd.ncu-rep" --page details >> "$OUT/ncu_scan_bwd.txt" 2>&1 ;;
+    scan_configs) part scan_configs 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
+        --configs 32x1/32x1/8/1x1/168 32x2/32x1/8/1x1/168 64x2/32x1/8/1x1/168 --out "$OUT/scan_configs.jsonl" ;;
     *) echo "[speed] unknown part $p" >&2; exit 2 ;;
     esac
 done
