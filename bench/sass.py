@@ -22,14 +22,18 @@ MIX = ("FFMA", "FMUL", "FADD", "MUFU", "SHFL", "BAR", "STS", "LDS", "LDG", "STG"
 
 
 def compile_sass(fn, types: dict[str, str], values: dict[str, int], constexprs: dict, num_warps: int,
-                 maxnreg: int | None = None) -> tuple[str, int, int]:
-    """(SASS, registers, spilled bytes) of ``fn`` compiled for sm_90.
+                 maxnreg: int | None = None, gluon: bool = False) -> tuple[str, int, int]:
+    """(SASS, registers, spilled bytes) of ``fn`` (a Triton kernel, or with ``gluon`` a Gluon one)
+    compiled for sm_90.
 
     types: each pointer argument's Triton type ("*bf16", "*fp32", ...); values: each integer
     argument's launch value (it decides the specialisation); constexprs: the kernel's constexprs."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    if gluon:
+        from triton.experimental.gluon._runtime import GluonASTSource as ASTSource  # noqa: N814
 
     consts = dict(constexprs)
     sig, attrs = {}, {}
