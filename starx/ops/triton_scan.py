@@ -55,7 +55,8 @@ def triton_error() -> str | None:
 # buffer (T x 32 x 17 floats a program) then stays near the multiprocessor (at 16 it spilled to
 # DRAM: ncu read 2.4 TB/s of DRAM traffic for 0.56 GB of operands); 2.05 -> 1.90 ms at k=4, 1.62 -> 1.50
 # at k=1, 4.76 -> 4.39 at the fine-tune shape, 2.93 -> 2.98 at k=8
-# (bench/results/triton_scan_v5_tile_steps_h200.jsonl).
+# (bench/results/triton_scan_v5_tile_steps_h200.jsonl), for twice the saved states: STAR-B k=4's
+# peak memory at 256 images went 20.0 -> 21.3 GB.
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
