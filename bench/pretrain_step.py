@@ -10,7 +10,11 @@ specs/star_base_in1k.yaml does (starx.train.stages.model_kwargs, starx.train.opt
 3. reports MFU = 6 x params x tokens/s over the bf16 matmul rate measured on the same device;
 4. times the anchor in the same process the same way (bench/anchors.py: a causal ViT-B of the
    encoder's width, depth and token count, same images a step, same compile mode) and reports
-   starx's images/s as a ratio to it: the number every starx speed claim is stated in.
+   starx's images/s as a ratio to it: the number every starx speed claim is stated in;
+5. with ``--encoder``, also times STAR-B's encoder blocks alone exactly as the anchor is timed
+   (random tokens in, the anchor's loss on the encoder's output, no patch embedding, decoder or
+   targets): the like-for-like ratio of the two encoders, beside the whole step's, which also
+   pays for ARM's decoder.
 
 Data wait is measured by bench/loader_bench.py (FFCV); a loader that delivers more images/s
 than the step consumes hides it completely (FFCV prefetches on its own threads).
@@ -33,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.anchors import causal_vit_images_per_s  # noqa: E402
+from bench.anchors import causal_vit_images_per_s, time_steps  # noqa: E402
 from starx.models import create_model  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
@@ -108,6 +112,28 @@ def split_step(model, opt, images, reps: int) -> dict:
     return {n: statistics.median(t[3:]) for n, t in times.items()}
 
 
+class EncoderBlocks(torch.nn.Module):
+    """STAR-B's encoder blocks on given tokens (n_seq, tokens, D): what the anchor's blocks do."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.layers, self.reset = model.layers, model.reset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual, kwargs = None, ({} if self.reset is None else {"reset": self.reset})
+        for block in self.layers:
+            x, residual = block(x, residual, **kwargs)
+        return residual + x
+
+
+def encoder_images_per_s(model, images: int, k: int, compile_mode: str | None, steps: int = 30) -> float:
+    """images/s of STAR-B's encoder blocks alone, timed as bench/anchors.py times the causal ViT-B."""
+    blocks = EncoderBlocks(model)
+    run = torch.compile(blocks, mode=compile_mode) if compile_mode else blocks
+    x = torch.randn(images // k, model.num_tokens, model.cfg.embed_dim, device="cuda")
+    return time_steps(run, lambda m: m(x).float().pow(2).mean(), images, steps)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -117,6 +143,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     p.add_argument("--no-anchor", action="store_true", help="skip the causal ViT-B anchor")
+    p.add_argument("--encoder", action="store_true",
+                   help="also time STAR-B's encoder blocks alone, as the anchor is timed (like-for-like ratio)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -138,12 +166,18 @@ def main() -> None:
                      "us_per_image": round(1e6 / eng["images_per_s"], 1),
                      "split_ms": {n: round(v, 2) for n, v in parts.items()}, "split_total_ms": round(step_ms, 2)})
         tokens = model.num_tokens
-        del model, run_model, opt
+        mode = args.compile_mode if args.compile_mode else (None if not args.compile else "default")
+        del run_model, opt
+        torch.cuda.empty_cache()
+        if args.encoder:
+            rows[-1]["encoder_images_per_s"] = round(encoder_images_per_s(model, args.batch, k, mode), 1)
+        del model
         torch.cuda.empty_cache()
         if not args.no_anchor:
-            mode = args.compile_mode if args.compile_mode else (None if not args.compile else "default")
             anchor = causal_vit_images_per_s(args.batch, k, tokens, mode)
             rows[-1].update(anchor_images_per_s=round(anchor, 1), ratio=round(rows[-1]["images_per_s"] / anchor, 3))
+            if args.encoder:
+                rows[-1]["encoder_ratio"] = round(rows[-1]["encoder_images_per_s"] / anchor, 3)
             torch.cuda.empty_cache()
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
@@ -162,6 +196,9 @@ def main() -> None:
               f"{r.get('ratio', 0):>6.3f} {r['us_per_image']:>7.1f} "
               f"{r['mfu']:>6.1%} {r['peak_mem_gb']:>7.1f}  {s['encoder_fwd']:.1f}/{s['decoder_fwd']:.1f}/"
               f"{s['loss']:.1f}/{s['backward']:.1f}/{s['optimizer']:.1f}")
+        if "encoder_images_per_s" in r:
+            print(f"   encoder blocks alone: {r['encoder_images_per_s']:.0f} img/s, "
+                  f"{r.get('encoder_ratio', 0):.3f} of the causal ViT-B")
     if args.out:
         args.out.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
 

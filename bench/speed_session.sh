@@ -8,7 +8,8 @@
 # Parts (default: the first three, ~8 minutes on a cold machine; a part cut by its box leaves what
 # it wrote; on a cold machine compiling takes longer, which is why fine-tuning is in the second call):
 #   gpu_tests       the GPU tests of the Triton scan and conv (no kernel change is measured before they pass)
-#   pretrain_k4_k1  STAR-B pretraining step vs the causal ViT-B anchor, reduce-overhead, k = 4 and 1
+#   pretrain_k4_k1  STAR-B pretraining step vs the causal ViT-B anchor, reduce-overhead, k = 4 and 1, and
+#                   STAR-B's encoder blocks alone timed as the anchor is (--encoder)
 #   pretrain_k2_k8  the same at k = 2 and 8
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
 #   profile_block   one compiled block, part by part, beside the anchor's
@@ -37,8 +38,8 @@ for p in $PARTS; do
     case $p in
     gpu_tests) part gpu_tests 170 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
         tests/test_triton_conv.py ;;
-    pretrain_k4_k1) part pretrain_k4_k1 200 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
-        --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4_k1.json" ;;
+    pretrain_k4_k1) part pretrain_k4_k1 240 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
+        --compile-mode reduce-overhead --steps 24 --encoder --out "$OUT/pretrain_step_k4_k1.json" ;;
     pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k2_k8.json" ;;
     finetune) part finetune 150 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
