@@ -1,4 +1,4 @@
-"""Where the GPU time of one STAR-B pretraining step goes, kernel by kernel (torch.profiler).
+"""Where the GPU time of one STAR-B pretraining (or fine-tuning) step goes, kernel by kernel (torch.profiler).
 
 Builds the model and optimiser exactly as bench/pretrain_step.py does (the engine's own
 builders), runs a few warm steps, profiles three, and prints the CUDA time per step of the
@@ -9,6 +9,9 @@ elementwise). This is the split the throughput plan in bench/README.md rests on.
 
 ``--anchor`` profiles the causal ViT-B of bench/anchors.py the same way, so the two splits can be
 read side by side (matmuls of the same size should cost the same; the rest is the gap).
+``--finetune`` profiles bench/finetune_step.py's step instead (the 4-direction STAR-B classifier
+at 224 px, cross-entropy, fused AdamW, batch 128 unless --batch says otherwise); with
+``--anchor``, timm's ViT-B/16 at 224 px.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch.nn.functional as F  # noqa: E402
 from anchors import causal_vit_b  # noqa: E402
 from pretrain_step import build  # noqa: E402
 from profile_block import kernels_of  # noqa: E402
 
+from starx.models import create_classifier  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
 
 FAMILIES = [  # first match wins
@@ -50,28 +55,49 @@ def family(name: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, default=4)
-    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--batch", type=int, help="images a step (default 256; 128 with --finetune)")
     p.add_argument("--backend", default="auto", help="scan backend (starx.choices.Backend)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--anchor", action="store_true", help="profile the causal ViT-B anchor instead")
+    p.add_argument("--finetune", action="store_true",
+                   help="the 4-direction classifier's fine-tuning step at 224 px (with --anchor: timm's ViT-B/16)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
     torch.manual_seed(0)
-    cfg, model, run_model, opt = build(args.k, args.backend, args.compile)
-    star = model
-    images = torch.randn(args.batch, 3, cfg.model.img_size, cfg.model.img_size, device="cuda")
-    what = f"STAR-B k={args.k} ({args.backend} scan)"
-    if args.anchor:  # same images a step, the encoder's token count, same compile mode
-        model = causal_vit_b().cuda()
+    if args.finetune:  # as bench/finetune_step.py times it
+        args.batch = args.batch or 128
+        x = torch.randn(args.batch, 3, 224, 224, device="cuda")
+        y = torch.randint(0, 1000, (args.batch,), device="cuda")
+        if args.anchor:
+            import timm
+
+            model = timm.create_model("vit_base_patch16_224", num_classes=1000).cuda()
+            what = "fine-tuning: timm vit_base_patch16_224, 224 px"
+        else:
+            model = create_classifier("star_base", num_classes=1000, img_size=224, backend=args.backend).cuda()
+            what = f"fine-tuning: STAR-B 4-direction classifier, 224 px ({args.backend} scan)"
         run_model = torch.compile(model) if args.compile else model
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        x = torch.randn(args.batch // args.k, star.num_tokens, 768, device="cuda")
-        what = f"causal ViT-B anchor, {x.shape[0]} x {x.shape[1]} tokens"
 
-    def loss_of_step():
-        return run_model(x).float().pow(2).mean() if args.anchor else run_model(images).loss
+        def loss_of_step():
+            return F.cross_entropy(run_model(x).float(), y)
+    else:
+        args.batch = args.batch or 256
+        cfg, model, run_model, opt = build(args.k, args.backend, args.compile)
+        star = model
+        images = torch.randn(args.batch, 3, cfg.model.img_size, cfg.model.img_size, device="cuda")
+        what = f"STAR-B k={args.k} ({args.backend} scan)"
+        if args.anchor:  # same images a step, the encoder's token count, same compile mode
+            model = causal_vit_b().cuda()
+            run_model = torch.compile(model) if args.compile else model
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+            x = torch.randn(args.batch // args.k, star.num_tokens, 768, device="cuda")
+            what = f"causal ViT-B anchor, {x.shape[0]} x {x.shape[1]} tokens"
+
+        def loss_of_step():
+            return run_model(x).float().pow(2).mean() if args.anchor else run_model(images).loss
 
     def step():
         opt.zero_grad(set_to_none=True)

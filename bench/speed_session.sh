@@ -3,7 +3,7 @@
 # 10-minute limit; outputs to $OUT. From the repo root there:
 #
 #   run(kind="nvidia-h200", carry=[".gpu-wheels", ".whl"], timeout_s=600, command="bash bench/speed_session.sh")
-#   run(..., command="bash bench/speed_session.sh finetune profile_block ncu_scan_bwd")    # a second call
+#   run(..., command="bash bench/speed_session.sh finetune profile_finetune scan_configs")    # a second call
 #
 # Parts (default: the first three, ~8 minutes on a cold machine; a part cut by its box leaves what
 # it wrote; on a cold machine compiling takes longer, which is why fine-tuning is in the second call):
@@ -13,6 +13,7 @@
 #   pretrain_k2_k8  the same at k = 2 and 8
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
 #   profile_block   one compiled block, part by part, beside the anchor's
+#   profile_finetune the compiled fine-tuning step kernel by kernel, and timm's ViT-B/16 the same way
 #   ncu_scan_bwd    ncu of the scan's backward at k=4: stall reasons, occupancy, source counters
 #   scan_configs    the scan alone at every STAR shape for the kept tiles and candidates (a forward of
 #                   2 warps a program for k=8, whose 768 one-warp programs leave half of each SM idle)
@@ -45,6 +46,9 @@ for p in $PARTS; do
     finetune) part finetune 150 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
         --compile-mode none default --out "$OUT/finetune_step.json" ;;
     profile_block) part profile_block 90 python3 bench/profile_block.py --k 4 --out "$OUT/profile_block_k4.txt" ;;
+    profile_finetune)  # (the profiles print to the parts' own files: $OUT brings back at most 8 files)
+        part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile
+        part profile_finetune_anchor 80 python3 bench/profile_step.py --finetune --anchor --compile ;;
     ncu_scan_bwd) part ncu_scan_bwd 120 ncu --clock-control none --kernel-name regex:scan_bwd --launch-count 1 \
         --section SpeedOfLight --section WarpStateStats --section Occupancy --section SchedulerStats \
         --section SourceCounters --import-source no -o "$OUT/ncu_scan_bwd" python3 bench/profile_scan.py --shape k4
