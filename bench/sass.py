@@ -79,6 +79,11 @@ def inner_loops(sass: str) -> list[collections.Counter]:
     return [collections.Counter(op for a, op in instr if lo <= a <= hi) for lo, hi in sorted(innermost)]
 
 
+def resident_warps(registers: int, warps_per_program: int) -> int:
+    """Warps a multiprocessor holds at ``registers`` a thread (whole programs, at most 64)."""
+    return min(64, 65536 // (32 * registers) // warps_per_program * warps_per_program)
+
+
 def issue_ms(instructions_total: float, warps: int) -> float:
     """Time to issue ``instructions_total`` instructions in each of ``warps`` warps."""
     return instructions_total * warps / (SMS * 4 * CLOCK) * 1e3

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import sass as S  # noqa: E402
+from bench.triton_scan import launch_spec  # noqa: E402
 from starx.ops import _triton_scan_kernels as K  # noqa: E402
 
 LOG2E = gl.constexpr(1.4426950408889634)
@@ -127,29 +128,16 @@ def adjoint(u_ptr, dt_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, work_ptr, du_pt
 
 
 def main() -> None:
-    L, d, N, T, BD = 624, 768, 16, 8, 32  # STAR-B k=4, channel-last, tiles of 8 steps
-    xdbl = 48 + 2 * N
-    values = dict(L=L, DIM=d, su_b=L * d, su_l=d, su_d=1, sB_b=L * xdbl, sB_l=xdbl, sB_n=1, sdu_b=L * d, sdu_l=d,
-                  sdu_d=1, sdB_l=N, sw_p=T * BD * (N + 1))
-    bf16 = {"u_ptr", "dt_ptr", "B_ptr", "C_ptr", "du_ptr", "ddt_ptr"}
-    types = {n: "*bf16" if n in bf16 else "*fp32" for n in adjoint.arg_names if n.endswith("_ptr")}
+    T, BD = 8, 32  # STAR-B k=4 (channel-last), tiles of 8 steps, as starx.ops.triton_scan.TILES
     for per_lane in (False, True):
-        sass, regs, spills = S.compile_sass(adjoint, types, values, dict(N=N, BD=BD, T=T, PER_LANE=per_lane), 1,
+        types, values, consts = launch_spec(adjoint, "k4", BD, T)
+        sass, regs, spills = S.compile_sass(adjoint, types, values, consts | {"PER_LANE": per_lane}, 1,
                                             maxnreg=168, gluon=True)
         (loop,) = S.inner_loops(sass)
         what = "softplus on one channel a lane, 2 conversions" if per_lane else "all in the tile's slice layout"
         print(f"Gluon adjoint loop, {what}: {sum(loop.values())} instructions a step, {regs} registers "
               f"({S.mix(loop)})")
-    tri = dict(L=L, DPG=d, DIM=d, su_b=L * d, su_l=d, su_d=1, sdt_b=L * d, sdt_l=d, sdt_d=1, sz_b=L * 2 * d,
-               sz_l=2 * d, sz_d=1, sg_b=L * d, sg_l=d, sg_d=1, sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1,
-               sC_b=L * xdbl, sC_g=N, sC_l=xdbl, sC_n=1, sr_b=L, sdu_b=L * d, sdu_l=d, sdu_d=1,
-               sdB_b=d // BD * L * N, sdB_l=N, sw_p=T * BD * (N + 1))
-    bf16 |= {"z_ptr", "dout_ptr", "dz_ptr"}
-    types = {n: "*bf16" if n in bf16 else "*i8" if n == "reset_ptr" else "*fp32"
-             for n in K.scan_bwd.arg_names if n.endswith("_ptr")}
-    consts = dict(N=N, BD=BD, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
-                  UNROLL=1, STAGES=1)
-    sass, regs, _ = S.compile_sass(K.scan_bwd, types, tri, consts, 1, maxnreg=168)
+    sass, regs, _ = S.compile_sass(K.scan_bwd, *launch_spec(K.scan_bwd, "k4", BD, T), 1, maxnreg=168)
     loop = S.inner_loops(sass)[1]
     print(f"Triton's adjoint loop (scan_bwd's second): {sum(loop.values())} instructions a step, {regs} registers "
           f"({S.mix(loop)})")

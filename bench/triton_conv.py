@@ -154,7 +154,7 @@ def sass_model(shapes: list[str], configs: list[str], seq: bool) -> None:
                 warps_run = -(-L // steps) * -(-d // bd) * b * warps
                 mem_ms = (2 if kind == "fwd" else 3) * act / 4.3e12 * 1e3
                 print(f"{name:>7} {kind} {steps}x{bd}x{ahead}x{warps}: {regs} registers, {spills} B spilled, "
-                      f"<= {min(64, 65536 // (32 * regs) // warps * warps)} warps/SM, loop {body} instructions "
+                      f"<= {S.resident_warps(regs, warps)} warps/SM, loop {body} instructions "
                       f"(FFMA {loop['FFMA']} MUFU {loop['MUFU']} LDG {loop['LDG']}); "
                       f"issue {S.issue_ms(issued, warps_run):.3f} ms, bytes {mem_ms:.3f} ms")
 

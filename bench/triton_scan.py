@@ -136,12 +136,32 @@ def rel_errors(fwd_a, fwd_b, args_a, dout, args_b) -> dict:
     return res
 
 
+BF16_ARGS = ("u_ptr", "dt_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddt_ptr", "dz_ptr", "B_ptr", "C_ptr")
+
+
+def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 1) -> tuple[dict, dict, dict]:
+    """(pointer types, integer values, constexprs) of a launch of scan kernel ``fn`` (or a study of
+    it with the same argument names) at ``shape``, channel-last as the mixer calls it, for
+    bench/sass.py: gate, D, dt bias and softplus present, no reset."""
+    b, d, L, g = SHAPES[shape]
+    xdbl = 48 + 2 * N  # x_proj's output row (dt_rank 48 + B + C), which B and C are views of
+    values = dict(L=L, DPG=d // g, DIM=d, su_b=L * d, su_l=d, su_d=1, sdt_b=L * d, sdt_l=d, sdt_d=1,
+                  sz_b=L * 2 * d, sz_l=2 * d, sz_d=1, so_b=L * d, so_l=d, so_d=1, sg_b=L * d, sg_l=d, sg_d=1,
+                  sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1, sC_b=L * xdbl, sC_g=N, sC_l=xdbl, sC_n=1, sr_b=L,
+                  sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N, sw_p=T * bd * (N + 1))
+    consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
+                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True)
+    types = {n: "*bf16" if n in BF16_ARGS else "*i8" if n == "reset_ptr" else "*fp32"
+             for n in fn.arg_names if n.endswith("_ptr")}
+    return (types, {n: v for n, v in values.items() if n in fn.arg_names},
+            {n: v for n, v in consts.items() if n in fn.arg_names})
+
+
 def sass_model(shapes: list[str], configs: list[str]) -> None:
     """The static cost model of ``--sass`` (no GPU needed): bench/sass.py."""
     from bench import sass as S
     from starx.ops import _triton_scan_kernels as K
 
-    bf16 = ("u_ptr", "dt_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddt_ptr", "dz_ptr", "B_ptr", "C_ptr")
     for name in shapes:
         b, d, L, g = SHAPES[name]
         for config in configs:
@@ -150,26 +170,15 @@ def sass_model(shapes: list[str], configs: list[str]) -> None:
             maxnreg = int(rest[1]) if len(rest) > 1 else None
             for kind, fn, (bd, warps) in (("fwd", K.scan_fwd, map(int, fwd.split("x"))),
                                           ("bwd", K.scan_bwd, map(int, bwd.split("x")))):
-                T = int(steps)
                 bd = ts._block_channels(d // g, bd)
-                xdbl = 48 + 2 * N  # x_proj's output row (dt_rank 48 + B + C), which B and C are views of
-                values = dict(L=L, DPG=d // g, DIM=d, su_b=L * d, su_l=d, su_d=1, sdt_b=L * d, sdt_l=d, sdt_d=1,
-                              sz_b=L * 2 * d, sz_l=2 * d, sz_d=1, so_b=L * d, so_l=d, so_d=1, sg_b=L * d, sg_l=d,
-                              sg_d=1, sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1, sC_b=L * xdbl, sC_g=N, sC_l=xdbl,
-                              sC_n=1, sr_b=L, sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N,
-                              sw_p=T * bd * (N + 1))
-                consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
-                              HAS_RESET=False, UNROLL=unroll, STAGES=stages, SAVE_STATES=True)
-                consts = {k: v for k, v in consts.items() if k in fn.arg_names}
-                types = {n: "*bf16" if n in bf16 else "*i8" if n == "reset_ptr" else "*fp32"
-                         for n in fn.arg_names if n.endswith("_ptr")}
-                sass, regs, spills = S.compile_sass(fn, types, {n: values[n] for n in fn.arg_names if n in values},
-                                                    consts, warps, maxnreg if kind == "bwd" else None)
+                types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
+                sass, regs, spills = S.compile_sass(fn, types, values, consts, warps,
+                                                    maxnreg if kind == "bwd" else None)
                 loops = S.inner_loops(sass)
                 per_step = sum(sum(c.values()) for c in loops)
                 programs = b * (d // bd)
                 print(f"{name:>7} {kind} {config}: {regs} registers, {spills} B spilled, "
-                      f"<= {min(64, 65536 // (32 * regs) // warps * warps)} warps/SM, {programs} programs; "
+                      f"<= {S.resident_warps(regs, warps)} warps/SM, {programs} programs; "
                       f"{per_step} instructions a step ({' + '.join(str(sum(c.values())) for c in loops)}), "
                       f"issue {S.issue_ms(per_step * L, programs * warps):.3f} ms")
                 for c in loops:
