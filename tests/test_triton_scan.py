@@ -105,14 +105,11 @@ def test_permutation_ops_have_inverse_permutation_gradients():
 
     orders, inverses = direction_orders(column_order(3, 4, 6))
     x = torch.randn(2, 13, 5, dtype=torch.float64, requires_grad=True)
-    y = torch.randn(2, 13, 4, 5, dtype=torch.float64, requires_grad=True)  # (b, l, directions, c)
+    y = torch.randn(2, 4, 13, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: scatter_directions(t, orders, inverses), (x,))
     assert torch.autograd.gradcheck(lambda t: gather_directions(t, orders, inverses), (y,))
-    assert torch.autograd.gradcheck(lambda t: scatter_directions(t[..., 1:4], orders, inverses), (x,))  # strided
-    torch.testing.assert_close(gather_directions(y, orders, inverses),
-                               sum(y[:, :, j][:, inverses[j]] for j in range(4)))
-    torch.testing.assert_close(scatter_directions(x, orders, inverses)[:, :, 2], x[:, orders[2]])
-    torch.testing.assert_close(scatter_directions(x[..., 1:4], orders, inverses)[:, :, 1], x[:, orders[1], 1:4])
+    torch.testing.assert_close(gather_directions(y, orders, inverses), sum(y[:, j][:, inverses[j]] for j in range(4)))
+    torch.testing.assert_close(scatter_directions(x, orders, inverses)[:, 2], x[:, orders[2]])
 
 
 # ----- GPU -----
