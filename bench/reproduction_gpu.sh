@@ -95,20 +95,7 @@ if [ ! -e "$STATE/setup.done" ]; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             .whl/*.whl || { echo "FAILED: pip install of .whl"; exit 3; }
     fi
-    python3 - <<'EOF' || { echo "FAILED: dataset"; exit 3; }
-import gzip, lzma, os, pathlib, shutil
-src, dst = pathlib.Path(".data/fashion-mnist"), pathlib.Path(os.environ["STARX_FMNIST"])
-dst.mkdir(parents=True, exist_ok=True)
-for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-    if (src / f"{stem}.xz").exists():
-        with lzma.open(src / f"{stem}.xz") as f, open(dst / stem, "wb") as g:
-            shutil.copyfileobj(f, g)
-    elif (src / f"{stem}.gz").exists():
-        shutil.copy(src / f"{stem}.gz", dst / f"{stem}.gz")
-    else:
-        raise SystemExit(f"{src}/{stem}.xz (or .gz) is missing: carry .data")
-print("dataset:", dst, sorted(p.name for p in dst.iterdir()))
-EOF
+    python3 bench/fmnist_unpack.py || { echo "FAILED: dataset"; exit 3; }
     python3 -c "
 import torch, optuna, submitit, omegaconf, ffcv, starx.cli
 assert torch.cuda.is_available(), 'no GPU'

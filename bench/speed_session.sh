@@ -15,15 +15,20 @@
 #   profile_block   one compiled block, part by part, beside the anchor's
 #   profile_finetune the compiled fine-tuning step kernel by kernel, and timm's ViT-B/16 the same way
 #   ncu_scan_bwd    ncu of the scan's backward at k=4: stall reasons, occupancy, source counters
+#   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
+#                   of .gpu-wheels: 64 MiB a call)
 #   scan_configs    the scan alone at every STAR shape for the kept tiles and candidates (a forward of
 #                   2 warps a program for k=8, whose 768 one-warp programs leave half of each SM idle)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/speed-out}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .gpu-wheels/*.whl .whl/*.whl \
+# the carried wheels: .gpu-wheels (mamba-ssm, causal-conv1d: the cuda backend and the parity tests) and .whl
+# (timm, optuna, ...); a call may leave .gpu-wheels behind to carry .gpu-ffcv and .data (fmnist_compile)
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site $(ls .gpu-wheels/*.whl .whl/*.whl 2>/dev/null) \
     || { echo "[speed] installing the carried wheels failed" >&2; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+[ -e .gpu-ffcv/env.sh ] && source .gpu-ffcv/env.sh  # FFCV, for the parts that train on data
 part() {  # part NAME SECONDS CMD...: run CMD time-boxed, its output to $OUT/NAME.txt, the tail here
     local name=$1 box=$2
     shift 2
@@ -57,6 +62,19 @@ for p in $PARTS; do
         timeout 60 ncu -i "$OUT/ncu_scan_bwd.ncu-rep" --page details >> "$OUT/ncu_scan_bwd.txt" 2>&1 ;;
     scan_configs) part scan_configs 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
         --configs 32x1/32x1/8/1x1/168 32x2/32x1/8/1x1/168 64x2/32x1/8/1x1/168 --out "$OUT/scan_configs.jsonl" ;;
+    fmnist_compile)  # one fmnist_gpu trial (1 + 1 epochs) eager and compiled with CUDA graphs: which way the
+        # reproduction's trials run (their time is mostly many small kernels)
+        export STARX_FMNIST=/tmp/starx-data/fashion-mnist
+        python3 bench/fmnist_unpack.py > /dev/null || exit 3
+        for m in eager reduce-overhead; do
+            c=$([ $m = eager ] && echo "compile=false" || echo "compile=true compile_mode=$m")
+            # shellcheck disable=SC2086
+            part "fmnist_$m" 200 python3 -m starx.cli run specs/fmnist_gpu.yaml model.backend=triton pretrain.epochs=1 \
+                finetune.epochs=1 eval.pixel_baseline=false data.num_workers=4 experiment=fmnist_probe_$m $c
+            python3 -m starx.cli results "fmnist_probe_$m" --all-metrics >> "$OUT/fmnist_$m.txt" 2>&1
+            grep -h -E "images_per_s|wall_time" results/fmnist_probe_$m/*/result.json >> "$OUT/fmnist_$m.txt" 2>/dev/null
+            tail -n 25 "$OUT/fmnist_$m.txt"
+        done ;;
     *) echo "[speed] unknown part $p" >&2; exit 2 ;;
     esac
 done

@@ -211,14 +211,13 @@ def mamba_inner_directions_channel_last(
     """
     (g, L), (b, two_di) = orders.shape, (xz.shape[0], xz.shape[2])
     di, n, dt_rank = two_di // 2, A.shape[1], delta_proj_weight.shape[2]
-    xs = scatter_directions(xz, orders, inverses)  # (b, g, l, 2*di): direction j reads xz in orders[j]
-    xs = xs.permute(0, 2, 1, 3)  # (b, l, g, 2*di)
-    x = xs[..., :di].reshape(b, L, g * di)
-    z = xs[..., di:].reshape(b, L, g * di)
+    # direction j reads xz in orders[j]: (b, l, g, di) each, so (b, l, g * di) are views
+    x = scatter_directions(xz[..., :di], orders, inverses).view(b, L, g * di)
+    z = scatter_directions(xz[..., di:], orders, inverses).view(b, L, g * di)
     x = causal_conv1d_channel_last(x, conv1d_weight, conv1d_bias, "silu", backend=backend)
     x_dbl = torch.einsum("blgd,gkd->blgk", x.view(b, L, g, di), x_proj_weight.to(x.dtype))
     dt, B, C = x_dbl.split([dt_rank, n, n], dim=3)
     dt = torch.einsum("blgr,gdr->blgd", dt, delta_proj_weight.to(dt.dtype)).reshape(b, L, g * di)
     y = selective_scan_triton(x.transpose(1, 2), dt.transpose(1, 2), A, B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1),
                               D, z.transpose(1, 2), delta_bias, delta_softplus)  # (b, g*di, l), channel-last
-    return gather_directions(y.transpose(1, 2).view(b, L, g, di).transpose(1, 2), orders, inverses)
+    return gather_directions(y.transpose(1, 2).view(b, L, g, di), orders, inverses)
