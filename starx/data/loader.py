@@ -209,11 +209,11 @@ class StarLoader:
                 else:
                     cpu_gen = dev_gen = None
                 images = images.to(self.device, non_blocking=True)
-                # FFCV reuses its batch buffers: hand out labels the caller owns, or a caller that
-                # keeps batches (e.g. to fit a linear probe) sees later labels overwrite earlier ones.
-                labels = labels.to(self.device).view(-1)
-                if labels.device.type == "cpu":
-                    labels = labels.clone()
+                # FFCV reuses its batch buffers, on the GPU too (ToDevice copies into a ring of
+                # slots): hand out labels the caller owns, or a caller that keeps batches (the
+                # read-outs' memory bank) sees later labels overwrite earlier ones. Images are
+                # valid until the next batch: callers use them at once.
+                labels = labels.to(self.device).view(-1).clone()
                 yield self.transform(images, cpu_gen, dev_gen), labels
             finished = True
         finally:
