@@ -42,25 +42,59 @@
 # So the long pair (about 4x the GPU time of an 8-epoch trial) runs in sessions of its own:
 # REPRO_SWEEPS=reproduction_long REPRO_LONG_J=3, not beside 6 trials of the main sweep.
 #
-# One commit for every cell: the first call records a hash of starx/ and pyproject.toml in
-# results/repro_code.txt; a later call whose tree hashes differently (another commit, or uncommitted
-# changes travelling with the working tree) stops, unless REPRO_ALLOW_CODE_CHANGE=1. Here,
-# `bash bench/reproduction_gpu.sh --code-hash` prints the local tree's hash (and git's commit and
-# dirty state) to compare.
+# One commit for every cell, while main moves on: here, `bash bench/reproduction_gpu.sh --freeze`
+# packs the committed code the sweeps run (starx/ without its embedded data, pyproject.toml, specs/,
+# sweeps/ and this script) into .repro/code.tar.xz with its commit; on the device, every call then
+# runs in that frozen tree (unpacked once per machine to /tmp/starx-repro/tree, results/ there), not
+# in the working tree that travelled with the call, so sessions may change starx/ between calls.
+# The first call also records a hash of the code in results/repro_code.txt; a later call whose code
+# hashes differently (a new freeze) stops, unless REPRO_ALLOW_CODE_CHANGE=1.
+# `bash bench/reproduction_gpu.sh --code-hash` prints the local tree's hash, commit and dirty state.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+FROZEN_TGZ=.repro/code.tar.xz
+TREE=/tmp/starx-repro/tree            # the frozen code on the device
+FROZEN_PATHS=(starx pyproject.toml specs sweeps bench/reproduction_gpu.sh bench/fmnist_unpack.py)
 
-code_hash() {
+code_hash() {  # starx/ (but its embedded data, which no reproduction run reads) and pyproject.toml
     python3 - <<'EOF'
 import hashlib, pathlib
 h = hashlib.sha256()
 files = sorted(p for p in pathlib.Path("starx").rglob("*") if p.is_file() and "__pycache__" not in p.parts
-               and p.suffix != ".pyc") + [pathlib.Path("pyproject.toml")]
+               and p.suffix != ".pyc" and p.parts[:3] != ("starx", "data", "embedded")) + [pathlib.Path("pyproject.toml")]
 for p in files:
     h.update(str(p).encode() + b"\0" + p.read_bytes() + b"\0")
 print(h.hexdigest()[:16])
 EOF
 }
+
+if [ "${1:-}" = "--freeze" ]; then
+    if [ -n "$(git status --porcelain -- "${FROZEN_PATHS[@]}")" ]; then
+        echo "commit first: --freeze packs the last commit, and these paths differ from it:" >&2
+        git status --short -- "${FROZEN_PATHS[@]}" >&2
+        exit 2
+    fi
+    mkdir -p .repro
+    git archive HEAD -- "${FROZEN_PATHS[@]}" ':(exclude)starx/data/embedded' | xz -9 > "$FROZEN_TGZ.tmp" \
+        && mv "$FROZEN_TGZ.tmp" "$FROZEN_TGZ" || exit 1
+    git rev-parse HEAD > .repro/code_commit.txt
+    echo "froze $(git rev-parse --short HEAD) (code $(code_hash)) into $FROZEN_TGZ, $(wc -c < "$FROZEN_TGZ") bytes"
+    exit 0
+fi
+
+if [ -z "${STARX_REPRO_FROZEN:-}" ] && [ -f "$FROZEN_TGZ" ] && [ "${1:-}" != "--code-hash" ]; then
+    # the device: run this call in the frozen tree, this call's carried files copied beside it
+    if [ ! -e "$TREE/.unpacked" ] || ! cmp -s .repro/code_commit.txt "$TREE/.repro_commit"; then
+        rm -rf "$TREE" && mkdir -p "$TREE" && tar -xJf "$FROZEN_TGZ" -C "$TREE" \
+            || { echo "FAILED: unpacking $FROZEN_TGZ"; exit 3; }
+        cp .repro/code_commit.txt "$TREE/.repro_commit" && touch "$TREE/.unpacked"
+    fi
+    for d in .whl .gpu-ffcv .data .repro; do
+        if [ -e "$d" ]; then rm -rf "${TREE:?}/$d"; cp -r "$d" "$TREE/$d"; fi
+    done
+    echo "running the frozen tree of commit $(cat .repro/code_commit.txt) ($TREE)"
+    STARX_REPRO_FROZEN=1 exec bash "$TREE/bench/reproduction_gpu.sh" "$@"
+fi
 
 if [ "${1:-}" = "--code-hash" ]; then
     echo "code $(code_hash)"
@@ -124,7 +158,7 @@ fi
 
 mkdir -p results
 grep -q "^$CODE " results/repro_code.txt 2>/dev/null || \
-    echo "$CODE $(date -u +%Y-%m-%dT%H:%M:%SZ) $(git rev-parse HEAD 2>/dev/null || echo no-git)" >> results/repro_code.txt
+    echo "$CODE $(date -u +%Y-%m-%dT%H:%M:%SZ) $(cat .repro_commit 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo no-git)" >> results/repro_code.txt
 
 # ------------------------------------------------------------------ GPUs
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ') || NGPU=0
