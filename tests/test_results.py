@@ -314,6 +314,41 @@ def test_plots_are_written(root, tmp_path):
     assert plot_runs(runs, tmp_path / "runs.png", ["model.seq_multiplier"]).stat().st_size > 10_000
 
 
+def test_a_run_that_finished_after_its_driver_stopped_counts_with_its_own_metric(root):
+    """The study still says RUNNING (its driver had stopped launching and recording), but the run
+    finished: the table, the means and the plot read the objective from the run."""
+    path = root / "ksweep" / "trials.json"
+    info = json.loads(path.read_text())
+    info["trials"][1].update(state="RUNNING", value=None)
+    path.write_text(json.dumps(info))
+    _, sw = resolve(root, "ksweep")
+    t = sw.trials[1]
+    assert (t.status, t.value, t.objective("top1")) == ("done", None, 75.5)
+    rows = sweep_table(sw).rows
+    assert [r["top1"] for r in rows if r["trial"] == 1] == [75.5]
+
+
+def test_readouts_taken_during_pretraining_get_their_own_panel(root, tmp_path):
+    import struct
+
+    from starx.results.plot import _curves, has_readout_curves, plot_sweep
+
+    _, sw = resolve(root, "ksweep")
+    before = plot_sweep(sw, tmp_path / "before.png").read_bytes()
+    k4 = root / "exp" / "k4"
+    with open(k4 / "metrics.jsonl", "a") as f:
+        for epoch, knn, probe in ((8.0, 61.0, 66.5), (16.0, 64.0, 70.0)):
+            f.write(json.dumps({"stage": "pretrain", "kind": "eval", "step": int(epoch * 10), "epoch": epoch,
+                                "knn_top1": knn, "probe_top1": probe}) + "\n")
+    c = _curves(k4)
+    assert c.readouts == {"knn_top1": [(8.0, 61.0), (16.0, 64.0)], "probe_top1": [(8.0, 66.5), (16.0, 70.0)]}
+    assert [e for e, _ in c.evals] == [1.0, 2.0]  # the fine-tune curve is unchanged
+    assert has_readout_curves([k4]) and not has_readout_curves([root / "exp" / "k1"])
+    after = plot_sweep(sw, tmp_path / "after.png").read_bytes()
+    width = lambda png: struct.unpack(">I", png[16:20])[0]  # noqa: E731 - the PNG header's IHDR width
+    assert width(after) > width(before) * 1.2  # one more panel: 3 -> 4
+
+
 def test_unknown_name_suggests_the_closest(root):
     with pytest.raises(ResultsError, match="did you mean 'ksweep'"):
         resolve(root, "ksweeep")

@@ -93,6 +93,11 @@ class TrialRecord:
             return self.run.status
         return self.optuna_state.lower()
 
+    def objective(self, metric: str) -> Optional[float]:
+        """The sweep's objective for this trial: the value the study recorded, else the run's own
+        ``metric`` (a run that finished after its sweep driver stopped has no recorded value)."""
+        return self.value if self.value is not None else _number(self.metrics.get(metric))
+
     @property
     def metrics(self) -> dict:
         if self.run is not None and self.run.metrics:

@@ -1,10 +1,13 @@
-"""PNG figures from run directories: objective against each swept parameter, loss and eval curves.
+"""PNG figures from run directories: objective against each swept parameter, loss and eval curves,
+and the read-outs taken during pretraining (kNN and linear probe top-1 against the pretraining
+epoch, when a run took them more than once: ``eval.every_epochs``).
 
 matplotlib is imported here only (Agg backend), so the results table stays fast.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,17 +15,36 @@ from starx.rundir import RunDir, SweepDir, read_jsonl
 
 from .catalog import RunRecord, SweepRecord
 
+READOUTS = ("knn_top1", "probe_top1")  # drawn solid and dashed
 
-def _curves(run_dir: Path) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float]]]:
-    """({stage: [(step, loss)]}, [(epoch, top1)]) from metrics.jsonl."""
-    losses: dict[str, list[tuple[float, float]]] = {}
-    evals: list[tuple[float, float]] = []
+
+@dataclass
+class Curves:
+    """What one run's metrics.jsonl says over time."""
+
+    losses: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # stage -> [(step, loss)]
+    evals: list[tuple[float, float]] = field(default_factory=list)  # [(fine-tune epoch, top1)]
+    readouts: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> [(pretrain epoch, %)]
+
+
+def _curves(run_dir: Path) -> Curves:
+    c = Curves()
     for r in read_jsonl(RunDir(run_dir).metrics):
-        if r.get("kind") == "eval" and isinstance(r.get("top1"), (int, float)):
-            evals.append((float(r.get("epoch", len(evals))), float(r["top1"])))
+        if r.get("kind") == "eval":
+            if isinstance(r.get("top1"), (int, float)):
+                c.evals.append((float(r.get("epoch", len(c.evals))), float(r["top1"])))
+            if r.get("stage") == "pretrain" and isinstance(r.get("epoch"), (int, float)):
+                for m in READOUTS:
+                    if isinstance(r.get(m), (int, float)):
+                        c.readouts.setdefault(m, []).append((float(r["epoch"]), float(r[m])))
         elif isinstance(r.get("loss"), (int, float)) and "step" in r:
-            losses.setdefault(str(r.get("stage", "train")), []).append((float(r["step"]), float(r["loss"])))
-    return losses, evals
+            c.losses.setdefault(str(r.get("stage", "train")), []).append((float(r["step"]), float(r["loss"])))
+    return c
+
+
+def has_readout_curves(run_dirs: list[Path]) -> bool:
+    """Whether some run took a read-out at two or more pretraining epochs (worth a panel)."""
+    return any(len(pts) > 1 for d in run_dirs for pts in _curves(d).readouts.values())
 
 
 def _smooth(ys: list[float], n: int) -> list[float]:
@@ -36,18 +58,25 @@ def _smooth(ys: list[float], n: int) -> list[float]:
     return out
 
 
-def _plot_curves(ax_loss, ax_eval, labelled_dirs: list[tuple[str, Path]]) -> bool:
+def _plot_curves(ax_loss, ax_eval, labelled_dirs: list[tuple[str, Path]], ax_read=None) -> bool:
     any_eval = False
-    for label, d in labelled_dirs:
-        losses, evals = _curves(d)
-        pre = losses.get("pretrain")
+    for i, (label, d) in enumerate(labelled_dirs):
+        c = _curves(d)
+        color = f"C{i % 10}"
+        pre = c.losses.get("pretrain")
         if pre:
             xs, ys = zip(*pre)
-            ax_loss.plot(xs, _smooth(list(ys), max(1, len(ys) // 50)), label=label, lw=1.2)
-        if evals and ax_eval is not None:
-            xs, ys = zip(*evals)
-            ax_eval.plot(xs, ys, marker="o", ms=3, label=label, lw=1.2)
+            ax_loss.plot(xs, _smooth(list(ys), max(1, len(ys) // 50)), label=label, lw=1.2, color=color)
+        if c.evals and ax_eval is not None:
+            xs, ys = zip(*c.evals)
+            ax_eval.plot(xs, ys, marker="o", ms=3, label=label, lw=1.2, color=color)
             any_eval = True
+        if ax_read is not None:
+            for m, style in zip(READOUTS, ("-", "--")):
+                if c.readouts.get(m):
+                    xs, ys = zip(*c.readouts[m])
+                    ax_read.plot(xs, ys, style, marker="o", ms=3, lw=1.2, color=color,
+                                 label=label if m == READOUTS[0] else None)
     ax_loss.set_xlabel("pretrain step")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("pretraining loss")
@@ -61,6 +90,11 @@ def _plot_curves(ax_loss, ax_eval, labelled_dirs: list[tuple[str, Path]]) -> boo
         ax_eval.set_title("fine-tune eval")
         if ax_eval.lines:
             ax_eval.legend(**legend)
+    if ax_read is not None:
+        ax_read.set_xlabel("pretrain epoch")
+        ax_read.set_ylabel("top-1 (%)")
+        ax_read.set_title("read-outs of frozen features: kNN (solid), probe (dashed)", fontsize=9)
+        ax_read.grid(alpha=0.3)
     return any_eval
 
 
@@ -90,12 +124,16 @@ def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     params = sw.param_names or ["trial"]
-    n = len(params) + 2
+    labelled = [(" ".join(f"{k.split('.')[-1]}={v}" for k, v in t.params.items()) or f"trial {t.number}",
+                 t.run.run_dir) for t in sorted(sw.trials, key=lambda t: t.number)
+                if t.run is not None and t.status != "failed"]
+    readouts = has_readout_curves([d for _, d in labelled])
+    n = len(params) + 2 + readouts
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
     axes = axes[0]
     metric = sw.metric
     for ax, p in zip(axes, params):
-        done = [t for t in sw.trials if t.status == "done" and t.value is not None]
+        done = [t for t in sw.trials if t.status == "done" and t.objective(metric) is not None]
         retried = {repr(sorted(t.params.items())) for t in done}  # a failure later run again is not shown
         failed = [t for t in sw.trials if t.status == "failed" and repr(sorted(t.params.items())) not in retried]
         vals = [t.params.get(p, t.number) if p != "trial" else t.number for t in sw.trials]
@@ -103,9 +141,9 @@ def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
         order = _param_order(sw, p, [v for v in vals if v is not None])
         pos = (lambda v: v) if numeric else (lambda v: order.index(v) if v in order else -1)  # noqa: B023
         xs = [pos(t.params.get(p, t.number) if p != "trial" else t.number) for t in done]
-        ys = [t.value for t in done]
+        ys = [t.objective(metric) for t in done]
         ax.scatter(xs, ys, zorder=3)
-        if numeric and len(set(xs)) < len(xs):  # repeated values (seeds): show the mean
+        if len(set(xs)) < len(xs):  # repeated values (seeds): show the mean
             by: dict[Any, list[float]] = {}
             for x, y in zip(xs, ys):
                 by.setdefault(x, []).append(y)
@@ -127,10 +165,10 @@ def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} vs {p}")
         ax.grid(alpha=0.3)
-    labelled = [(" ".join(f"{k.split('.')[-1]}={v}" for k, v in t.params.items()) or f"trial {t.number}",
-                 t.run.run_dir) for t in sorted(sw.trials, key=lambda t: t.number)
-                if t.run is not None and t.status != "failed"]
-    _plot_curves(axes[-2], axes[-1], labelled)
+    if readouts:
+        _plot_curves(axes[-3], axes[-2], labelled, axes[-1])
+    else:
+        _plot_curves(axes[-2], axes[-1], labelled)
     fig.suptitle(f"sweep {sw.name}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
@@ -145,14 +183,15 @@ def plot_runs(runs: list[RunRecord], path: str | Path, varying: Optional[list[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     varying = varying or []
+    readouts = has_readout_curves([r.run_dir for r in runs])
+    fig, axes = plt.subplots(1, 2 + readouts, figsize=(4.5 * (2 + readouts), 3.6))
 
     def label(r: RunRecord) -> str:
         parts = [f"{k.split('.')[-1]}={r.spec.get(k)}" for k in varying[:3]]
         return " ".join(parts) or f"{r.experiment}/{r.run_id}"
 
-    _plot_curves(a1, a2, [(label(r), r.run_dir) for r in runs])
+    _plot_curves(axes[0], axes[1], [(label(r), r.run_dir) for r in runs], axes[2] if readouts else None)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -77,8 +77,7 @@ def sweep_table(sw: SweepRecord, all_metrics: bool = False, commit: bool = False
         m = t.metrics
         for c in every:
             row[c] = m.get(c)
-        if t.value is not None:
-            row[metric] = t.value
+        row[metric] = t.objective(metric)
         row["state"] = t.status
         row["wall"] = t.wall_time_s
         row["run_id"] = t.run.run_id if t.run else (t.raw.get("run_id") or "")
