@@ -109,7 +109,8 @@ def results(
     reverse: bool = typer.Option(False, "--reverse", "-r", help="Reverse the sort order."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table (every metric) as CSV."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", "--md", help="Also write a Markdown table."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: objective vs parameters, loss curves."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: objective vs parameters, loss and fine-tune curves, and the "
+                                           "read-outs during pretraining when runs took them more than once."),
     all_metrics: bool = typer.Option(False, "--all-metrics", "-a", help="Show every metric column."),
     commit: bool = typer.Option(False, "--commit", help="Show the code version (git commit, +dirty) that "
                                 "computed each run (env.json)."),
