@@ -2,7 +2,7 @@
 # Issue 12's measurements on the lent H200, each part time-boxed so that a call ends inside the
 # 10-minute limit; outputs to $OUT. From the repo root there:
 #
-#   run(kind="nvidia-h200", carry=[".gpu-wheels", ".whl"], timeout_s=600, command="bash bench/speed_session.sh")
+#   run(kind="nvidia-h200", carry=[".gpu-wheels", ".whl", ".gpu-ffcv"], timeout_s=600, command="bash bench/speed_session.sh")
 #   run(..., command="bash bench/speed_session.sh finetune profile_finetune scan_configs")    # a second call
 #
 # Parts (default: the first three, ~8 minutes on a cold machine; a part cut by its box leaves what
@@ -42,8 +42,9 @@ cat "$OUT/env.txt"
 PARTS=${*:-gpu_tests pretrain_k4_k1 pretrain_k2_k8}
 for p in $PARTS; do
     case $p in
-    gpu_tests) part gpu_tests 170 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
-        tests/test_triton_conv.py ;;
+    gpu_tests)  # (+ the loader's GPU buffers test where FFCV was carried)
+        part gpu_tests 170 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
+            tests/test_triton_conv.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
     pretrain_k4_k1) part pretrain_k4_k1 240 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --encoder --out "$OUT/pretrain_step_k4_k1.json" ;;
     pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \
