@@ -343,7 +343,7 @@ def test_readouts_taken_during_pretraining_get_their_own_panel(root, tmp_path):
     c = _curves(k4)
     assert c.readouts == {"knn_top1": [(8.0, 61.0), (16.0, 64.0)], "probe_top1": [(8.0, 66.5), (16.0, 70.0)]}
     assert [e for e, _ in c.evals] == [1.0, 2.0]  # the fine-tune curve is unchanged
-    assert has_readout_curves([k4]) and not has_readout_curves([root / "exp" / "k1"])
+    assert has_readout_curves([c]) and not has_readout_curves([_curves(root / "exp" / "k1")])
     after = plot_sweep(sw, tmp_path / "after.png").read_bytes()
     width = lambda png: struct.unpack(">I", png[16:20])[0]  # noqa: E731 - the PNG header's IHDR width
     assert width(after) > width(before) * 1.2  # one more panel: 3 -> 4

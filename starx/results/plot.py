@@ -42,9 +42,9 @@ def _curves(run_dir: Path) -> Curves:
     return c
 
 
-def has_readout_curves(run_dirs: list[Path]) -> bool:
+def has_readout_curves(curves: list[Curves]) -> bool:
     """Whether some run took a read-out at two or more pretraining epochs (worth a panel)."""
-    return any(len(pts) > 1 for d in run_dirs for pts in _curves(d).readouts.values())
+    return any(len(pts) > 1 for c in curves for pts in c.readouts.values())
 
 
 def _smooth(ys: list[float], n: int) -> list[float]:
@@ -58,10 +58,9 @@ def _smooth(ys: list[float], n: int) -> list[float]:
     return out
 
 
-def _plot_curves(ax_loss, ax_eval, labelled_dirs: list[tuple[str, Path]], ax_read=None) -> bool:
+def _plot_curves(ax_loss, ax_eval, labelled: list[tuple[str, Curves]], ax_read=None) -> bool:
     any_eval = False
-    for i, (label, d) in enumerate(labelled_dirs):
-        c = _curves(d)
+    for i, (label, c) in enumerate(labelled):
         color = f"C{i % 10}"
         pre = c.losses.get("pretrain")
         if pre:
@@ -80,7 +79,7 @@ def _plot_curves(ax_loss, ax_eval, labelled_dirs: list[tuple[str, Path]], ax_rea
     ax_loss.set_xlabel("pretrain step")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("pretraining loss")
-    many = len(labelled_dirs) > 6  # one legend, beside the last panel, instead of two covering the curves
+    many = len(labelled) > 6  # one legend, beside the last panel, instead of two covering the curves
     legend = {"fontsize": 6, "loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if many else {"fontsize": 7}
     if ax_loss.lines and not (many and any_eval):
         ax_loss.legend(**legend)
@@ -125,9 +124,9 @@ def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
 
     params = sw.param_names or ["trial"]
     labelled = [(" ".join(f"{k.split('.')[-1]}={v}" for k, v in t.params.items()) or f"trial {t.number}",
-                 t.run.run_dir) for t in sorted(sw.trials, key=lambda t: t.number)
+                 _curves(t.run.run_dir)) for t in sorted(sw.trials, key=lambda t: t.number)
                 if t.run is not None and t.status != "failed"]
-    readouts = has_readout_curves([d for _, d in labelled])
+    readouts = has_readout_curves([c for _, c in labelled])
     n = len(params) + 2 + readouts
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
     axes = axes[0]
@@ -184,14 +183,15 @@ def plot_runs(runs: list[RunRecord], path: str | Path, varying: Optional[list[st
     import matplotlib.pyplot as plt
 
     varying = varying or []
-    readouts = has_readout_curves([r.run_dir for r in runs])
-    fig, axes = plt.subplots(1, 2 + readouts, figsize=(4.5 * (2 + readouts), 3.6))
 
     def label(r: RunRecord) -> str:
         parts = [f"{k.split('.')[-1]}={r.spec.get(k)}" for k in varying[:3]]
         return " ".join(parts) or f"{r.experiment}/{r.run_id}"
 
-    _plot_curves(axes[0], axes[1], [(label(r), r.run_dir) for r in runs], axes[2] if readouts else None)
+    labelled = [(label(r), _curves(r.run_dir)) for r in runs]
+    readouts = has_readout_curves([c for _, c in labelled])
+    fig, axes = plt.subplots(1, 2 + readouts, figsize=(4.5 * (2 + readouts), 3.6))
+    _plot_curves(axes[0], axes[1], labelled, axes[2] if readouts else None)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
