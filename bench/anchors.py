@@ -66,12 +66,26 @@ def causal_vit_images_per_s(images: int, k: int, tokens: int, compile_mode: str 
     return time_steps(run, lambda m: m(x).float().pow(2).mean(), images, steps)
 
 
-def timm_vit_images_per_s(images: int, compile_mode: str | None, steps: int = 30) -> float:
-    """The fine-tuning anchor: images/s of timm's vit_base_patch16_224 (1000 classes)."""
+def timm_vit_b16() -> nn.Module:
+    """The fine-tuning anchor: timm's vit_base_patch16_224 (1000 classes), on the GPU."""
     import timm
 
-    model = timm.create_model("vit_base_patch16_224", num_classes=1000).cuda()
+    return timm.create_model("vit_base_patch16_224", num_classes=1000).cuda()
+
+
+def classification_batch(images: int, img_size: int = 224, classes: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images and labels of one fine-tuning step (both models of the comparison get the same)."""
+    return (torch.randn(images, 3, img_size, img_size, device="cuda"),
+            torch.randint(0, classes, (images,), device="cuda"))
+
+
+def classification_loss(x: torch.Tensor, y: torch.Tensor):
+    """The fine-tuning step's loss of a model on (x, y): cross-entropy in fp32."""
+    return lambda m: F.cross_entropy(m(x).float(), y)
+
+
+def timm_vit_images_per_s(images: int, compile_mode: str | None, steps: int = 30) -> float:
+    """The fine-tuning anchor's images/s."""
+    model = timm_vit_b16()
     run = torch.compile(model, mode=compile_mode) if compile_mode else model
-    x = torch.randn(images, 3, 224, 224, device="cuda")
-    y = torch.randint(0, 1000, (images,), device="cuda")
-    return time_steps(run, lambda m: F.cross_entropy(m(x).float(), y), images, steps)
+    return time_steps(run, classification_loss(*classification_batch(images)), images, steps)

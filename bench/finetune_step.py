@@ -16,22 +16,24 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.anchors import time_steps, timm_vit_images_per_s  # noqa: E402
+from bench.anchors import classification_batch, classification_loss, time_steps, timm_vit_images_per_s  # noqa: E402
 from starx.models import create_classifier  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
 
 
+def star_classifier(backend: str) -> torch.nn.Module:
+    """The 4-direction STAR-B classifier at 224 px (1000 classes), on the GPU."""
+    return create_classifier("star_base", num_classes=1000, img_size=224, backend=backend).cuda()
+
+
 def star_images_per_s(backend: str, batch: int, compile_mode: str | None, steps: int) -> float:
-    model = create_classifier("star_base", num_classes=1000, img_size=224, backend=backend).cuda()
+    model = star_classifier(backend)
     run = torch.compile(model, mode=compile_mode) if compile_mode else model
-    x = torch.randn(batch, 3, 224, 224, device="cuda")
-    y = torch.randint(0, 1000, (batch,), device="cuda")
-    return time_steps(run, lambda m: F.cross_entropy(m(x).float(), y), batch, steps)
+    return time_steps(run, classification_loss(*classification_batch(batch)), batch, steps)
 
 
 def main() -> None:

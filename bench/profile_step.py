@@ -26,12 +26,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch.nn.functional as F  # noqa: E402
-from anchors import causal_vit_b  # noqa: E402
+from anchors import causal_vit_b, classification_batch, classification_loss, timm_vit_b16  # noqa: E402
+from finetune_step import star_classifier  # noqa: E402
 from pretrain_step import build  # noqa: E402
 from profile_block import kernels_of  # noqa: E402
 
-from starx.models import create_classifier  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
 
 FAMILIES = [  # first match wins
@@ -68,21 +67,18 @@ def main() -> None:
     torch.manual_seed(0)
     if args.finetune:  # as bench/finetune_step.py times it
         args.batch = args.batch or 128
-        x = torch.randn(args.batch, 3, 224, 224, device="cuda")
-        y = torch.randint(0, 1000, (args.batch,), device="cuda")
+        classification_step = classification_loss(*classification_batch(args.batch))
         if args.anchor:
-            import timm
-
-            model = timm.create_model("vit_base_patch16_224", num_classes=1000).cuda()
+            model = timm_vit_b16()
             what = "fine-tuning: timm vit_base_patch16_224, 224 px"
         else:
-            model = create_classifier("star_base", num_classes=1000, img_size=224, backend=args.backend).cuda()
+            model = star_classifier(args.backend)
             what = f"fine-tuning: STAR-B 4-direction classifier, 224 px ({args.backend} scan)"
         run_model = torch.compile(model) if args.compile else model
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
         def loss_of_step():
-            return F.cross_entropy(run_model(x).float(), y)
+            return classification_step(run_model)
     else:
         args.batch = args.batch or 256
         cfg, model, run_model, opt = build(args.k, args.backend, args.compile)
