@@ -33,6 +33,8 @@ from bench import sass as S  # noqa: E402
 from bench.triton_scan import launch_spec  # noqa: E402
 from starx.ops import _triton_scan_kernels as K  # noqa: E402
 
+# starx.ops._triton_scan_kernels' constants and _softplus / _sigmoid, restated in Gluon (a Gluon
+# kernel calls Gluon functions): keep them in step with the kernels they study
 LOG2E = gl.constexpr(1.4426950408889634)
 LN2 = gl.constexpr(0.6931471805599453)
 
