@@ -314,6 +314,23 @@ def test_plots_are_written(root, tmp_path):
     assert plot_runs(runs, tmp_path / "runs.png", ["model.seq_multiplier"]).stat().st_size > 10_000
 
 
+def test_the_seeds_of_one_setting_share_a_colour_and_a_legend_entry(root):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from starx.results.plot import _curves, _plot_curves
+
+    k1, k4 = _curves(root / "exp" / "k1"), _curves(root / "exp" / "k4")
+    fig, (loss, ev) = plt.subplots(1, 2)
+    _plot_curves(loss, ev, [("recipe=arm", k1), ("recipe=star", k4), ("recipe=arm", k4)])
+    assert [t.get_text() for t in ev.get_legend().get_texts()] == ["recipe=arm", "recipe=star"]
+    colours = [line.get_color() for line in ev.lines]
+    assert colours[0] == colours[2] != colours[1]
+    plt.close(fig)
+
+
 def test_a_run_that_finished_after_its_driver_stopped_counts_with_its_own_metric(root):
     """The study still says RUNNING (its driver had stopped launching and recording), but the run
     finished: the table, the means and the plot read the objective from the run."""

@@ -59,9 +59,13 @@ def _smooth(ys: list[float], n: int) -> list[float]:
 
 
 def _plot_curves(ax_loss, ax_eval, labelled: list[tuple[str, Curves]], ax_read=None) -> bool:
+    """Runs with the same label (seeds of one setting) share a colour and one legend entry."""
     any_eval = False
-    for i, (label, c) in enumerate(labelled):
-        color = f"C{i % 10}"
+    colors: dict[str, str] = {}
+    for label, c in labelled:
+        first = label not in colors
+        color = colors.setdefault(label, f"C{len(colors) % 10}")
+        label = label if first else None
         pre = c.losses.get("pretrain")
         if pre:
             xs, ys = zip(*pre)
@@ -79,7 +83,7 @@ def _plot_curves(ax_loss, ax_eval, labelled: list[tuple[str, Curves]], ax_read=N
     ax_loss.set_xlabel("pretrain step")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("pretraining loss")
-    many = len(labelled) > 6  # one legend, beside the last panel, instead of two covering the curves
+    many = len(colors) > 6  # one legend, beside the last panel, instead of two covering the curves
     legend = {"fontsize": 6, "loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if many else {"fontsize": 7}
     if ax_loss.lines and not (many and any_eval):
         ax_loss.legend(**legend)
@@ -121,10 +125,16 @@ def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     params = sw.param_names or ["trial"]
-    labelled = [(" ".join(f"{k.split('.')[-1]}={v}" for k, v in t.params.items()) or f"trial {t.number}",
-                 _curves(t.run.run_dir)) for t in sorted(sw.trials, key=lambda t: t.number)
+    # the curves of one setting's seeds share a colour and a legend entry (seed is left out of the label)
+    shown = [k for k in params if k.split(".")[-1] != "seed"] or params
+
+    def label(t) -> str:
+        return " ".join(f"{k.split('.')[-1]}={t.params[k]}" for k in shown if k in t.params) or f"trial {t.number}"
+
+    labelled = [(label(t), _curves(t.run.run_dir)) for t in sorted(sw.trials, key=lambda t: t.number)
                 if t.run is not None and t.status != "failed"]
     readouts = has_readout_curves([c for _, c in labelled])
     n = len(params) + 2 + readouts
@@ -160,6 +170,8 @@ def plot_sweep(sw: SweepRecord, path: str | Path) -> Path:
             ax.set_xticklabels([str(v) for v in order], rotation=30 if len(order) > 4 else 0)
         elif all(isinstance(v, (int, float)) and v > 0 for v in vals) and max(vals) / max(min(vals), 1e-300) > 50:
             ax.set_xscale("log")
+        elif all(isinstance(v, int) for v in vals):  # seeds, k, depth: no 0.5 ticks
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(p)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} vs {p}")
