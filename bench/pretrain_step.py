@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.anchors import causal_vit_images_per_s, time_steps  # noqa: E402
+from bench.triton_scan import add_bwd_kernel_option, use_bwd_kernel  # noqa: E402
 from starx.models import create_model  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
@@ -145,8 +146,10 @@ def main() -> None:
     p.add_argument("--no-anchor", action="store_true", help="skip the causal ViT-B anchor")
     p.add_argument("--encoder", action="store_true",
                    help="also time STAR-B's encoder blocks alone, as the anchor is timed (like-for-like ratio)")
+    add_bwd_kernel_option(p)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    use_bwd_kernel(args.bwd_kernel)
 
     peak = matmul_tflops()
     rows = []
@@ -182,7 +185,7 @@ def main() -> None:
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
-            "compile_mode": args.compile_mode, "backend": args.backend,
+            "compile_mode": args.compile_mode, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking
     info.update(mamba_ssm=status["mamba_ssm"], causal_conv1d=status["causal_conv1d"], scan_config=status["scan_config"],

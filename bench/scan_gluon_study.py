@@ -14,8 +14,11 @@ Triton's own adjoint loop (bench/sass.py):
 Result (2026-11-30, Triton 3.8 on the CPU machine; 3.6 gives 619 / 455 against 429): the slice-
 layout-only loop is 622 instructions a step (the per-channel softplus and sigmoid run 4 times,
 once for each lane sharing a channel), the loop with 2 conversions 469, Triton's 429. The
-conversions are cheap next to the math they save, so explicit layouts are not where the
-backward's time goes. Gluon is experimental: this study may need changes on another Triton.
+conversions are cheap next to the math they save, so explicit layouts on Triton's tile are not
+where the backward's time goes. Another decomposition is: one channel a lane with its 16 states in
+registers (bench/scan_bwd_rows.py, the whole backward): its adjoint loop is 348 instructions a
+step with 1 shuffle and 1 barrier (Triton 3.6), against 427 with 28 and 8. Gluon is
+experimental: this study may need changes on another Triton.
 """
 
 from __future__ import annotations
@@ -129,6 +132,7 @@ def adjoint(u_ptr, dt_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, work_ptr, du_pt
     gl.store(dA_ptr + (b * DIM + d0) * N + tile, dA_acc)
 
 
+
 def main() -> None:
     T, BD = 8, 32  # STAR-B k=4 (channel-last), tiles of 8 steps, as starx.ops.triton_scan.TILES
     for per_lane in (False, True):
@@ -139,6 +143,13 @@ def main() -> None:
         what = "softplus on one channel a lane, 2 conversions" if per_lane else "all in the tile's slice layout"
         print(f"Gluon adjoint loop, {what}: {sum(loop.values())} instructions a step, {regs} registers "
               f"({S.mix(loop)})")
+    from bench.scan_bwd_rows import scan_bwd_rows  # the whole backward, one channel a lane
+
+    sass, regs, spills = S.compile_sass(scan_bwd_rows, *launch_spec(scan_bwd_rows, "k4", BD, T), 1, maxnreg=168,
+                                        gluon=True)
+    loop = S.inner_loops(sass)[1]
+    print(f"bench/scan_bwd_rows.py's adjoint loop, one channel a lane ([1, N] x [32, 1]): {sum(loop.values())} "
+          f"instructions a step, {regs} registers, {spills} B spilled ({S.mix(loop)})")
     sass, regs, _ = S.compile_sass(K.scan_bwd, *launch_spec(K.scan_bwd, "k4", BD, T), 1, maxnreg=168)
     loop = S.inner_loops(sass)[1]
     print(f"Triton's adjoint loop (scan_bwd's second): {sum(loop.values())} instructions a step, {regs} registers "

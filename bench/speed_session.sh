@@ -3,13 +3,17 @@
 # 10-minute limit; outputs to $OUT. From the repo root there:
 #
 #   run(kind="nvidia-h200", carry=[".gpu-wheels", ".whl", ".gpu-ffcv"], timeout_s=600, command="bash bench/speed_session.sh")
-#   run(..., command="bash bench/speed_session.sh finetune profile_finetune scan_configs")    # a second call
+#   run(..., command="bash bench/speed_session.sh rows_bwd rows_steps")    # the backward candidate
+#   run(..., command="bash bench/speed_session.sh pretrain_k2_k8 finetune profile_finetune")
 #
-# Parts (default: the first three, ~8 minutes on a cold machine; a part cut by its box leaves what
-# it wrote; on a cold machine compiling takes longer, which is why fine-tuning is in the second call):
+# Parts (default: the first two, ~8 minutes on a cold machine, where compiling STAR-B and the anchor
+# at two k took 240 s on 2026-11-30; a part cut by its box leaves what it wrote):
 #   gpu_tests       the GPU tests of the Triton scan and conv (no kernel change is measured before they pass)
 #   pretrain_k4_k1  STAR-B pretraining step vs the causal ViT-B anchor, reduce-overhead, k = 4 and 1, and
 #                   STAR-B's encoder blocks alone timed as the anchor is (--encoder)
+#   rows_bwd        the backward candidate of bench/scan_bwd_rows.py (one channel a lane, Gluon): its GPU
+#                   tests against the twin, then the scan alone at every shape beside scan_bwd
+#   rows_steps      the fine-tuning step (compiled) and the k=4 pretraining step with that candidate
 #   pretrain_k2_k8  the same at k = 2 and 8
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
 #   profile_block   one compiled block, part by part, beside the anchor's
@@ -39,13 +43,13 @@ part() {  # part NAME SECONDS CMD...: run CMD time-boxed, its output to $OUT/NAM
 }
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-PARTS=${*:-gpu_tests pretrain_k4_k1 pretrain_k2_k8}
+PARTS=${*:-gpu_tests pretrain_k4_k1}
 for p in $PARTS; do
     case $p in
     gpu_tests)  # (+ the loader's GPU buffers test where FFCV was carried)
-        part gpu_tests 170 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
+        part gpu_tests 170 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_scan.py \
             tests/test_triton_conv.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
-    pretrain_k4_k1) part pretrain_k4_k1 240 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
+    pretrain_k4_k1) part pretrain_k4_k1 300 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --encoder --out "$OUT/pretrain_step_k4_k1.json" ;;
     pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k2_k8.json" ;;
@@ -76,6 +80,15 @@ for p in $PARTS; do
             grep -h -E "images_per_s|wall_time" results/fmnist_probe_$m/*/result.json >> "$OUT/fmnist_$m.txt" 2>/dev/null
             tail -n 25 "$OUT/fmnist_$m.txt"
         done ;;
+    rows_bwd)  # the one-channel-a-lane backward candidate (bench/scan_bwd_rows.py): against the twin, then timed
+        part rows_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py -k rows
+        part rows_scan 240 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
+            --configs 32x1/32x1/8/1x1/168 32x1/32x1/8/1x1/128 --bwd-kernels triton rows --out "$OUT/rows_scan.jsonl" ;;
+    rows_steps)  # the whole steps with it: fine-tuning compiled, pretraining k=4 with CUDA graphs
+        part rows_finetune 200 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
+            --compile-mode default --bwd-kernel rows --out "$OUT/finetune_step_rows.json"
+        part rows_pretrain 300 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
+            --compile-mode reduce-overhead --steps 24 --bwd-kernel rows --out "$OUT/pretrain_step_k4_rows.json" ;;
     *) echo "[speed] unknown part $p" >&2; exit 2 ;;
     esac
 done

@@ -157,7 +157,28 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
             {n: v for n, v in consts.items() if n in fn.arg_names})
 
 
-def sass_model(shapes: list[str], configs: list[str]) -> None:
+def _rows_kernel():
+    from bench.scan_bwd_rows import scan_bwd_rows
+
+    return scan_bwd_rows
+
+
+BWD_KERNELS = {"triton": lambda: None, "rows": _rows_kernel}  # name -> TILES["bwd_kernel"] (None: scan_bwd)
+
+
+def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:
+    """--bwd-kernel for the step benchmarks (pretrain_step.py, finetune_step.py)."""
+    p.add_argument("--bwd-kernel", default="triton", choices=list(BWD_KERNELS),
+                   help="the Triton scan's backward: triton (starx's scan_bwd) or rows (the candidate in "
+                        "bench/scan_bwd_rows.py)")
+
+
+def use_bwd_kernel(name: str) -> None:
+    """Launch the backward kernel ``name`` from now on in this process (BWD_KERNELS)."""
+    ts.TILES["bwd_kernel"] = BWD_KERNELS[name]()
+
+
+def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",)) -> None:
     """The static cost model of ``--sass`` (no GPU needed): bench/sass.py."""
     from bench import sass as S
     from starx.ops import _triton_scan_kernels as K
@@ -168,12 +189,15 @@ def sass_model(shapes: list[str], configs: list[str]) -> None:
             fwd, bwd, steps, *rest = config.split("/")
             unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
             maxnreg = int(rest[1]) if len(rest) > 1 else None
-            for kind, fn, (bd, warps) in (("fwd", K.scan_fwd, map(int, fwd.split("x"))),
-                                          ("bwd", K.scan_bwd, map(int, bwd.split("x")))):
+            kernels = [("fwd", K.scan_fwd, fwd)] + [(f"bwd {k}", BWD_KERNELS[k]() or K.scan_bwd, bwd)
+                                                    for k in bwd_kernels]
+            for kind, fn, tile in kernels:
+                bd, warps = map(int, tile.split("x"))
                 bd = ts._block_channels(d // g, bd)
                 types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
                 sass, regs, spills = S.compile_sass(fn, types, values, consts, warps,
-                                                    maxnreg if kind == "bwd" else None)
+                                                    maxnreg if kind != "fwd" else None,
+                                                    gluon=fn is not K.scan_bwd and fn is not K.scan_fwd)
                 loops = S.inner_loops(sass)
                 per_step = sum(sum(c.values()) for c in loops)
                 programs = b * (d // bd)
@@ -192,10 +216,13 @@ def main() -> None:
                    help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]")
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
+    p.add_argument("--bwd-kernels", nargs="+", default=["triton"], choices=list(BWD_KERNELS),
+                   help="backward kernels to time with each config: triton (starx's scan_bwd), rows "
+                        "(bench/scan_bwd_rows.py, one channel a lane, in Gluon)")
     p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")
     args = p.parse_args()
     if args.sass:
-        return sass_model(args.shapes, args.configs)
+        return sass_model(args.shapes, args.configs, args.bwd_kernels)
 
     bw, exp_rate = copy_bandwidth(), sm_exp_rate()
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
@@ -213,16 +240,17 @@ def main() -> None:
             mfwd = lambda u, de, A, B, C, D, z, bi: mamba(u, de, A, B, C, D, z, bi, True)  # noqa: E731
             if mamba is not None and layout == "first":
                 row["mamba_fwd_ms"], row["mamba_fwdbwd_ms"] = time_pair(mfwd, x, dout)
-            for config in args.configs:
+            for config, bwd_kernel in ((c, k) for c in args.configs for k in args.bwd_kernels):
                 fwd, bwd, steps, *rest = config.split("/")
                 unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
                 ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))),
                                 steps=int(steps), unroll=unroll, stages=stages,
-                                bwd_maxnreg=int(rest[1]) if len(rest) > 1 else None)
+                                bwd_maxnreg=int(rest[1]) if len(rest) > 1 else None,
+                                bwd_kernel=BWD_KERNELS[bwd_kernel]())
                 tfwd = lambda u, de, A, B, C, D, z, bi: ts.selective_scan_triton(u, de, A, B, C, D, z, bi, True)  # noqa: E731
                 f, fb = time_pair(tfwd, x, dout)
-                r = dict(row, config=config, triton_fwd_ms=f, triton_fwdbwd_ms=fb, registers=dict(ts.REGISTERS),
-                         **floor(b, d, L, g, bw, exp_rate, int(steps)))
+                r = dict(row, config=config, bwd_kernel=bwd_kernel, triton_fwd_ms=f, triton_fwdbwd_ms=fb,
+                         registers=dict(ts.REGISTERS), **floor(b, d, L, g, bw, exp_rate, int(steps)))
                 if mamba is not None:
                     ref = inputs(b, d, L, g, "first")
                     r["rel_err_vs_mamba"] = rel_errors(tfwd, mfwd, x, dout, ref)
@@ -230,11 +258,11 @@ def main() -> None:
                 print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
             del x, dout
             torch.cuda.empty_cache()
-    print(f"{'shape':>7} {'layout':>6} {'config':>18} {'mamba f':>8} {'mamba f+b':>9} {'triton f':>8} {'triton f+b':>10}"
+    print(f"{'shape':>7} {'layout':>6} {'config':>24} {'mamba f':>8} {'mamba f+b':>9} {'triton f':>8} {'triton f+b':>10}"
           f" {'floor f':>7} {'floor f+b':>9} {'max err':>8} {'regs f/b':>9}")
     for r in rows:
         err = max(r.get("rel_err_vs_mamba", {"-": float("nan")}).values())
-        print(f"{r['shape']:>7} {r['layout']:>6} {r['config']:>18} {r.get('mamba_fwd_ms', float('nan')):>8.3f} "
+        print(f"{r['shape']:>7} {r['layout']:>6} {r['config'] + ' ' + r['bwd_kernel']:>24} {r.get('mamba_fwd_ms', float('nan')):>8.3f} "
               f"{r.get('mamba_fwdbwd_ms', float('nan')):>9.3f} {r['triton_fwd_ms']:>8.3f} {r['triton_fwdbwd_ms']:>10.3f} "
               f"{r['fwd_floor_ms']:>7.3f} {r['fwd_floor_ms'] + r['bwd_floor_ms']:>9.3f} {err:>8.1e} "
               f"{r['registers'].get('fwd')}/{r['registers'].get('bwd')}")

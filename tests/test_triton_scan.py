@@ -154,6 +154,26 @@ def _scan_and_grads(inputs, backend, reset=None):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
 def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, request):
+    _matches_the_twin(shape, dtype, reset, request)
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("shape", [(4, 768, 128, 1), (2, 768, 624, 1), (2, 3072, 197, 4)],
+                         ids=["k1", "k4", "finetune4dir"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
+def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, request, monkeypatch):
+    """bench/scan_bwd_rows.py (one channel a lane, in Gluon) through the same launcher."""
+    from starx.ops import triton_scan as ts
+
+    sys.path.insert(0, str(ROOT))
+    rows = pytest.importorskip("bench.scan_bwd_rows", reason="needs Triton's Gluon")
+    monkeypatch.setitem(ts.TILES, "bwd_kernel", rows.scan_bwd_rows)
+    _matches_the_twin(shape, dtype, reset, request)
+
+
+def _matches_the_twin(shape, dtype, reset, request):
     b, d, L, g = shape
     if reset and g > 1:
         pytest.skip("the twin has no grouped reset")

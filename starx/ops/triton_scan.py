@@ -57,7 +57,9 @@ def triton_error() -> str | None:
 # at k=1, 4.76 -> 4.39 at the fine-tune shape, 2.93 -> 2.98 at k=8
 # (bench/results/triton_scan_v5_tile_steps_h200.jsonl), for twice the saved states: STAR-B k=4's
 # peak memory at 256 images went 20.0 -> 21.3 GB.
-TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168}
+# "bwd_kernel": None launches scan_bwd; bench/ may set a candidate with scan_bwd's arguments
+# (bench/scan_bwd_rows.py) to time and test it through this launcher.
+TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -169,7 +171,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     work = torch.empty((b, blocks, T * bd * (n + 1)), device=u.device, dtype=f32)  # per program: a h, dy
     reset, sr_b = _reset_rows(reset)
     zz = z if z is not None else u
-    kernel = scan_bwd[(blocks, b)](
+    kernel = (TILES["bwd_kernel"] or scan_bwd)[(blocks, b)](
         u, delta, zz, dout, A, D if D is not None else A, delta_bias if delta_bias is not None else A, B, C,
         reset if reset is not None else u, states, work,
         du, ddelta, dz if z is not None else du, dB, dC, dA, dD, dbias, L, d // groups, d,
