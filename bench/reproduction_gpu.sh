@@ -42,8 +42,8 @@
 # So the long pair (about 4x the GPU time of an 8-epoch trial) runs in sessions of its own:
 # REPRO_SWEEPS=reproduction_long REPRO_LONG_J=3, not beside 6 trials of the main sweep.
 #
-# One commit for every cell, while main moves on: here, `bash bench/reproduction_gpu.sh --freeze`
-# packs the committed code the sweeps run (starx/ without its embedded data, pyproject.toml, specs/,
+# One commit for every cell, while main moves on: here, `bash bench/reproduction_gpu.sh --freeze [COMMIT]`
+# packs the committed code (of HEAD, or of COMMIT: the reproduction's cells run on 616e8ed) the sweeps run (starx/ without its embedded data, pyproject.toml, specs/,
 # sweeps/ and this script) into .repro/code.tar.xz with its commit; on the device, every call then
 # runs in that frozen tree (unpacked once per machine to /tmp/starx-repro/tree, results/ there), not
 # in the working tree that travelled with the call, so sessions may change starx/ between calls.
@@ -68,17 +68,18 @@ print(h.hexdigest()[:16])
 EOF
 }
 
-if [ "${1:-}" = "--freeze" ]; then
-    if [ -n "$(git status --porcelain -- "${FROZEN_PATHS[@]}")" ]; then
+if [ "${1:-}" = "--freeze" ]; then  # --freeze [COMMIT]: HEAD by default (then the tree must match it)
+    commit=$(git rev-parse --verify "${2:-HEAD}^{commit}") || { echo "no such commit: ${2:-HEAD}" >&2; exit 2; }
+    if [ -z "${2:-}" ] && [ -n "$(git status --porcelain -- "${FROZEN_PATHS[@]}")" ]; then
         echo "commit first: --freeze packs the last commit, and these paths differ from it:" >&2
         git status --short -- "${FROZEN_PATHS[@]}" >&2
         exit 2
     fi
     mkdir -p .repro
-    git archive HEAD -- "${FROZEN_PATHS[@]}" ':(exclude)starx/data/embedded' | xz -9 > "$FROZEN_TGZ.tmp" \
+    git archive "$commit" -- "${FROZEN_PATHS[@]}" ':(exclude)starx/data/embedded' | xz -9 > "$FROZEN_TGZ.tmp" \
         && mv "$FROZEN_TGZ.tmp" "$FROZEN_TGZ" || exit 1
-    git rev-parse HEAD > .repro/code_commit.txt
-    echo "froze $(git rev-parse --short HEAD) (code $(code_hash)) into $FROZEN_TGZ, $(wc -c < "$FROZEN_TGZ") bytes"
+    echo "$commit" > .repro/code_commit.txt
+    echo "froze ${commit:0:7} into $FROZEN_TGZ, $(wc -c < "$FROZEN_TGZ") bytes"
     exit 0
 fi
 
