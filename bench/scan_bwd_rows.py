@@ -55,6 +55,20 @@ def _sum_channels(x, COL: gl.constexpr):
     return gl.sum(gl.convert_layout(x, COL), axis=0)
 
 
+
+@gluon.jit
+def _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n,
+               sz_l, sz_d, ok, HAS_Z: gl.constexpr, HAS_RESET: gl.constexpr):  # fmt: skip
+    """Step t's inputs as stored (masked off outside the tile: they are never used there)."""
+    u = gl.load(u_0 + t * su_l + cd * su_d, mask=ok, other=0.0)
+    dt = gl.load(dt_0 + t * sdt_l + cd * sdt_d, mask=ok, other=0.0)
+    Bt = gl.load(B_0 + t * sB_l + cn * sB_n, mask=ok, other=0.0)
+    Ct = gl.load(C_0 + t * sC_l + cn * sC_n, mask=ok, other=0.0)
+    z = gl.load(z_0 + t * sz_l + cd * sz_d, mask=ok, other=0.0) if HAS_Z else u
+    r = gl.load(r_0 + t, mask=ok, other=0) if HAS_RESET else 0
+    return u, dt, Bt, Ct, z, r
+
+
 @gluon.jit
 def scan_bwd_rows(
     u_ptr, dt_ptr, z_ptr, dout_ptr, A_ptr, D_ptr, bias_ptr, B_ptr, C_ptr, reset_ptr, state_ptr, work_ptr,
@@ -67,8 +81,10 @@ def scan_bwd_rows(
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
     HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr,
 ):  # fmt: skip
-    """scan_bwd's two sweeps a tile, one channel a lane (one warp, BD = 32). UNROLL and STAGES
-    are accepted for the launcher and unused."""
+    """scan_bwd's two sweeps a tile, one channel a lane (one warp, BD = 32). STAGES >= 2 loads
+    each step's inputs one step ahead (more registers and instructions, the loads' latency off the
+    step's path); UNROLL is accepted for the launcher and unused."""
+    PREFETCH: gl.constexpr = STAGES >= 2
     ROW: gl.constexpr = gl.BlockedLayout([1, N], [32, 1], [1, 1], [1, 0])  # a channel's states in its lane
     CH: gl.constexpr = gl.SliceLayout(1, ROW)  # one channel a lane
     ST: gl.constexpr = gl.SliceLayout(0, ROW)  # every state in every lane (B_t, C_t)
@@ -115,24 +131,40 @@ def scan_bwd_rows(
         else:
             h = gl.zeros((BD, N), gl.float32, ROW)
         steps = gl.minimum(T, L - t0)
+        if PREFETCH:  # each step's inputs loaded one step ahead (loop-carried), as in scan_bwd
+            ok = steps > 0
+            nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t0, cd, cn, su_l, su_d, sdt_l,
+                                                 sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z, HAS_RESET)
+            ng = gl.load(g_0 + t0 * sg_l + cd * sg_d, mask=ok, other=0.0)
         for i in range(0, steps):  # forward through the tile: dz, dy, dC; keeps a_t h_{t-1} and dy
             t = t0 + i
-            u = gl.load(u_0 + t * su_l + cd * su_d).to(gl.float32)
-            dt = gl.load(dt_0 + t * sdt_l + cd * sdt_d).to(gl.float32)
-            Bt = gl.load(B_0 + t * sB_l + cn * sB_n).to(gl.float32)
-            Ct = gl.load(C_0 + t * sC_l + cn * sC_n).to(gl.float32)
-            dout = gl.load(g_0 + t * sg_l + cd * sg_d).to(gl.float32)
+            if PREFETCH:
+                u, dt, Bt, Ct, z, r, dout = nu, ndt, nB, nC, nz, nr, ng
+                ok = i + 1 < steps
+                nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t + 1, cd, cn, su_l, su_d,
+                                                     sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z,
+                                                     HAS_RESET)
+                ng = gl.load(g_0 + (t + 1) * sg_l + cd * sg_d, mask=ok, other=0.0)
+            else:
+                u, dt, Bt, Ct, z, r = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
+                                                 sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, True, HAS_Z, HAS_RESET)
+                dout = gl.load(g_0 + t * sg_l + cd * sg_d)
+            u = u.to(gl.float32)
+            dt = dt.to(gl.float32)
+            Bt = Bt.to(gl.float32)
+            Ct = Ct.to(gl.float32)
+            dout = dout.to(gl.float32)
             if HAS_BIAS:
                 dt += bias
             if SOFTPLUS:
                 dt = _softplus(dt)
             a = gl.exp2(gl.expand_dims(dt, 1) * A2)
             if HAS_RESET:
-                a = gl.where(gl.load(r_0 + t) != 0, 0.0, a)
+                a = gl.where(r != 0, 0.0, a)
             ah = a * h
             h = ah + gl.expand_dims(dt * u, 1) * gl.expand_dims(Bt, 0)
             if HAS_Z:
-                z = gl.load(z_0 + t * sz_l + cd * sz_d).to(gl.float32)
+                z = z.to(gl.float32)
                 y = gl.sum(h * gl.expand_dims(Ct, 0), axis=1)
                 if HAS_D:
                     y += Dv * u
@@ -145,15 +177,32 @@ def scan_bwd_rows(
             gl.store(dC_0 + t * sdB_l + cn_col, _sum_channels(h * gl.expand_dims(dy, 1), COL))
             gl.store(w_h + i * BD * N + tile, ah)
             gl.store(w_dy + i * BD + lane, dy)
+        last = t0 + steps - 1
+        if PREFETCH:
+            ok = steps > 0
+            nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, last, cd, cn, su_l, su_d, sdt_l,
+                                                sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET)
+            ndy = gl.load(w_dy + (steps - 1) * BD + lane, mask=ok, other=0.0)
+            nah = gl.load(w_h + (steps - 1) * BD * N + tile, mask=ok, other=0.0)
         for j in range(0, steps):  # backwards through it: the adjoint and the other gradients
-            i = steps - 1 - j
-            t = t0 + i
-            u = gl.load(u_0 + t * su_l + cd * su_d).to(gl.float32)
-            raw = gl.load(dt_0 + t * sdt_l + cd * sdt_d).to(gl.float32)
-            Bt = gl.load(B_0 + t * sB_l + cn * sB_n).to(gl.float32)
-            Ct = gl.load(C_0 + t * sC_l + cn * sC_n).to(gl.float32)
-            dy = gl.load(w_dy + i * BD + lane)
-            ah = gl.load(w_h + i * BD * N + tile)
+            t = last - j
+            if PREFETCH:
+                u, raw, Bt, Ct, r, dy, ah = nu, ndt, nB, nC, nr, ndy, nah
+                i = steps - 2 - j  # the step loaded ahead
+                ok = i >= 0
+                nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t - 1, cd, cn, su_l, su_d, sdt_l,
+                                                    sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET)
+                ndy = gl.load(w_dy + i * BD + lane, mask=ok, other=0.0)
+                nah = gl.load(w_h + i * BD * N + tile, mask=ok, other=0.0)
+            else:
+                u, raw, Bt, Ct, _, r = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
+                                                  sB_l, sB_n, sC_l, sC_n, su_l, su_d, True, False, HAS_RESET)
+                dy = gl.load(w_dy + (steps - 1 - j) * BD + lane)
+                ah = gl.load(w_h + (steps - 1 - j) * BD * N + tile)
+            u = u.to(gl.float32)
+            raw = raw.to(gl.float32)
+            Bt = Bt.to(gl.float32)
+            Ct = Ct.to(gl.float32)
             if HAS_BIAS:
                 raw += bias
             if SOFTPLUS:
@@ -178,10 +227,26 @@ def scan_bwd_rows(
             gl.store(dB_0 + t * sdB_l + cn_col, _sum_channels(g * gl.expand_dims(dt * u, 1), COL))
             a = gl.exp2(gl.expand_dims(dt, 1) * A2)
             if HAS_RESET:
-                a = gl.where(gl.load(r_0 + t) != 0, 0.0, a)
+                a = gl.where(r != 0, 0.0, a)
             carry = a * g
     gl.store(dA_ptr + (b * DIM + d0) * N + tile, dA_acc)
     if HAS_D:
         gl.store(dD_ptr + b * DIM + cd, dD_acc)
     if HAS_BIAS:
         gl.store(dbias_ptr + b * DIM + cd, dbias_acc)
+
+
+class WithConstants:
+    """A kernel launched with some constexprs fixed (what the launcher passes is overridden):
+    ``WithConstants(k, STAGES=2)[grid](...)``."""
+
+    def __init__(self, kernel, **constants):
+        self.kernel, self.constants = kernel, constants
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+        return lambda *args, **kwargs: launch(*args, **(kwargs | self.constants))
+
+
+scan_bwd_rows_prefetch = WithConstants(scan_bwd_rows, STAGES=2)  # each step's inputs loaded a step ahead
+

@@ -157,20 +157,21 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
             {n: v for n, v in consts.items() if n in fn.arg_names})
 
 
-def _rows_kernel():
-    from bench.scan_bwd_rows import scan_bwd_rows
+def _rows_kernel(prefetch: bool):
+    from bench import scan_bwd_rows as R
 
-    return scan_bwd_rows
+    return R.scan_bwd_rows_prefetch if prefetch else R.scan_bwd_rows
 
 
-BWD_KERNELS = {"triton": lambda: None, "rows": _rows_kernel}  # name -> TILES["bwd_kernel"] (None: scan_bwd)
+# name -> what TILES["bwd_kernel"] gets (None: starx's scan_bwd)
+BWD_KERNELS = {"triton": lambda: None, "rows": lambda: _rows_kernel(False), "rows_prefetch": lambda: _rows_kernel(True)}
 
 
 def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:
     """--bwd-kernel for the step benchmarks (pretrain_step.py, finetune_step.py)."""
     p.add_argument("--bwd-kernel", default="triton", choices=list(BWD_KERNELS),
-                   help="the Triton scan's backward: triton (starx's scan_bwd) or rows (the candidate in "
-                        "bench/scan_bwd_rows.py)")
+                   help="the Triton scan's backward: triton (starx's scan_bwd), rows or rows_prefetch (the "
+                        "candidates of bench/scan_bwd_rows.py)")
 
 
 def use_bwd_kernel(name: str) -> None:
@@ -191,10 +192,12 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
             maxnreg = int(rest[1]) if len(rest) > 1 else None
             kernels = [("fwd", K.scan_fwd, fwd)] + [(f"bwd {k}", BWD_KERNELS[k]() or K.scan_bwd, bwd)
                                                     for k in bwd_kernels]
-            for kind, fn, tile in kernels:
+            for kind, launched, tile in kernels:
+                fn = launched.kernel if hasattr(launched, "constants") else launched  # (scan_bwd_rows.WithConstants)
                 bd, warps = map(int, tile.split("x"))
                 bd = ts._block_channels(d // g, bd)
                 types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
+                consts |= getattr(launched, "constants", {})
                 sass, regs, spills = S.compile_sass(fn, types, values, consts, warps,
                                                     maxnreg if kind != "fwd" else None,
                                                     gluon=fn is not K.scan_bwd and fn is not K.scan_fwd)
@@ -218,7 +221,8 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     p.add_argument("--bwd-kernels", nargs="+", default=["triton"], choices=list(BWD_KERNELS),
                    help="backward kernels to time with each config: triton (starx's scan_bwd), rows "
-                        "(bench/scan_bwd_rows.py, one channel a lane, in Gluon)")
+                        "(bench/scan_bwd_rows.py, one channel a lane, in Gluon), rows_prefetch (the same, "
+                        "each step's inputs loaded a step ahead)")
     p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")
     args = p.parse_args()
     if args.sass:
