@@ -20,8 +20,13 @@ fall more is the waiting, since scan_bwd's ncu profile stalls on the shuffles' d
 this kernel's per-step chain is a multiply-add and a multiply per state, with 16 states of
 independent work in each thread. Whether it is faster, the GPU decides:
 
-    python bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last --bwd-kernels triton rows
+    python bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last --bwd-kernels triton rows rows_prefetch rows_keep_a
     python -m pytest -q -m gpu tests/test_triton_scan.py -k rows     # against the torch twin
+
+VARIANTS (at the end): rows; rows_prefetch (each step's inputs loaded a step ahead, as scan_bwd
+does: 334 + 391 instructions a step); rows_keep_a (a_t kept in the work buffer by the first sweep
+and read by the second instead of 16 exps a step: 313 + 320, 24 special-function instructions a
+step instead of 40).
 
 Gluon is experimental (``triton.experimental.gluon``): this file may need changes on another Triton.
 """
@@ -79,7 +84,7 @@ def scan_bwd_rows(
     sdu_b, sdu_l, sdu_d, sdB_b, sdB_l, sw_p,
     N: gl.constexpr, BD: gl.constexpr, T: gl.constexpr,
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
-    HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr,
+    HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr, KEEP_A: gl.constexpr = False,
 ):  # fmt: skip
     """scan_bwd's two sweeps a tile, one channel a lane (one warp, BD = 32). STAGES >= 2 loads
     each step's inputs one step ahead (more registers and instructions, the loads' latency off the
@@ -119,6 +124,7 @@ def scan_bwd_rows(
     s_0 = state_ptr + b * n_tiles * DIM * N + d0 * N
     w_h = work_ptr + (b * gl.num_programs(0) + pid_d) * sw_p  # T x (BD, N): a_t h_{t-1}
     w_dy = w_h + T * BD * N  # T x (BD,): dy_t
+    w_a = w_dy + T * BD  # with KEEP_A, T x (BD, N): a_t, which the adjoint sweep then reads, not recomputes
     carry = gl.zeros((BD, N), gl.float32, ROW)  # a_{t+1} g_{t+1}
     dA_acc = gl.zeros((BD, N), gl.float32, ROW)
     dD_acc = gl.zeros((BD,), gl.float32, CH)
@@ -176,6 +182,8 @@ def scan_bwd_rows(
                 dy = dout
             gl.store(dC_0 + t * sdB_l + cn_col, _sum_channels(h * gl.expand_dims(dy, 1), COL))
             gl.store(w_h + i * BD * N + tile, ah)
+            if KEEP_A:
+                gl.store(w_a + i * BD * N + tile, a)
             gl.store(w_dy + i * BD + lane, dy)
         last = t0 + steps - 1
         if PREFETCH:
@@ -225,9 +233,12 @@ def scan_bwd_rows(
             gl.store(du_0 + t * sdu_l + cd * sdu_d, du.to(du_ptr.dtype.element_ty))
             gl.store(ddt_0 + t * sdu_l + cd * sdu_d, ddt.to(ddt_ptr.dtype.element_ty))
             gl.store(dB_0 + t * sdB_l + cn_col, _sum_channels(g * gl.expand_dims(dt * u, 1), COL))
-            a = gl.exp2(gl.expand_dims(dt, 1) * A2)
-            if HAS_RESET:
-                a = gl.where(r != 0, 0.0, a)
+            if KEEP_A:
+                a = gl.load(w_a + (steps - 1 - j) * BD * N + tile)
+            else:
+                a = gl.exp2(gl.expand_dims(dt, 1) * A2)
+                if HAS_RESET:
+                    a = gl.where(r != 0, 0.0, a)
             carry = a * g
     gl.store(dA_ptr + (b * DIM + d0) * N + tile, dA_acc)
     if HAS_D:
@@ -238,15 +249,22 @@ def scan_bwd_rows(
 
 class WithConstants:
     """A kernel launched with some constexprs fixed (what the launcher passes is overridden):
-    ``WithConstants(k, STAGES=2)[grid](...)``."""
+    ``WithConstants(k, STAGES=2)[grid](...)``. work_states: (BD, N) tiles a step of the work
+    buffer (starx.ops.triton_scan.scan_backward sizes it): a_t h_{t-1}, and a_t with KEEP_A."""
 
     def __init__(self, kernel, **constants):
         self.kernel, self.constants = kernel, constants
+        self.work_states = 2 if constants.get("KEEP_A") else 1
 
     def __getitem__(self, grid):
         launch = self.kernel[grid]
         return lambda *args, **kwargs: launch(*args, **(kwargs | self.constants))
 
 
-scan_bwd_rows_prefetch = WithConstants(scan_bwd_rows, STAGES=2)  # each step's inputs loaded a step ahead
+# the variants bench/triton_scan.py times (--bwd-kernels) and the GPU test checks
+VARIANTS = {
+    "rows": WithConstants(scan_bwd_rows, STAGES=1, KEEP_A=False),
+    "rows_prefetch": WithConstants(scan_bwd_rows, STAGES=2, KEEP_A=False),  # inputs loaded a step ahead
+    "rows_keep_a": WithConstants(scan_bwd_rows, STAGES=1, KEEP_A=True),  # a_t kept, not recomputed
+}
 

@@ -157,14 +157,14 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
             {n: v for n, v in consts.items() if n in fn.arg_names})
 
 
-def _rows_kernel(prefetch: bool):
-    from bench import scan_bwd_rows as R
+def _rows_kernel(variant: str):
+    from bench.scan_bwd_rows import VARIANTS
 
-    return R.scan_bwd_rows_prefetch if prefetch else R.scan_bwd_rows
+    return VARIANTS[variant]
 
 
 # name -> what TILES["bwd_kernel"] gets (None: starx's scan_bwd)
-BWD_KERNELS = {"triton": lambda: None, "rows": lambda: _rows_kernel(False), "rows_prefetch": lambda: _rows_kernel(True)}
+BWD_KERNELS = {"triton": lambda: None} | {v: (lambda v=v: _rows_kernel(v)) for v in ("rows", "rows_prefetch", "rows_keep_a")}
 
 
 def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:

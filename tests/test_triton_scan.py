@@ -163,14 +163,14 @@ def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, request):
                          ids=["k1", "k4", "finetune4dir"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
-@pytest.mark.parametrize("prefetch", [False, True], ids=["", "prefetch"])
-def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, prefetch, request, monkeypatch):
-    """bench/scan_bwd_rows.py (one channel a lane, in Gluon) through the same launcher."""
+@pytest.mark.parametrize("variant", ["rows", "rows_prefetch", "rows_keep_a"])
+def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, variant, request, monkeypatch):
+    """bench/scan_bwd_rows.py's variants (one channel a lane, in Gluon) through the same launcher."""
     from starx.ops import triton_scan as ts
 
     sys.path.insert(0, str(ROOT))
     rows = pytest.importorskip("bench.scan_bwd_rows", reason="needs Triton's Gluon")
-    monkeypatch.setitem(ts.TILES, "bwd_kernel", rows.scan_bwd_rows_prefetch if prefetch else rows.scan_bwd_rows)
+    monkeypatch.setitem(ts.TILES, "bwd_kernel", rows.VARIANTS[variant])
     _matches_the_twin(shape, dtype, reset, request)
 
 

@@ -168,10 +168,12 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     dA = torch.empty((b, d, n), device=u.device, dtype=f32)
     dD = torch.empty((b, d), device=u.device, dtype=f32)
     dbias = torch.empty((b, d), device=u.device, dtype=f32)
-    work = torch.empty((b, blocks, T * bd * (n + 1)), device=u.device, dtype=f32)  # per program: a h, dy
+    kernel = TILES["bwd_kernel"] or scan_bwd
+    # per program: a_t h_{t-1} and dy for a tile (a candidate may keep more states a step: work_states)
+    work = torch.empty((b, blocks, T * bd * (n * getattr(kernel, "work_states", 1) + 1)), device=u.device, dtype=f32)
     reset, sr_b = _reset_rows(reset)
     zz = z if z is not None else u
-    kernel = (TILES["bwd_kernel"] or scan_bwd)[(blocks, b)](
+    kernel = kernel[(blocks, b)](
         u, delta, zz, dout, A, D if D is not None else A, delta_bias if delta_bias is not None else A, B, C,
         reset if reset is not None else u, states, work,
         du, ddelta, dz if z is not None else du, dB, dC, dA, dD, dbias, L, d // groups, d,
