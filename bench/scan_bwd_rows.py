@@ -20,13 +20,14 @@ fall more is the waiting, since scan_bwd's ncu profile stalls on the shuffles' d
 this kernel's per-step chain is a multiply-add and a multiply per state, with 16 states of
 independent work in each thread. Whether it is faster, the GPU decides:
 
-    python bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last --bwd-kernels triton rows rows_prefetch rows_keep_a
+    python bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last --bwd-kernels triton rows rows_keep_a_f32bc ...
     python -m pytest -q -m gpu tests/test_triton_scan.py -k rows     # against the torch twin
 
 VARIANTS (at the end): rows; rows_prefetch (each step's inputs loaded a step ahead, as scan_bwd
 does: 334 + 391 instructions a step); rows_keep_a (a_t kept in the work buffer by the first sweep
 and read by the second instead of 16 exps a step: 313 + 320, 24 special-function instructions a
-step instead of 40).
+step instead of 40); rows_f32bc and rows_keep_a_f32bc (B and C handed over in fp32, so that the
+lanes do not each convert all 32 bf16 values of a step: 265 + 304 and 269 + 276).
 
 Gluon is experimental (``triton.experimental.gluon``): this file may need changes on another Triton.
 """
@@ -247,13 +248,16 @@ def scan_bwd_rows(
         gl.store(dbias_ptr + b * DIM + cd, dbias_acc)
 
 
+
 class WithConstants:
     """A kernel launched with some constexprs fixed (what the launcher passes is overridden):
-    ``WithConstants(k, STAGES=2)[grid](...)``. work_states: (BD, N) tiles a step of the work
-    buffer (starx.ops.triton_scan.scan_backward sizes it): a_t h_{t-1}, and a_t with KEEP_A."""
+    ``WithConstants(k, STAGES=2)[grid](...)``. What starx.ops.triton_scan.scan_backward reads of
+    it: work_states, the (BD, N) tiles a step of the work buffer it allocates (a_t h_{t-1}, and
+    a_t with KEEP_A); fp32_bc, whether it passes B and C converted to fp32 (each lane reads every
+    state of B_t and C_t, so in bf16 every lane would convert all 32 of them each step)."""
 
-    def __init__(self, kernel, **constants):
-        self.kernel, self.constants = kernel, constants
+    def __init__(self, kernel, fp32_bc: bool = False, **constants):
+        self.kernel, self.constants, self.fp32_bc = kernel, constants, fp32_bc
         self.work_states = 2 if constants.get("KEEP_A") else 1
 
     def __getitem__(self, grid):
@@ -266,5 +270,7 @@ VARIANTS = {
     "rows": WithConstants(scan_bwd_rows, STAGES=1, KEEP_A=False),
     "rows_prefetch": WithConstants(scan_bwd_rows, STAGES=2, KEEP_A=False),  # inputs loaded a step ahead
     "rows_keep_a": WithConstants(scan_bwd_rows, STAGES=1, KEEP_A=True),  # a_t kept, not recomputed
+    "rows_f32bc": WithConstants(scan_bwd_rows, fp32_bc=True, STAGES=1, KEEP_A=False),  # B, C read in fp32
+    "rows_keep_a_f32bc": WithConstants(scan_bwd_rows, fp32_bc=True, STAGES=1, KEEP_A=True),
 }
 

@@ -83,9 +83,9 @@ for p in $PARTS; do
     rows_bwd)  # the one-channel-a-lane backward candidate (bench/scan_bwd_rows.py): against the twin, then timed
         part rows_tests 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py -k rows
         part rows_scan 240 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
-            --configs 32x1/32x1/8/1x1/168 32x1/32x1/8/1x1/128 --bwd-kernels triton rows rows_prefetch rows_keep_a \
+            --configs 32x1/32x1/8/1x1/168 --bwd-kernels triton rows rows_prefetch rows_keep_a rows_f32bc rows_keep_a_f32bc \
             --out "$OUT/rows_scan.jsonl" ;;
-    rows_steps)  # the whole steps with the candidate ROWS (default rows; ROWS=rows_prefetch or rows_keep_a if the scan said so)
+    rows_steps)  # the whole steps with the candidate ROWS (ROWS: the variant the scan said, default rows)
         part rows_finetune 200 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
             --compile-mode default --bwd-kernel "${ROWS:-rows}" --out "$OUT/finetune_step_rows.json"
         part rows_pretrain 300 python3 bench/pretrain_step.py --k 4 --backend triton --compile \

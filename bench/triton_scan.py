@@ -164,14 +164,15 @@ def _rows_kernel(variant: str):
 
 
 # name -> what TILES["bwd_kernel"] gets (None: starx's scan_bwd)
-BWD_KERNELS = {"triton": lambda: None} | {v: (lambda v=v: _rows_kernel(v)) for v in ("rows", "rows_prefetch", "rows_keep_a")}
+ROWS_VARIANTS = ("rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc")  # scan_bwd_rows.VARIANTS
+BWD_KERNELS = {"triton": lambda: None} | {v: (lambda v=v: _rows_kernel(v)) for v in ROWS_VARIANTS}
 
 
 def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:
     """--bwd-kernel for the step benchmarks (pretrain_step.py, finetune_step.py)."""
     p.add_argument("--bwd-kernel", default="triton", choices=list(BWD_KERNELS),
-                   help="the Triton scan's backward: triton (starx's scan_bwd), rows or rows_prefetch (the "
-                        "candidates of bench/scan_bwd_rows.py)")
+                   help="the Triton scan's backward: triton (starx's scan_bwd) or a candidate of "
+                        "bench/scan_bwd_rows.py")
 
 
 def use_bwd_kernel(name: str) -> None:
@@ -198,6 +199,8 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
                 bd = ts._block_channels(d // g, bd)
                 types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
                 consts |= getattr(launched, "constants", {})
+                if getattr(launched, "fp32_bc", False):
+                    types |= {"B_ptr": "*fp32", "C_ptr": "*fp32"}
                 sass, regs, spills = S.compile_sass(fn, types, values, consts, warps,
                                                     maxnreg if kind != "fwd" else None,
                                                     gluon=fn is not K.scan_bwd and fn is not K.scan_fwd)
@@ -221,8 +224,7 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     p.add_argument("--bwd-kernels", nargs="+", default=["triton"], choices=list(BWD_KERNELS),
                    help="backward kernels to time with each config: triton (starx's scan_bwd), rows "
-                        "(bench/scan_bwd_rows.py, one channel a lane, in Gluon), rows_prefetch (the same, "
-                        "each step's inputs loaded a step ahead)")
+                        "(bench/scan_bwd_rows.py, one channel a lane, in Gluon) and its variants")
     p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")
     args = p.parse_args()
     if args.sass:

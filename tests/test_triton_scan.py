@@ -121,6 +121,18 @@ requires_gpu = pytest.mark.skipif(not _STATUS["cuda_available"] or _STATUS["trit
                                   reason="needs CUDA and Triton")
 
 
+def test_fp32_steps_keeps_the_values_with_each_steps_states_contiguous():
+    """What scan_backward hands a candidate that reads B and C in fp32: B as the mixer passes it,
+    a (b, 1, n, l) view of the x_proj output (b, l, dt_rank + 2n), every step's n states adjacent."""
+    from starx.ops.triton_scan import _fp32_steps
+
+    x = torch.randn(2, 7, 48 + 32).to(torch.bfloat16)
+    B = x[..., 48:64].transpose(1, 2).unsqueeze(1)
+    F = _fp32_steps(B)
+    assert F.dtype == torch.float32 and F.shape == B.shape and torch.equal(F, B.float())
+    assert (F.stride(2), F.stride(3)) == (1, 16)
+
+
 def _gpu_inputs(b, d, L, g, dtype, seed=0, channel_last=True):
     gen = torch.Generator(device="cuda").manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen, device="cuda")  # noqa: E731
@@ -163,7 +175,7 @@ def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, request):
                          ids=["k1", "k4", "finetune4dir"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
-@pytest.mark.parametrize("variant", ["rows", "rows_prefetch", "rows_keep_a"])
+@pytest.mark.parametrize("variant", ["rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc"])
 def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, variant, request, monkeypatch):
     """bench/scan_bwd_rows.py's variants (one channel a lane, in Gluon) through the same launcher."""
     from starx.ops import triton_scan as ts

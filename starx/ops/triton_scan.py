@@ -100,6 +100,12 @@ def _bgln(t: Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(3), t.stride(2)
 
 
+def _fp32_steps(t: Tensor) -> Tensor:
+    """(b, g, n, l) -> the same values in fp32, each step's n states contiguous (for a backward
+    candidate that reads B and C in fp32: bench/scan_bwd_rows.py)."""
+    return t.transpose(2, 3).to(torch.float32, memory_format=torch.contiguous_format).transpose(2, 3)
+
+
 def _reset_rows(reset: Tensor | None) -> tuple[Tensor | None, int]:
     """reset as (b, l) or (l,) (shared by the batch) -> (tensor, batch stride)."""
     if reset is None:
@@ -169,15 +175,16 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     dD = torch.empty((b, d), device=u.device, dtype=f32)
     dbias = torch.empty((b, d), device=u.device, dtype=f32)
     kernel = TILES["bwd_kernel"] or scan_bwd
+    Bk, Ck = (_fp32_steps(B), _fp32_steps(C)) if getattr(kernel, "fp32_bc", False) else (B, C)
     # per program: a_t h_{t-1} and dy for a tile (a candidate may keep more states a step: work_states)
     work = torch.empty((b, blocks, T * bd * (n * getattr(kernel, "work_states", 1) + 1)), device=u.device, dtype=f32)
     reset, sr_b = _reset_rows(reset)
     zz = z if z is not None else u
     kernel = kernel[(blocks, b)](
-        u, delta, zz, dout, A, D if D is not None else A, delta_bias if delta_bias is not None else A, B, C,
+        u, delta, zz, dout, A, D if D is not None else A, delta_bias if delta_bias is not None else A, Bk, Ck,
         reset if reset is not None else u, states, work,
         du, ddelta, dz if z is not None else du, dB, dC, dA, dD, dbias, L, d // groups, d,
-        *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(dout), *_bgln(B), *_bgln(C), sr_b,
+        *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(dout), *_bgln(Bk), *_bgln(Ck), sr_b,
         *_bdl(du), dB.stride(0), dB.stride(2), work.stride(1),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
