@@ -87,14 +87,16 @@ def scan_bwd_rows(
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
     HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr, KEEP_A: gl.constexpr = False,
 ):  # fmt: skip
-    """scan_bwd's two sweeps a tile, one channel a lane (one warp, BD = 32). STAGES >= 2 loads
+    """scan_bwd's two sweeps a tile, one channel a lane: BD = 32 x the warps of the launch (more
+    warps a program: fewer per-block dB / dC partials for torch to sum). STAGES >= 2 loads
     each step's inputs one step ahead (more registers and instructions, the loads' latency off the
     step's path); UNROLL is accepted for the launcher and unused."""
     PREFETCH: gl.constexpr = STAGES >= 2
-    ROW: gl.constexpr = gl.BlockedLayout([1, N], [32, 1], [1, 1], [1, 0])  # a channel's states in its lane
+    W: gl.constexpr = BD // 32  # warps
+    ROW: gl.constexpr = gl.BlockedLayout([1, N], [32, 1], [W, 1], [1, 0])  # a channel's states in its lane
     CH: gl.constexpr = gl.SliceLayout(1, ROW)  # one channel a lane
     ST: gl.constexpr = gl.SliceLayout(0, ROW)  # every state in every lane (B_t, C_t)
-    COL: gl.constexpr = gl.BlockedLayout([BD // 2, 1], [2, N], [1, 1], [0, 1])  # for sums over channels
+    COL: gl.constexpr = gl.BlockedLayout([16, 1], [2, N], [W, 1], [0, 1])  # for sums over channels
     b = gl.program_id(1).to(gl.int64)
     pid_d = gl.program_id(0)
     d0 = pid_d * BD

@@ -175,14 +175,19 @@ def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, request):
                          ids=["k1", "k4", "finetune4dir"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
-@pytest.mark.parametrize("variant", ["rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc"])
+@pytest.mark.parametrize("variant", ["rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc",
+                                     "rows_keep_a_f32bc/4warps"])
 def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, variant, request, monkeypatch):
-    """bench/scan_bwd_rows.py's variants (one channel a lane, in Gluon) through the same launcher."""
+    """bench/scan_bwd_rows.py's variants (one channel a lane, in Gluon) through the same launcher;
+    /4warps: 128 channels a program (4 warps; dB and dC summed over them in the kernel)."""
     from starx.ops import triton_scan as ts
 
     sys.path.insert(0, str(ROOT))
     rows = pytest.importorskip("bench.scan_bwd_rows", reason="needs Triton's Gluon")
-    monkeypatch.setitem(ts.TILES, "bwd_kernel", rows.VARIANTS[variant])
+    name, _, warps = variant.partition("/")
+    monkeypatch.setitem(ts.TILES, "bwd_kernel", rows.VARIANTS[name])
+    if warps:
+        monkeypatch.setitem(ts.TILES, "bwd", (128, 4))
     _matches_the_twin(shape, dtype, reset, request)
 
 
