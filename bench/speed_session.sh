@@ -13,7 +13,7 @@
 #                   STAR-B's encoder blocks alone timed as the anchor is (--encoder)
 #   rows_bwd        the backward candidate of bench/scan_bwd_rows.py (one channel a lane, Gluon): its GPU
 #                   tests against the twin, then the scan alone at every shape beside scan_bwd
-#   rows_warps      the best variants with 2 and 4 warps a program
+#   rows_warps      the best variants with 2 and 4 warps a program, and with 4-step tiles
 #   rows_steps      the fine-tuning step (compiled) and the k=4 pretraining step with that candidate
 #   pretrain_k2_k8  the same at k = 2 and 8
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
@@ -86,10 +86,11 @@ for p in $PARTS; do
         part rows_scan 240 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
             --configs 32x1/32x1/8/1x1/168 --bwd-kernels triton rows rows_prefetch rows_keep_a rows_f32bc rows_keep_a_f32bc \
             --out "$OUT/rows_scan.jsonl" ;;
-    rows_warps)  # the same with 2 and 4 warps a program (64 / 128 channels: fewer dB / dC partials)
-        part rows_scan_warps 150 python3 bench/triton_scan.py --shapes k4 ft4dir --layouts last \
-            --configs 32x1/64x2/8/1x1/168 32x1/128x4/8/1x1/168 --bwd-kernels rows_f32bc rows_keep_a_f32bc \
-            --out "$OUT/rows_scan_warps.jsonl" ;;
+    rows_warps)  # 2 and 4 warps a program (64 / 128 channels: fewer dB / dC partials), and 4-step tiles (keep_a's
+        # work buffer, 33 KB a program at 8 steps, is 52 MB at k=4: what spilled out of L2 at 16 steps before)
+        part rows_scan_warps 200 python3 bench/triton_scan.py --shapes k4 ft4dir --layouts last \
+            --configs 32x1/64x2/8/1x1/168 32x1/128x4/8/1x1/168 32x1/32x1/4/1x1/168 32x1/128x4/4/1x1/168 \
+            --bwd-kernels rows_f32bc rows_keep_a_f32bc --out "$OUT/rows_scan_warps.jsonl" ;;
     rows_steps)  # the whole steps with the candidate ROWS (ROWS: the variant the scan said, default rows)
         part rows_finetune 200 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
             --compile-mode default --bwd-kernel "${ROWS:-rows}" --out "$OUT/finetune_step_rows.json"
