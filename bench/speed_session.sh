@@ -13,6 +13,7 @@
 #                   STAR-B's encoder blocks alone timed as the anchor is (--encoder)
 #   rows_bwd        the backward candidate of bench/scan_bwd_rows.py (one channel a lane, Gluon): its GPU
 #                   tests against the twin, then the scan alone at every shape beside scan_bwd
+#   rows_tests      rows_bwd's tests alone (no timing: may share the GPU with other work)
 #   rows_warps      the best variants with 2 and 4 warps a program, and with 4-step tiles
 #   rows_steps      the fine-tuning step (compiled) and the k=4 pretraining step with that candidate
 #   pretrain_k2_k8  the same at k = 2 and 8
@@ -81,6 +82,8 @@ for p in $PARTS; do
             grep -h -E "images_per_s|wall_time" results/fmnist_probe_$m/*/result.json >> "$OUT/fmnist_$m.txt" 2>/dev/null
             tail -n 25 "$OUT/fmnist_$m.txt"
         done ;;
+    rows_tests)  # its GPU tests alone (they need no idle GPU: may run beside the reproduction's trials)
+        part rows_tests 270 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py -k rows ;;
     rows_bwd)  # the one-channel-a-lane backward candidate (bench/scan_bwd_rows.py): against the twin, then timed
         part rows_tests 270 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py -k rows
         part rows_scan 240 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
