@@ -42,7 +42,7 @@ LN2 = gl.constexpr(0.6931471805599453)
 
 
 @gluon.jit
-def _softplus(v):  # starx.ops._triton_scan_kernels._softplus, in Gluon
+def _softplus(v):  # starx.ops._triton_scan_kernels._softplus, in Gluon (also bench/scan_gluon_study.py's)
     e = gl.exp2(v * LOG2E)
     w = 1.0 + e
     lp = gl.where(w == 1.0, e, gl.log2(w) * LN2 * gl.fdiv(e, w - 1.0))
@@ -52,6 +52,15 @@ def _softplus(v):  # starx.ops._triton_scan_kernels._softplus, in Gluon
 @gluon.jit
 def _sigmoid(v):
     return gl.fdiv(1.0, 1.0 + gl.exp2(-v * LOG2E))
+
+
+@gluon.jit
+def _decay(dt, A2, r, HAS_RESET: gl.constexpr):
+    """a_t = exp(dt_t A) for the lane's states, zero where the state resets at t."""
+    a = gl.exp2(gl.expand_dims(dt, 1) * A2)
+    if HAS_RESET:
+        a = gl.where(r != 0, 0.0, a)
+    return a
 
 
 @gluon.jit
@@ -167,9 +176,7 @@ def scan_bwd_rows(
                 dt += bias
             if SOFTPLUS:
                 dt = _softplus(dt)
-            a = gl.exp2(gl.expand_dims(dt, 1) * A2)
-            if HAS_RESET:
-                a = gl.where(r != 0, 0.0, a)
+            a = _decay(dt, A2, r, HAS_RESET)
             ah = a * h
             h = ah + gl.expand_dims(dt * u, 1) * gl.expand_dims(Bt, 0)
             if HAS_Z:
@@ -239,9 +246,7 @@ def scan_bwd_rows(
             if KEEP_A:
                 a = gl.load(w_a + (steps - 1 - j) * BD * N + tile)
             else:
-                a = gl.exp2(gl.expand_dims(dt, 1) * A2)
-                if HAS_RESET:
-                    a = gl.where(r != 0, 0.0, a)
+                a = _decay(dt, A2, r, HAS_RESET)
             carry = a * g
     gl.store(dA_ptr + (b * DIM + d0) * N + tile, dA_acc)
     if HAS_D:

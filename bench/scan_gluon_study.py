@@ -33,26 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import sass as S  # noqa: E402
+from bench.scan_bwd_rows import LN2, LOG2E, VARIANTS, _sigmoid, _softplus  # noqa: E402 (Gluon's, shared)
 from bench.triton_scan import launch_spec  # noqa: E402
 from starx.ops import _triton_scan_kernels as K  # noqa: E402
-
-# starx.ops._triton_scan_kernels' constants and _softplus / _sigmoid, restated in Gluon (a Gluon
-# kernel calls Gluon functions): keep them in step with the kernels they study
-LOG2E = gl.constexpr(1.4426950408889634)
-LN2 = gl.constexpr(0.6931471805599453)
-
-
-@gluon.jit
-def _softplus(v):
-    e = gl.exp2(v * LOG2E)
-    w = 1.0 + e
-    lp = gl.where(w == 1.0, e, gl.log2(w) * LN2 * gl.fdiv(e, w - 1.0))
-    return gl.where(v <= 20.0, lp, v)
-
-
-@gluon.jit
-def _sigmoid(v):
-    return gl.fdiv(1.0, 1.0 + gl.exp2(-v * LOG2E))
 
 
 @gluon.jit
@@ -132,7 +115,6 @@ def adjoint(u_ptr, dt_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, work_ptr, du_pt
     gl.store(dA_ptr + (b * DIM + d0) * N + tile, dA_acc)
 
 
-
 def main() -> None:
     T, BD = 8, 32  # STAR-B k=4 (channel-last), tiles of 8 steps, as starx.ops.triton_scan.TILES
     for per_lane in (False, True):
@@ -143,10 +125,9 @@ def main() -> None:
         what = "softplus on one channel a lane, 2 conversions" if per_lane else "all in the tile's slice layout"
         print(f"Gluon adjoint loop, {what}: {sum(loop.values())} instructions a step, {regs} registers "
               f"({S.mix(loop)})")
-    from bench.scan_bwd_rows import scan_bwd_rows  # the whole backward, one channel a lane
-
-    sass, regs, spills = S.compile_sass(scan_bwd_rows, *launch_spec(scan_bwd_rows, "k4", BD, T), 1, maxnreg=168,
-                                        gluon=True)
+    rows = VARIANTS["rows"]  # the whole backward, one channel a lane
+    types, values, consts = launch_spec(rows.kernel, "k4", BD, T)
+    sass, regs, spills = S.compile_sass(rows.kernel, types, values, consts | rows.constants, 1, maxnreg=168, gluon=True)
     loop = S.inner_loops(sass)[1]
     print(f"bench/scan_bwd_rows.py's adjoint loop, one channel a lane ([1, N] x [32, 1]): {sum(loop.values())} "
           f"instructions a step, {regs} registers, {spills} B spilled ({S.mix(loop)})")

@@ -194,7 +194,8 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
             kernels = [("fwd", K.scan_fwd, fwd)] + [(f"bwd {k}", BWD_KERNELS[k]() or K.scan_bwd, bwd)
                                                     for k in bwd_kernels]
             for kind, launched, tile in kernels:
-                fn = launched.kernel if hasattr(launched, "constants") else launched  # (scan_bwd_rows.WithConstants)
+                gluon = hasattr(launched, "constants")  # the candidates: scan_bwd_rows.WithConstants
+                fn = launched.kernel if gluon else launched
                 bd, warps = map(int, tile.split("x"))
                 bd = ts._block_channels(d // g, bd)
                 types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
@@ -203,7 +204,7 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
                     types |= {"B_ptr": "*fp32", "C_ptr": "*fp32"}
                 sass, regs, spills = S.compile_sass(fn, types, values, consts, warps,
                                                     maxnreg if kind != "fwd" else None,
-                                                    gluon=fn is not K.scan_bwd and fn is not K.scan_fwd)
+                                                    gluon=gluon)
                 loops = S.inner_loops(sass)
                 per_step = sum(sum(c.values()) for c in loops)
                 programs = b * (d // bd)
