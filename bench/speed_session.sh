@@ -31,9 +31,12 @@ OUT=${OUT:-/tmp/speed-out}
 mkdir -p "$OUT"
 # the carried wheels: .gpu-wheels (mamba-ssm, causal-conv1d: the cuda backend and the parity tests) and .whl
 # (timm, optuna, ...); a call may leave .gpu-wheels behind to carry .gpu-ffcv and .data (fmnist_compile)
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site $(ls .gpu-wheels/*.whl .whl/*.whl 2>/dev/null) \
+# SPEED_SITE: where they go (/tmp/site; another folder when the reproduction's trials, which import from
+# /tmp/site, run on the same machine: an --upgrade under a running trial could break its late imports)
+SITE=${SPEED_SITE:-/tmp/site}
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" $(ls .gpu-wheels/*.whl .whl/*.whl 2>/dev/null) \
     || { echo "[speed] installing the carried wheels failed" >&2; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1
 [ -e .gpu-ffcv/env.sh ] && source .gpu-ffcv/env.sh  # FFCV, for the parts that train on data
 part() {  # part NAME SECONDS CMD...: run CMD time-boxed, its output to $OUT/NAME.txt, the tail here
     local name=$1 box=$2
