@@ -2,6 +2,8 @@
 
     ncu --clock-control none --kernel-name regex:scan_ --section SpeedOfLight --section WarpStateStats \
         --section Occupancy --section SchedulerStats python bench/profile_scan.py --shape k4
+
+``--bwd-kernel rows_prefetch`` launches a candidate backward of bench/scan_bwd_rows.py instead of scan_bwd.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.triton_scan import SHAPES, inputs  # noqa: E402
+from bench.triton_scan import SHAPES, add_bwd_kernel_option, inputs, use_bwd_kernel  # noqa: E402
 from starx.ops import triton_scan as ts  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--shape", default="k4", choices=list(SHAPES))
 p.add_argument("--layout", default="last")
 p.add_argument("--config", default=None, help="FBDxFW/BBDxBW/STEPS as in bench/triton_scan.py")
+add_bwd_kernel_option(p)
 args = p.parse_args()
+use_bwd_kernel(args.bwd_kernel)
 if args.config:
     fwd, bwd, steps = args.config.split("/")[:3]
     ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))), steps=int(steps))

@@ -1,4 +1,4 @@
-"""A candidate backward for starx's Triton scan: one channel a lane (issue 12). Not yet run on a GPU.
+"""A candidate backward for starx's Triton scan: one channel a lane (issue 12). Measured: bench/results/scan_bwd_rows_h200.md.
 
 starx.ops._triton_scan_kernels.scan_bwd holds its (channels, states) tile as Triton lays it out,
 ``[1, 4] x [8, 4]``: 4 channels x 4 states a thread, each channel's 16 states spread over 4 lanes.
@@ -18,7 +18,9 @@ warps an SM), against scan_bwd's 306 + 427 with 48 shuffles, 13 barriers, 168 re
 bytes spilled: 0.60 against 0.67 ms to issue at k=4. The instructions fall by a tenth; what may
 fall more is the waiting, since scan_bwd's ncu profile stalls on the shuffles' dependants and
 this kernel's per-step chain is a multiply-add and a multiply per state, with 16 states of
-independent work in each thread. Whether it is faster, the GPU decides:
+independent work in each thread. On the H200 (2026-11-30) the GPU said otherwise: every variant
+passes the tests against the twin, but only rows_prefetch beats scan_bwd (backward 0.96x at k=4,
+0.82x at k=8), and the instruction counts did not predict the order (bench/results/scan_bwd_rows_h200.md):
 
     python bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last --bwd-kernels triton rows rows_keep_a_f32bc ...
     python -m pytest -q -m gpu tests/test_triton_scan.py -k rows     # against the torch twin

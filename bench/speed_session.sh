@@ -21,6 +21,7 @@
 #   profile_block   one compiled block, part by part, beside the anchor's
 #   profile_finetune the compiled fine-tuning step kernel by kernel, and timm's ViT-B/16 the same way
 #   ncu_scan_bwd    ncu of the scan's backward at k=4: stall reasons, occupancy, source counters
+#   ncu_rows        the same for the rows_prefetch candidate (ROWS=<variant>), to set beside it
 #   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
 #                   of .gpu-wheels: 64 MiB a call)
 #   scan_configs    the scan alone at every STAR shape for the kept tiles and candidates (a forward of
@@ -70,6 +71,13 @@ for p in $PARTS; do
         # per-SASS-instruction warp-state samples, to read where the loop stalls
         timeout 60 ncu -i "$OUT/ncu_scan_bwd.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_scan_bwd_sass.csv" 2>&1
         timeout 60 ncu -i "$OUT/ncu_scan_bwd.ncu-rep" --page details >> "$OUT/ncu_scan_bwd.txt" 2>&1 ;;
+    ncu_rows)  # the same for the rows_prefetch backward (ROWS: another variant): where its chain waits
+        part ncu_rows 120 ncu --clock-control none --kernel-name regex:scan_bwd_rows --launch-count 1 \
+            --section SpeedOfLight --section WarpStateStats --section Occupancy --section SchedulerStats \
+            --section SourceCounters --import-source no -o "$OUT/ncu_rows" python3 bench/profile_scan.py --shape k4 \
+            --bwd-kernel "${ROWS:-rows_prefetch}"
+        timeout 60 ncu -i "$OUT/ncu_rows.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_rows_sass.csv" 2>&1
+        timeout 60 ncu -i "$OUT/ncu_rows.ncu-rep" --page details >> "$OUT/ncu_rows.txt" 2>&1 ;;
     scan_configs) part scan_configs 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
         --configs 32x1/32x1/8/1x1/168 32x2/32x1/8/1x1/168 64x2/32x1/8/1x1/168 --out "$OUT/scan_configs.jsonl" ;;
     fmnist_compile)  # one fmnist_gpu trial (1 + 1 epochs) eager and compiled with CUDA graphs: which way the
