@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from starx.models import (
@@ -17,9 +18,10 @@ from starx.models import (
     list_models,
     load_pretrained,
 )
+from starx.models.blocks import PatchEmbed, patchify
 from starx.models.layout import build_layout, cluster_order
 from starx.models.mamba import column_order, direction_orders
-from starx.models.star import decoder_taps, patchify
+from starx.models.star import decoder_taps
 from starx.ops import mamba_inner, selective_scan_ref
 
 # A tiny model: 8x8 px, patch 2 -> 4x4 grid, cluster 2 -> 4 clusters of 4 patches.
@@ -198,6 +200,24 @@ def test_targets_are_normalised_patches_in_sequence_order():
     mean, var = patches.mean(-1, keepdim=True), patches.var(-1, keepdim=True)
     torch.testing.assert_close(out.target, (patches - mean) / (var + 1e-6) ** 0.5)
     torch.testing.assert_close(out.loss, ((out.pred - out.target) ** 2).mean())
+
+
+def test_patch_embed_is_its_conv_as_a_matmul():
+    """PatchEmbed computes Conv2d(stride = kernel) as patchify + linear with the conv's own weight
+    (so ViT / ARM checkpoints load unchanged): same output, and the same gradients reach the weight."""
+    torch.manual_seed(0)
+    embed = PatchEmbed(4, 3, 24)
+    nn.init.normal_(embed.proj.bias)
+    x = torch.randn(2, 3, 16, 12)  # not square: rows and columns must not be swapped
+    conv = embed.proj(x).flatten(2).transpose(1, 2)
+    out = embed(x)
+    assert out.shape == (2, 4 * 3, 24)
+    torch.testing.assert_close(out, conv, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out)
+    (wc, bc) = torch.autograd.grad(conv, (embed.proj.weight, embed.proj.bias), g)
+    (wm, bm) = torch.autograd.grad(out, (embed.proj.weight, embed.proj.bias), g)
+    torch.testing.assert_close(wm, wc, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bm, bc, rtol=1e-5, atol=1e-5)
 
 
 def test_block_stream_is_plain_prenorm_residual():

@@ -14,17 +14,31 @@ from torch import Tensor
 from starx.ops import add_layer_norm
 
 
+def patchify(images: Tensor, p: int) -> Tensor:
+    """(N, C, H, W) -> (N, patches in raster order, p*p*C), pixels ordered (row, col, channel)."""
+    N, C, H, W = images.shape
+    x = images.reshape(N, C, H // p, p, W // p, p)
+    return torch.einsum("nchpwq->nhwpqc", x).reshape(N, (H // p) * (W // p), p * p * C)
+
+
 class PatchEmbed(nn.Module):
-    """(N, C, H, W) -> (N, gh*gw, D), patches in raster order."""
+    """(N, C, H, W) -> (N, gh*gw, D), patches in raster order.
+
+    The weight is a Conv2d's (ViT's and ARM's checkpoint layout), but a conv whose stride is its
+    kernel is one matmul over the patchified pixels, and is computed as that: cuDNN's conv first
+    converts the images to channels-last (on the H200, fprop + that conversion were 2.0 ms of a
+    compiled STAR-B k=4 step, bench/results/profile_step_h200_k4_scan_T8_compile.txt)."""
 
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
         super().__init__()
+        self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         lecun_normal_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        weight = self.proj.weight.permute(0, 2, 3, 1).flatten(1)  # (D, p*p*C) in patchify's pixel order
+        return F.linear(patchify(x, self.patch_size), weight, self.proj.bias)
 
 
 class SwiGLU(nn.Module):

@@ -27,6 +27,7 @@ from starx.models.blocks import (
     init_decoder_weights,
     init_mamba_weights,
     init_token,
+    patchify,
 )
 from starx.models.config import STARConfig
 from starx.models.layout import build_layout
@@ -62,13 +63,6 @@ def build_encoder_layers(cfg: STARConfig, mixer_cls: type[Mamba], drop_path: flo
         )
         for i in range(cfg.depth)
     )
-
-
-def patchify(images: Tensor, p: int) -> Tensor:
-    """(N, C, H, W) -> (N, patches in raster order, p*p*C), pixels ordered (row, col, channel)."""
-    N, C, H, W = images.shape
-    x = images.reshape(N, C, H // p, p, W // p, p)
-    return torch.einsum("nchpwq->nhwpqc", x).reshape(N, (H // p) * (W // p), p * p * C)
 
 
 class STARPretrain(nn.Module):
