@@ -24,6 +24,7 @@
 #   ncu_rows        the same for the rows_prefetch candidate (ROWS=<variant>), to set beside it
 #   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
 #                   of .gpu-wheels: 64 MiB a call)
+#   bc_sum          the scan alone with dB / dC summed by atomics (the default) and by per-block partials
 #   scan_configs    the scan alone at every STAR shape for the kept tiles and candidates (a forward of
 #                   2 warps a program for k=8, whose 768 one-warp programs leave half of each SM idle)
 set -uo pipefail
@@ -78,6 +79,9 @@ for p in $PARTS; do
             --bwd-kernel "${ROWS:-rows_prefetch}"
         timeout 60 ncu -i "$OUT/ncu_rows.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_rows_sass.csv" 2>&1
         timeout 60 ncu -i "$OUT/ncu_rows.ncu-rep" --page details >> "$OUT/ncu_rows.txt" 2>&1 ;;
+    bc_sum)  # the scan alone, dB / dC summed over channel blocks by atomics (default) vs per-block partials
+        part bc_sum 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
+            --configs 32x1/32x1/8/1x1/168 --bwd-kernels triton triton_blocks --out "$OUT/bc_sum.jsonl" ;;
     scan_configs) part scan_configs 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
         --configs 32x1/32x1/8/1x1/168 32x2/32x1/8/1x1/168 64x2/32x1/8/1x1/168 --out "$OUT/scan_configs.jsonl" ;;
     fmnist_compile)  # one fmnist_gpu trial (1 + 1 epochs) eager and compiled with CUDA graphs: which way the

@@ -163,21 +163,29 @@ def _rows_kernel(variant: str):
     return VARIANTS[variant]
 
 
-# name -> what TILES["bwd_kernel"] gets (None: starx's scan_bwd)
+# name -> what TILES["bwd_kernel"] gets (None: starx's scan_bwd; "triton_blocks" is scan_bwd summing dB
+# and dC over channel blocks from per-block partials, the deterministic path, instead of atomics)
 ROWS_VARIANTS = ("rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc")  # scan_bwd_rows.VARIANTS
-BWD_KERNELS = {"triton": lambda: None} | {v: (lambda v=v: _rows_kernel(v)) for v in ROWS_VARIANTS}
+BWD_KERNELS = ({"triton": lambda: None, "triton_blocks": lambda: None}
+               | {v: (lambda v=v: _rows_kernel(v)) for v in ROWS_VARIANTS})
+
+
+def bwd_tiles(name: str) -> dict:
+    """The TILES entries that select backward ``name`` (BWD_KERNELS)."""
+    return {"bwd_kernel": BWD_KERNELS[name](), "bc_sum": "blocks" if name == "triton_blocks" else "atomic"}
 
 
 def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:
     """--bwd-kernel for the step benchmarks (pretrain_step.py, finetune_step.py)."""
     p.add_argument("--bwd-kernel", default="triton", choices=list(BWD_KERNELS),
-                   help="the Triton scan's backward: triton (starx's scan_bwd) or a candidate of "
+                   help="the Triton scan's backward: triton (starx's scan_bwd), triton_blocks (the same, dB / dC "
+                        "summed from per-block partials, as under deterministic algorithms) or a candidate of "
                         "bench/scan_bwd_rows.py")
 
 
 def use_bwd_kernel(name: str) -> None:
     """Launch the backward kernel ``name`` from now on in this process (BWD_KERNELS)."""
-    ts.TILES["bwd_kernel"] = BWD_KERNELS[name]()
+    ts.TILES.update(bwd_tiles(name))
 
 
 def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",)) -> None:
@@ -253,7 +261,7 @@ def main() -> None:
                 ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))),
                                 steps=int(steps), unroll=unroll, stages=stages,
                                 bwd_maxnreg=int(rest[1]) if len(rest) > 1 else None,
-                                bwd_kernel=BWD_KERNELS[bwd_kernel]())
+                                **bwd_tiles(bwd_kernel))
                 tfwd = lambda u, de, A, B, C, D, z, bi: ts.selective_scan_triton(u, de, A, B, C, D, z, bi, True)  # noqa: E731
                 f, fb = time_pair(tfwd, x, dout)
                 r = dict(row, config=config, bwd_kernel=bwd_kernel, triton_fwd_ms=f, triton_fwdbwd_ms=fb,

@@ -40,7 +40,8 @@ def test_interpreted_triton_scan_matches_the_sequential_reference():
     """Output and all eight gradients within fp32 rounding of the fp64 oracle, in every case."""
     results = _interpreted("kernel")
     assert {r["case"] for r in results} == {"plain", "channel_last", "no_gate_skip_bias_softplus", "two_groups",
-                                            "reset", "tile_boundary_64", "d_state_16_full_tile"}
+                                            "two_groups_two_blocks_each", "block_partials", "reset",
+                                            "tile_boundary_64", "d_state_16_full_tile"}
     for r in results:
         assert len(r["errors"]) >= 6
         for name, err in r["errors"].items():
@@ -208,6 +209,35 @@ def _matches_the_twin(shape, dtype, reset, request):
     errors = {"out": rel(out, ref), **{k: rel(grads[k], ref_grads[k]) for k in grads}}
     print(f"\n  {request.node.callspec.id}: " + " ".join(f"{k} {v:.1e}" for k, v in errors.items()), end="")
     assert max(errors.values()) < tol, errors
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("shape", [(2, 768, 624, 1), (2, 3072, 197, 4)], ids=["k4", "finetune4dir"])
+def test_dB_dC_summed_by_atomics_match_the_deterministic_block_partials_on_gpu(shape, monkeypatch):
+    """TILES["bc_sum"]: the default adds each block's dB / dC into the group's sums with atomics; under
+    torch.use_deterministic_algorithms the per-block partials are summed by torch instead, run to run
+    bit-identical. Both give the same gradients; the others are untouched by the choice."""
+    from starx.ops import triton_scan as ts
+
+    inputs = _gpu_inputs(*shape, torch.float32)
+    monkeypatch.setitem(ts.TILES, "bc_sum", "atomic")
+    _, atomic = _scan_and_grads(inputs, "triton")
+    monkeypatch.setitem(ts.TILES, "bc_sum", "blocks")
+    _, blocks = _scan_and_grads(inputs, "triton")
+    for name in ("B", "C"):
+        rel = ((atomic[name] - blocks[name]).norm() / blocks[name].norm()).item()
+        assert rel < 1e-6, (name, rel)
+    for name in ("u", "delta", "A", "D", "z", "delta_bias"):
+        assert torch.equal(atomic[name], blocks[name]), name
+    monkeypatch.setitem(ts.TILES, "bc_sum", "atomic")
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [_scan_and_grads(inputs, "triton")[1] for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert torch.equal(runs[0]["B"], blocks["B"]) and torch.equal(runs[0]["C"], blocks["C"])
 
 
 @pytest.mark.gpu

@@ -40,8 +40,8 @@ def reference(u, delta, A, B, C, D, z, bias, softplus, reset):
 
 
 def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplus=True, reset=False,
-                channel_last=False, tiles=((4, 1), (4, 1), 8)) -> dict:
-    ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2])
+                channel_last=False, tiles=((4, 1), (4, 1), 8), bc_sum="atomic") -> dict:
+    ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2], bc_sum=bc_sum)
     gen = torch.Generator().manual_seed(L * 7 + d + g)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
     b = 2
@@ -111,6 +111,8 @@ KERNEL_CASES = {
     "channel_last": {"channel_last": True},
     "no_gate_skip_bias_softplus": {"gate": False, "skip": False, "bias": False, "softplus": False},
     "two_groups": {"g": 2},
+    "two_groups_two_blocks_each": {"g": 2, "d": 16},  # dB / dC: two blocks add into each group's sums
+    "block_partials": {"g": 2, "d": 16, "bc_sum": "blocks"},  # the deterministic path
     "reset": {"reset": True},
     "tile_boundary_64": {"L": 64, "d": 16, "tiles": ((8, 1), (8, 1), 16)},
     "d_state_16_full_tile": {"L": 40, "d": 64, "n": 16, "tiles": ((32, 1), (32, 1), 16)},

@@ -49,6 +49,16 @@ def _load_step(u_p, dt_p, B_p, C_p, z_p, r_p, ok, HAS_Z: tl.constexpr, HAS_RESET
 
 
 @triton.jit
+def _put_bc(p, v, ATOMIC: tl.constexpr):
+    """One step's dB or dC summed over this program's channels: added into the group's sum
+    (relaxed: only the total matters, read after the kernel) or stored as this block's partial."""
+    if ATOMIC:
+        tl.atomic_add(p, v, sem="relaxed")
+    else:
+        tl.store(p, v)
+
+
+@triton.jit
 def scan_fwd(
     u_ptr, dt_ptr, z_ptr, out_ptr, A_ptr, D_ptr, bias_ptr, B_ptr, C_ptr, reset_ptr, state_ptr,
     L, DPG, DIM,
@@ -128,7 +138,7 @@ def scan_bwd(
     sdu_b, sdu_l, sdu_d, sdB_b, sdB_l, sw_p,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_RESET: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr,
+    HAS_RESET: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, ATOMIC_BC: tl.constexpr = False,
 ):  # fmt: skip
     """Walks the tiles of T steps from the last. A forward sweep over the tile restarts from the
     state the forward saved before it and computes what needs the state h_t but not the adjoint
@@ -138,7 +148,8 @@ def scan_bwd(
     g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the tile.
 
     du, ddt, dz share one layout (strides sdu_*); dB, dC: fp32 (b, d/BD, l, n) per-block partial
-    sums (strides sdB_b, sdB_l; summed over blocks by torch); dA (b, d, n), dD and dbias (b, d):
+    sums (strides sdB_b, sdB_l; summed over blocks by torch), or with ATOMIC_BC (b, groups, l, n)
+    zero-filled sums that every block of the group adds into; dA (b, d, n), dD and dbias (b, d):
     fp32 partial sums over this sequence."""
     b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(0)
@@ -161,8 +172,9 @@ def scan_bwd(
     du_0 = du_ptr + b * sdu_b
     ddt_0 = ddt_ptr + b * sdu_b
     dz_0 = dz_ptr + b * sdu_b
-    dB_0 = dB_ptr + b * sdB_b + pid_d * N * L
-    dC_0 = dC_ptr + b * sdB_b + pid_d * N * L
+    bc_slice = grp if ATOMIC_BC else pid_d  # this program's (l, n) slice of dB and dC
+    dB_0 = dB_ptr + b * sdB_b + bc_slice * N * L
+    dC_0 = dC_ptr + b * sdB_b + bc_slice * N * L
     r_0 = reset_ptr + b * sr_b
     n_tiles = tl.cdiv(L, T)
     s_0 = state_ptr + b * n_tiles * DIM * N + d0 * N
@@ -221,7 +233,7 @@ def scan_bwd(
                 dy = dout * z * sz
             else:
                 dy = dout
-            tl.store(dC_p + cn, tl.sum(h * dy[:, None], axis=0))
+            _put_bc(dC_p + cn, tl.sum(h * dy[:, None], axis=0), ATOMIC_BC)
             tl.store(w_h + i * BD * N + tile, ah)
             tl.store(w_dy + i * BD + tl.arange(0, BD), dy)
             dz_p += sdu_l
@@ -271,7 +283,7 @@ def scan_bwd(
                 dbias_acc += ddt
             tl.store(du_p + cd * sdu_d, du.to(du_ptr.dtype.element_ty))
             tl.store(ddt_p + cd * sdu_d, ddt.to(ddt_ptr.dtype.element_ty))
-            tl.store(dB_p + cn, tl.sum(g * dtu[:, None], axis=0))
+            _put_bc(dB_p + cn, tl.sum(g * dtu[:, None], axis=0), ATOMIC_BC)
             a = tl.exp2(dt[:, None] * A2)
             if HAS_RESET:
                 a = tl.where(r != 0, 0.0, a)

@@ -17,8 +17,12 @@ Design (bench/README.md has the roofline, the timings and the designs that lost)
   per-program buffer that stays in cache; a backward sweep runs the adjoint
   ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` and the remaining gradients.
 * dB and dC (shared by all channels) are summed over the program's channels, then over channel
-  blocks by torch from per-block partials (no atomics, deterministic); dA, dD and the dt bias
-  gradient are per-sequence partial sums, added over the batch by torch.
+  blocks: each block adds its step's sums into the group's (b, l, n) fp32 total with relaxed
+  atomics, off the sequential chain (``TILES["bc_sum"] = "atomic"``). Under
+  ``torch.use_deterministic_algorithms(True)`` (or ``"blocks"``) every block writes its own partial
+  sums instead and torch adds them up: bit-reproducible, but at k=4 that is 2 x 61 MB of fp32 a
+  layer written and read again. dA, dD and the dt bias gradient are per-sequence partial sums,
+  added over the batch by torch.
 * Reset: where ``reset[b, t]`` is set, ``a_t = 0``: the state restarts from zero at t (images
   packed in one sequence that do not see each other). Upstream Mamba-1 cannot do this.
 
@@ -59,7 +63,9 @@ def triton_error() -> str | None:
 # peak memory at 256 images went 20.0 -> 21.3 GB.
 # "bwd_kernel": None launches scan_bwd; bench/ may set a candidate with scan_bwd's arguments
 # (bench/scan_bwd_rows.py) to time and test it through this launcher.
-TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None}
+# "bc_sum": how the backward sums dB and dC over channel blocks (module docstring).
+TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
+         "bc_sum": "atomic"}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -169,12 +175,19 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     blocks = d // bd
     du, ddelta = _like_layout(u, u.dtype), _like_layout(u, delta.dtype)
     dz = _like_layout(u, z.dtype) if z is not None else u.new_empty(0)
-    dB = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)  # per channel block, summed below
-    dC = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
+    candidate = TILES["bwd_kernel"]
+    atomic = candidate is None and TILES["bc_sum"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
+    if atomic:  # every block of a group adds into the group's sums
+        dB = torch.zeros((b, groups, L, n), device=u.device, dtype=f32)
+        dC = torch.zeros((b, groups, L, n), device=u.device, dtype=f32)
+    else:  # one partial sum a channel block, added up below
+        dB = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
+        dC = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
     dA = torch.empty((b, d, n), device=u.device, dtype=f32)
     dD = torch.empty((b, d), device=u.device, dtype=f32)
     dbias = torch.empty((b, d), device=u.device, dtype=f32)
-    kernel = TILES["bwd_kernel"] or scan_bwd
+    kernel = candidate or scan_bwd
+    options = {} if candidate else {"ATOMIC_BC": atomic}
     Bk, Ck = (_fp32_steps(B), _fp32_steps(C)) if getattr(kernel, "fp32_bc", False) else (B, C)
     # per program: a_t h_{t-1} and dy for a tile (a candidate may keep more states a step: work_states)
     work = torch.empty((b, blocks, T * bd * (n * getattr(kernel, "work_states", 1) + 1)), device=u.device, dtype=f32)
@@ -188,10 +201,13 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         *_bdl(du), dB.stride(0), dB.stride(2), work.stride(1),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
-        num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]),
+        num_warps=warps, **options, **_register_cap(TILES["bwd_maxnreg"]),
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
-    per_group = lambda t: t.view(b, groups, blocks // groups, L, n).sum(2).transpose(2, 3)  # noqa: E731
+    if atomic:
+        per_group = lambda t: t.transpose(2, 3)  # noqa: E731
+    else:
+        per_group = lambda t: t.view(b, groups, blocks // groups, L, n).sum(2).transpose(2, 3)  # noqa: E731
     return (du, ddelta, dA.sum(0).to(A.dtype), per_group(dB).to(B.dtype), per_group(dC).to(C.dtype),
             dD.sum(0).to(D.dtype) if D is not None else u.new_empty(0),
             dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), dz)
