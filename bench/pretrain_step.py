@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.anchors import causal_vit_images_per_s, time_steps  # noqa: E402
-from bench.triton_scan import add_bwd_kernel_option, use_bwd_kernel  # noqa: E402
+from bench.triton_scan import add_bwd_kernel_option, backward_label, use_bwd_kernel  # noqa: E402
 from starx.models import create_model  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
@@ -186,6 +186,7 @@ def main() -> None:
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
             "compile_mode": args.compile_mode, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
+            "scan_backward": backward_label(args.bwd_kernel),
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking
     info.update(mamba_ssm=status["mamba_ssm"], causal_conv1d=status["causal_conv1d"], scan_config=status["scan_config"],

@@ -24,6 +24,8 @@
 #   ncu_rows        the same for the rows_prefetch candidate (ROWS=<variant>), to set beside it
 #   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
 #                   of .gpu-wheels: 64 MiB a call)
+#   smem_bwd        the rows backward with its work buffer in shared memory (bench/scan_bwd_rows.py): tests, timing
+#   profile_step    the compiled STAR-B k=4 step kernel by kernel
 #   bc_sum          the scan alone with dB / dC summed by atomics (the default) and by per-block partials
 #   scan_configs    the scan alone at every STAR shape for the kept tiles and candidates (a forward of
 #                   2 warps a program for k=8, whose 768 one-warp programs leave half of each SM idle)
@@ -54,7 +56,7 @@ PARTS=${*:-gpu_tests pretrain_k4_k1}
 for p in $PARTS; do
     case $p in
     gpu_tests)  # (+ the loader's GPU buffers test where FFCV was carried)
-        part gpu_tests 170 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_scan.py \
+        part gpu_tests 280 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_scan.py \
             tests/test_triton_conv.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
     pretrain_k4_k1) part pretrain_k4_k1 300 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --encoder --out "$OUT/pretrain_step_k4_k1.json" ;;
@@ -79,6 +81,13 @@ for p in $PARTS; do
             --bwd-kernel "${ROWS:-rows_prefetch}"
         timeout 60 ncu -i "$OUT/ncu_rows.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_rows_sass.csv" 2>&1
         timeout 60 ncu -i "$OUT/ncu_rows.ncu-rep" --page details >> "$OUT/ncu_rows.txt" 2>&1 ;;
+    smem_bwd)  # the rows backward with its tile's work buffer in shared memory: tests, then the scan alone
+        part smem_tests 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py -k "${SMEM_TESTS:-rows_smem}"
+        part smem_scan 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
+            --configs 32x1/32x1/8/1x1/168 --bwd-kernels ${SMEM_KERNELS:-triton rows_prefetch rows_smem rows_smem_noprefetch} \
+            --out "$OUT/smem_scan.jsonl" ;;
+    profile_step) part profile_step 120 python3 bench/profile_step.py --k 4 --backend triton --compile \
+        --out "$OUT/profile_step_k4.txt" ;;
     bc_sum)  # the scan alone, dB / dC summed over channel blocks by atomics (default) vs per-block partials
         part bc_sum 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
             --configs 32x1/32x1/8/1x1/168 --bwd-kernels triton triton_blocks --out "$OUT/bc_sum.jsonl" ;;

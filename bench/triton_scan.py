@@ -150,7 +150,7 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
                   sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1, sC_b=L * xdbl, sC_g=N, sC_l=xdbl, sC_n=1, sr_b=L,
                   sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N, sw_p=T * bd * (N + 1))
     consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
-                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True)
+                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_BC=True, SMEM_WORK=False, SMEM_DY=True)
     types = {n: "*bf16" if n in BF16_ARGS else "*i8" if n == "reset_ptr" else "*fp32"
              for n in fn.arg_names if n.endswith("_ptr")}
     return (types, {n: v for n, v in values.items() if n in fn.arg_names},
@@ -163,10 +163,18 @@ def _rows_kernel(variant: str):
     return VARIANTS[variant]
 
 
-# name -> what TILES["bwd_kernel"] gets (None: starx's scan_bwd; "triton_blocks" is scan_bwd summing dB
-# and dC over channel blocks from per-block partials, the deterministic path, instead of atomics)
-ROWS_VARIANTS = ("rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc")  # scan_bwd_rows.VARIANTS
-BWD_KERNELS = ({"triton": lambda: None, "triton_blocks": lambda: None}
+# name -> what TILES["bwd_kernel"] gets: default (None) is what starx launches (on an NVIDIA GPU with
+# Gluon: the one-channel-a-lane kernel, rows_smem_h); triton is the plain Triton scan_bwd, triton_blocks
+# the same summing dB and dC from per-block partials (the deterministic path) instead of atomics
+ROWS_VARIANTS = ("rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc", "rows_smem",
+                 "rows_smem_noprefetch", "rows_smem_h")  # scan_bwd_rows.VARIANTS
+def _scan_bwd():
+    from starx.ops._triton_scan_kernels import scan_bwd
+
+    return scan_bwd
+
+
+BWD_KERNELS = ({"default": lambda: None, "triton": _scan_bwd, "triton_blocks": _scan_bwd}
                | {v: (lambda v=v: _rows_kernel(v)) for v in ROWS_VARIANTS})
 
 
@@ -177,10 +185,16 @@ def bwd_tiles(name: str) -> dict:
 
 def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:
     """--bwd-kernel for the step benchmarks (pretrain_step.py, finetune_step.py)."""
-    p.add_argument("--bwd-kernel", default="triton", choices=list(BWD_KERNELS),
-                   help="the Triton scan's backward: triton (starx's scan_bwd), triton_blocks (the same, dB / dC "
+    p.add_argument("--bwd-kernel", default="default", choices=list(BWD_KERNELS),
+                   help="the Triton scan's backward: default (what starx launches), triton (the plain Triton "
+                        "scan_bwd), triton_blocks (the same, dB / dC "
                         "summed from per-block partials, as under deterministic algorithms) or a candidate of "
                         "bench/scan_bwd_rows.py")
+
+
+def backward_label(name: str) -> str:
+    """What --bwd-kernel ``name`` launches, in words (for the benchmarks' records)."""
+    return ts.backward_name() if name == "default" else name
 
 
 def use_bwd_kernel(name: str) -> None:
@@ -199,7 +213,7 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
             fwd, bwd, steps, *rest = config.split("/")
             unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
             maxnreg = int(rest[1]) if len(rest) > 1 else None
-            kernels = [("fwd", K.scan_fwd, fwd)] + [(f"bwd {k}", BWD_KERNELS[k]() or K.scan_bwd, bwd)
+            kernels = [("fwd", K.scan_fwd, fwd)] + [(f"bwd {k}", BWD_KERNELS[k]() or ts.default_backward("cuda", False), bwd)
                                                     for k in bwd_kernels]
             for kind, launched, tile in kernels:
                 gluon = hasattr(launched, "constants")  # the candidates: scan_bwd_rows.WithConstants
@@ -231,9 +245,10 @@ def main() -> None:
                    help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]")
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
-    p.add_argument("--bwd-kernels", nargs="+", default=["triton"], choices=list(BWD_KERNELS),
-                   help="backward kernels to time with each config: triton (starx's scan_bwd), rows "
-                        "(bench/scan_bwd_rows.py, one channel a lane, in Gluon) and its variants")
+    p.add_argument("--bwd-kernels", nargs="+", default=["default"], choices=list(BWD_KERNELS),
+                   help="backward kernels to time with each config: default (what starx launches), triton "
+                        "(the plain Triton scan_bwd), rows (bench/scan_bwd_rows.py, one channel a lane, in "
+                        "Gluon) and its variants")
     p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")
     args = p.parse_args()
     if args.sass:

@@ -54,7 +54,8 @@ def checks() -> Iterator[Check]:
                 yield f"kernels: {name}", None, f"{err}; fused CUDA path off; fix: {CUDA_FIX}"
         if status.get("triton_error") is None:
             yield ("kernels: triton scan + conv", True,
-                   f"Triton {status.get('triton')}: starx's selective scan and causal conv (backend triton)")
+                   f"Triton {status.get('triton')}: starx's selective scan and causal conv (backend triton)"
+                   + (f"; scan backward: {status['triton_scan_backward']}" if status.get("triton_scan_backward") else ""))
         else:
             yield "kernels: triton scan + conv", None, f"{status['triton_error']}; backend triton off"
         yield "ops: torch twin", True, "selective_scan and causal_conv1d in pure PyTorch (always available)"

@@ -134,6 +134,19 @@ def test_fp32_steps_keeps_the_values_with_each_steps_states_contiguous():
     assert (F.stride(2), F.stride(3)) == (1, 16)
 
 
+@needs_triton
+def test_the_backward_falls_back_to_scan_bwd_where_the_gluon_kernel_cannot_run():
+    """Off CUDA, in Triton's interpreter (no Gluon there), and where its layouts do not fit (a
+    program's channels not whole warps, d_state not 16) the plain Triton scan_bwd runs."""
+    from starx.ops._triton_scan_kernels import scan_bwd
+    from starx.ops.triton_scan import default_backward
+
+    assert default_backward("cpu", False) is scan_bwd
+    assert default_backward("cuda", True) is scan_bwd
+    assert default_backward("cuda", False, 16, 16) is scan_bwd
+    assert default_backward("cuda", False, 32, 8) is scan_bwd
+
+
 def _gpu_inputs(b, d, L, g, dtype, seed=0, channel_last=True):
     gen = torch.Generator(device="cuda").manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen, device="cuda")  # noqa: E731
@@ -166,8 +179,26 @@ def _scan_and_grads(inputs, backend, reset=None):
                          ids=["k1", "k4", "k8", "finetune4dir"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
-def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, request):
+@pytest.mark.parametrize("bwd", ["default", "scan_bwd"])
+def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, bwd, request, monkeypatch):
+    """default: the backward starx launches here (the Gluon kernel); scan_bwd: the plain Triton
+    backward it falls back to without Gluon."""
+    from starx.ops import triton_scan as ts
+    from starx.ops._triton_scan_kernels import scan_bwd
+
+    if bwd == "scan_bwd":
+        monkeypatch.setitem(ts.TILES, "bwd_kernel", scan_bwd)
     _matches_the_twin(shape, dtype, reset, request)
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_the_gluon_backward_is_what_runs_on_this_gpu():
+    from starx.ops import kernel_status
+    from starx.ops.triton_scan import WithConstants, default_backward
+
+    assert isinstance(default_backward("cuda", False, 32, 16), WithConstants)
+    assert kernel_status()["triton_scan_backward"].startswith("gluon")
 
 
 @pytest.mark.gpu
@@ -177,7 +208,7 @@ def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, request):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
 @pytest.mark.parametrize("variant", ["rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc",
-                                     "rows_keep_a_f32bc/4warps"])
+                                     "rows_keep_a_f32bc/4warps", "rows_smem", "rows_smem_noprefetch", "rows_smem_h"])
 def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, variant, request, monkeypatch):
     """bench/scan_bwd_rows.py's variants (one channel a lane, in Gluon) through the same launcher;
     /4warps: 128 channels a program (4 warps; dB and dC summed over them in the kernel)."""

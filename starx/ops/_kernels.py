@@ -148,6 +148,12 @@ def _triton_error() -> str | None:
     return triton_error()
 
 
+def _triton_backward() -> str:
+    from starx.ops.triton_scan import backward_name
+
+    return backward_name()
+
+
 def triton_or_raise() -> None:
     """Raise KernelUnavailableError unless starx's Triton scan can run here."""
     if not torch.cuda.is_available():
@@ -207,7 +213,8 @@ def kernel_status() -> dict[str, Any]:
     error text or None), kernels_ok (bool), error (combined error text or None), scan_config
     (the scan chunking in use: MAMBA_SCAN_CONFIG on starx's build, else "stock"), torch_twin
     (always True: the pure-PyTorch ops need nothing else), triton (version or None) and
-    triton_error (why starx's Triton scan can't run, or None), auto_backend (the scan ``auto``
+    triton_error (why starx's Triton scan can't run, or None), triton_scan_backward (the kernel
+    of its backward on this GPU, or None), auto_backend (the scan ``auto``
     picks for CUDA tensors here), install_hint (None when the kernels load).
     """
     cuda = torch.cuda.is_available()
@@ -228,6 +235,7 @@ def kernel_status() -> dict[str, Any]:
         "torch_twin": True,
         "triton": _version("triton"),
         "triton_error": _triton_error(),
+        "triton_scan_backward": _triton_backward() if cuda and _triton_error() is None else None,
         "auto_backend": scan_backend("auto", torch.empty(0, device="cuda")) if cuda else "torch",
         "install_hint": None if kernels is not None else INSTALL_HINT,
     }

@@ -32,6 +32,7 @@ torch.compile traces around them and CUDA graphs capture them.
 
 # (no ``from __future__ import annotations``: custom_op infers the op schema from real annotations)
 import functools
+import os
 
 import torch
 from torch import Tensor
@@ -61,12 +62,51 @@ def triton_error() -> str | None:
 # at k=1, 4.76 -> 4.39 at the fine-tune shape, 2.93 -> 2.98 at k=8
 # (bench/results/triton_scan_v5_tile_steps_h200.jsonl), for twice the saved states: STAR-B k=4's
 # peak memory at 256 images went 20.0 -> 21.3 GB.
-# "bwd_kernel": None launches scan_bwd; bench/ may set a candidate with scan_bwd's arguments
-# (bench/scan_bwd_rows.py) to time and test it through this launcher.
+# "bwd_kernel": None launches the default backward (default_backward()); bench/ may set another.
 # "bc_sum": how the backward sums dB and dC over channel blocks (module docstring).
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
          "bc_sum": "atomic"}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
+
+
+class WithConstants:
+    """A backward kernel launched with some constexprs fixed (they override the launcher's):
+    ``WithConstants(k, STAGES=2)[grid](...)``. What scan_backward reads of it: work_states, the
+    (BD, N) tiles a step of the global work buffer it allocates (0: a_t h_{t-1} in shared memory,
+    1: a_t h_{t-1}, 2: and a_t); fp32_bc, whether to pass B and C converted to fp32."""
+
+    def __init__(self, kernel, fp32_bc: bool = False, **constants):
+        self.kernel, self.constants, self.fp32_bc = kernel, constants, fp32_bc
+        smem = constants.get("SMEM_WORK", getattr(kernel, "name", "") == "scan_bwd_rows")
+        self.work_states = 2 if constants.get("KEEP_A") else 0 if smem else 1
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+        return lambda *args, **kwargs: launch(*args, **(kwargs | self.constants))
+
+
+@functools.lru_cache(maxsize=16)
+def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_state: int = 16):
+    """The scan backward starx launches: the Gluon kernel (starx.ops._gluon_scan_kernels, one
+    channel a lane, the tile's a_t h_{t-1} in shared memory; 0.80x scan_bwd's time at k=4 on an
+    H200) on CUDA where this Triton has Gluon and the program's channels fill whole warps with
+    d_state 16 (its layouts' shape), else scan_bwd (Triton's CPU interpreter, which does not run
+    Gluon; a Triton older than 3.5; other shapes)."""
+    from starx.ops._triton_scan_kernels import scan_bwd
+
+    if device_type != "cuda" or interpreted or channels % 32 or d_state != 16:
+        return scan_bwd
+    try:
+        from starx.ops._gluon_scan_kernels import scan_bwd_rows
+    except Exception:  # no Gluon, or another API: the plain Triton backward
+        return scan_bwd
+    return WithConstants(scan_bwd_rows, STAGES=2, SMEM_WORK=True, SMEM_DY=False, KEEP_A=False)
+
+
+def backward_name() -> str:
+    """Which backward the scan launches on this machine's GPU (``starx doctor``)."""
+    k = default_backward("cuda", os.environ.get("TRITON_INTERPRET") == "1")
+    return "gluon (one channel a lane, shared-memory tile)" if isinstance(k, WithConstants) else "triton (scan_bwd)"
 
 
 def _block_channels(channels_per_group: int, wanted: int) -> int:
@@ -163,8 +203,6 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
 def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus: bool):
     """Launch the backward kernel: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); the last three
     are empty tensors where D, delta_bias or z are absent. du, ddelta, dz are laid out as u."""
-    from starx.ops._triton_scan_kernels import scan_bwd
-
     b, d, L = u.shape
     n, groups = A.shape[1], B.shape[1]
     bd, warps = TILES["bwd"]
@@ -175,8 +213,8 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     blocks = d // bd
     du, ddelta = _like_layout(u, u.dtype), _like_layout(u, delta.dtype)
     dz = _like_layout(u, z.dtype) if z is not None else u.new_empty(0)
-    candidate = TILES["bwd_kernel"]
-    atomic = candidate is None and TILES["bc_sum"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
+    kernel = TILES["bwd_kernel"] or default_backward(u.device.type, os.environ.get("TRITON_INTERPRET") == "1", bd, n)
+    atomic = TILES["bc_sum"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
     if atomic:  # every block of a group adds into the group's sums
         dB = torch.zeros((b, groups, L, n), device=u.device, dtype=f32)
         dC = torch.zeros((b, groups, L, n), device=u.device, dtype=f32)
@@ -186,8 +224,6 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     dA = torch.empty((b, d, n), device=u.device, dtype=f32)
     dD = torch.empty((b, d), device=u.device, dtype=f32)
     dbias = torch.empty((b, d), device=u.device, dtype=f32)
-    kernel = candidate or scan_bwd
-    options = {} if candidate else {"ATOMIC_BC": atomic}
     Bk, Ck = (_fp32_steps(B), _fp32_steps(C)) if getattr(kernel, "fp32_bc", False) else (B, C)
     # per program: a_t h_{t-1} and dy for a tile (a candidate may keep more states a step: work_states)
     work = torch.empty((b, blocks, T * bd * (n * getattr(kernel, "work_states", 1) + 1)), device=u.device, dtype=f32)
@@ -201,7 +237,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         *_bdl(du), dB.stride(0), dB.stride(2), work.stride(1),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
-        num_warps=warps, **options, **_register_cap(TILES["bwd_maxnreg"]),
+        ATOMIC_BC=atomic, num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]),
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     if atomic:

@@ -1,0 +1,294 @@
+"""The Gluon kernel of starx's scan backward on NVIDIA GPUs (starx.ops.triton_scan launches it).
+
+The same computation, arguments, buffers and outputs as ``scan_bwd`` in
+starx.ops._triton_scan_kernels (which stays the backward where Gluon is missing, and in Triton's
+CPU interpreter, which does not run Gluon), with another decomposition, written in Gluon
+(Triton's explicit-layout dialect, ``triton.experimental.gluon``, Triton >= 3.5):
+
+* One channel a lane, its N states in that lane's registers (``[1, N] x [32, 1]``): the sums over
+  states and the per-channel math (softplus, sigmoid) stay inside a thread, once a channel; only
+  the sums over channels for dB and dC cross lanes (shared memory into a column layout, one
+  shuffle), then go to the group's sums by relaxed atomics (or per-block partials: ATOMIC_BC).
+* The tile's ``a_t h_{t-1}`` (T x 32 x N fp32, 16 KB) lives in shared memory, written by the
+  recompute sweep and read back by the adjoint sweep, each lane only its own channel's: in scan_bwd
+  that buffer goes through L1/L2 (about 4 GB a layer at k=4). dy stays in the global work buffer:
+  with it in shared memory too a program needs 20 KB and 12 do not fit an SM's 228 KB, so k=4's
+  1536 programs would need a second wave (SMEM_DY, measured slower at k=4, faster elsewhere).
+* Each step's inputs are loaded one step ahead (STAGES >= 2), as in scan_bwd.
+
+On the H200 (2026-12-01, ``bench/results/triton_scan_smem_bwd_h200.jsonl``): scan forward +
+backward 1.791 -> 1.508 ms at k=4, 1.43 -> 1.19 at k=1, 2.84 -> 2.45 at k=8, 4.17 -> 3.44 at the
+four-direction fine-tune shape, against scan_bwd. bench/scan_bwd_rows.py times the variants the
+constexprs select (KEEP_A, SMEM_WORK, SMEM_DY, STAGES), which lost.
+
+Gluon is experimental: a Triton without it (or without this API) falls back to scan_bwd.
+"""
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+LOG2E = gl.constexpr(1.4426950408889634)
+LN2 = gl.constexpr(0.6931471805599453)
+
+
+@gluon.jit
+def _softplus(v):  # starx.ops._triton_scan_kernels._softplus, in Gluon
+    e = gl.exp2(v * LOG2E)
+    w = 1.0 + e
+    lp = gl.where(w == 1.0, e, gl.log2(w) * LN2 * gl.fdiv(e, w - 1.0))
+    return gl.where(v <= 20.0, lp, v)
+
+
+@gluon.jit
+def _sigmoid(v):
+    return gl.fdiv(1.0, 1.0 + gl.exp2(-v * LOG2E))
+
+
+@gluon.jit
+def _decay(dt, A2, r, HAS_RESET: gl.constexpr):
+    """a_t = exp(dt_t A) for the lane's states, zero where the state resets at t."""
+    a = gl.exp2(gl.expand_dims(dt, 1) * A2)
+    if HAS_RESET:
+        a = gl.where(r != 0, 0.0, a)
+    return a
+
+
+@gluon.jit
+def _sum_channels(x, COL: gl.constexpr):
+    """(BD, N) in one channel a lane -> (N,) summed over channels: through shared memory into
+    COL (BD / 2 channels of one state a thread), adds in the thread, one shuffle."""
+    return gl.sum(gl.convert_layout(x, COL), axis=0)
+
+
+
+@gluon.jit
+def _put_bc(p, v, ATOMIC: gl.constexpr):
+    """starx.ops._triton_scan_kernels._put_bc in Gluon: added into the group's sums, or stored."""
+    if ATOMIC:
+        gl.atomic_add(p, v, sem="relaxed")
+    else:
+        gl.store(p, v)
+
+
+@gluon.jit
+def _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n,
+               sz_l, sz_d, ok, HAS_Z: gl.constexpr, HAS_RESET: gl.constexpr):  # fmt: skip
+    """Step t's inputs as stored (masked off outside the tile: they are never used there)."""
+    u = gl.load(u_0 + t * su_l + cd * su_d, mask=ok, other=0.0)
+    dt = gl.load(dt_0 + t * sdt_l + cd * sdt_d, mask=ok, other=0.0)
+    Bt = gl.load(B_0 + t * sB_l + cn * sB_n, mask=ok, other=0.0)
+    Ct = gl.load(C_0 + t * sC_l + cn * sC_n, mask=ok, other=0.0)
+    z = gl.load(z_0 + t * sz_l + cd * sz_d, mask=ok, other=0.0) if HAS_Z else u
+    r = gl.load(r_0 + t, mask=ok, other=0) if HAS_RESET else 0
+    return u, dt, Bt, Ct, z, r
+
+
+@gluon.jit
+def scan_bwd_rows(
+    u_ptr, dt_ptr, z_ptr, dout_ptr, A_ptr, D_ptr, bias_ptr, B_ptr, C_ptr, reset_ptr, state_ptr, work_ptr,
+    du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
+    L, DPG, DIM,
+    su_b, su_l, su_d, sdt_b, sdt_l, sdt_d, sz_b, sz_l, sz_d, sg_b, sg_l, sg_d,
+    sB_b, sB_g, sB_l, sB_n, sC_b, sC_g, sC_l, sC_n, sr_b,
+    sdu_b, sdu_l, sdu_d, sdB_b, sdB_l, sw_p,
+    N: gl.constexpr, BD: gl.constexpr, T: gl.constexpr,
+    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
+    HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr, KEEP_A: gl.constexpr = False,
+    ATOMIC_BC: gl.constexpr = False, SMEM_WORK: gl.constexpr = True, SMEM_DY: gl.constexpr = False,
+):  # fmt: skip
+    """scan_bwd's two sweeps a tile, one channel a lane: BD = 32 x the warps of the launch (more
+    warps a program: fewer per-block dB / dC partials for torch to sum). STAGES >= 2 loads
+    each step's inputs one step ahead (more registers and instructions, the loads' latency off the
+    step's path); UNROLL is accepted for the launcher and unused. ATOMIC_BC: dB / dC added into the
+    group's sums (scan_bwd's). SMEM_WORK: the tile's a_t h_{t-1} kept in shared memory (16 KB a
+    program, channel-fastest so a warp's accesses hit 32 banks) instead of the global work buffer;
+    each lane reads back only what it wrote. SMEM_DY: dy there too (module docstring). KEEP_A: a_t
+    kept in the work buffer too, not recomputed (slower: bench/scan_bwd_rows.py)."""
+    PREFETCH: gl.constexpr = STAGES >= 2
+    W: gl.constexpr = BD // 32  # warps
+    ROW: gl.constexpr = gl.BlockedLayout([1, N], [32, 1], [W, 1], [1, 0])  # a channel's states in its lane
+    CH: gl.constexpr = gl.SliceLayout(1, ROW)  # one channel a lane
+    ST: gl.constexpr = gl.SliceLayout(0, ROW)  # every state in every lane (B_t, C_t)
+    COL: gl.constexpr = gl.BlockedLayout([16, 1], [2, N], [W, 1], [0, 1])  # for sums over channels
+    b = gl.program_id(1).to(gl.int64)
+    pid_d = gl.program_id(0)
+    d0 = pid_d * BD
+    lane = gl.arange(0, BD, layout=CH)
+    cd = d0 + lane
+    cn = gl.arange(0, N, layout=ST)
+    cn_col = gl.arange(0, N, layout=gl.SliceLayout(0, COL))
+    grp = d0 // DPG
+    tile = gl.expand_dims(lane, 1) * N + gl.expand_dims(cn, 0)
+    A2 = gl.load(A_ptr + d0 * N + tile).to(gl.float32) * LOG2E
+    if HAS_D:
+        Dv = gl.load(D_ptr + cd).to(gl.float32)
+    if HAS_BIAS:
+        bias = gl.load(bias_ptr + cd).to(gl.float32)
+    u_0 = u_ptr + b * su_b
+    dt_0 = dt_ptr + b * sdt_b
+    z_0 = z_ptr + b * sz_b
+    g_0 = dout_ptr + b * sg_b
+    B_0 = B_ptr + b * sB_b + grp * sB_g
+    C_0 = C_ptr + b * sC_b + grp * sC_g
+    du_0 = du_ptr + b * sdu_b
+    ddt_0 = ddt_ptr + b * sdu_b
+    dz_0 = dz_ptr + b * sdu_b
+    bc_slice = grp if ATOMIC_BC else pid_d
+    dB_0 = dB_ptr + b * sdB_b + bc_slice * N * L
+    dC_0 = dC_ptr + b * sdB_b + bc_slice * N * L
+    r_0 = reset_ptr + b * sr_b
+    n_tiles = gl.cdiv(L, T)
+    s_0 = state_ptr + b * n_tiles * DIM * N + d0 * N
+    w_h = work_ptr + (b * gl.num_programs(0) + pid_d) * sw_p  # T x (BD, N): a_t h_{t-1}
+    if SMEM_WORK:  # (a_t h_{t-1} in shared memory: the program's slice of work_ptr holds dy alone)
+        w_dy = w_h
+    else:
+        w_dy = w_h + T * BD * N  # T x (BD,): dy_t
+    w_a = w_dy + T * BD  # with KEEP_A, T x (BD, N): a_t, which the adjoint sweep then reads, not recomputes
+    if SMEM_WORK:
+        wh_s = gl.allocate_shared_memory(gl.float32, [T, BD, N], gl.SwizzledSharedLayout(1, 1, 1, [0, 1]))
+        if SMEM_DY:
+            wdy_s = gl.allocate_shared_memory(gl.float32, [T, BD], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    carry = gl.zeros((BD, N), gl.float32, ROW)  # a_{t+1} g_{t+1}
+    dA_acc = gl.zeros((BD, N), gl.float32, ROW)
+    dD_acc = gl.zeros((BD,), gl.float32, CH)
+    dbias_acc = gl.zeros((BD,), gl.float32, CH)
+    for cc in range(0, n_tiles):
+        c = n_tiles - 1 - cc
+        t0 = c * T
+        if c > 0:
+            h = gl.load(s_0 + (c - 1) * DIM * N + tile)
+        else:
+            h = gl.zeros((BD, N), gl.float32, ROW)
+        steps = gl.minimum(T, L - t0)
+        if PREFETCH:  # each step's inputs loaded one step ahead (loop-carried), as in scan_bwd
+            ok = steps > 0
+            nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t0, cd, cn, su_l, su_d, sdt_l,
+                                                 sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z, HAS_RESET)
+            ng = gl.load(g_0 + t0 * sg_l + cd * sg_d, mask=ok, other=0.0)
+        for i in range(0, steps):  # forward through the tile: dz, dy, dC; keeps a_t h_{t-1} and dy
+            t = t0 + i
+            if PREFETCH:
+                u, dt, Bt, Ct, z, r, dout = nu, ndt, nB, nC, nz, nr, ng
+                ok = i + 1 < steps
+                nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t + 1, cd, cn, su_l, su_d,
+                                                     sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z,
+                                                     HAS_RESET)
+                ng = gl.load(g_0 + (t + 1) * sg_l + cd * sg_d, mask=ok, other=0.0)
+            else:
+                u, dt, Bt, Ct, z, r = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
+                                                 sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, True, HAS_Z, HAS_RESET)
+                dout = gl.load(g_0 + t * sg_l + cd * sg_d)
+            u = u.to(gl.float32)
+            dt = dt.to(gl.float32)
+            Bt = Bt.to(gl.float32)
+            Ct = Ct.to(gl.float32)
+            dout = dout.to(gl.float32)
+            if HAS_BIAS:
+                dt += bias
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            a = _decay(dt, A2, r, HAS_RESET)
+            ah = a * h
+            h = ah + gl.expand_dims(dt * u, 1) * gl.expand_dims(Bt, 0)
+            if HAS_Z:
+                z = z.to(gl.float32)
+                y = gl.sum(h * gl.expand_dims(Ct, 0), axis=1)
+                if HAS_D:
+                    y += Dv * u
+                sz = _sigmoid(z)
+                gl.store(dz_0 + t * sdu_l + cd * sdu_d,
+                         (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty))
+                dy = dout * z * sz
+            else:
+                dy = dout
+            _put_bc(dC_0 + t * sdB_l + cn_col, _sum_channels(h * gl.expand_dims(dy, 1), COL), ATOMIC_BC)
+            if SMEM_WORK:
+                wh_s.index(i).store(ah)
+            else:
+                gl.store(w_h + i * BD * N + tile, ah)
+            if SMEM_WORK and SMEM_DY:
+                wdy_s.index(i).store(dy)
+            else:
+                gl.store(w_dy + i * BD + lane, dy)
+            if KEEP_A:
+                gl.store(w_a + i * BD * N + tile, a)
+        last = t0 + steps - 1
+        if PREFETCH:
+            ok = steps > 0
+            nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, last, cd, cn, su_l, su_d, sdt_l,
+                                                sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET)
+            if not (SMEM_WORK and SMEM_DY):
+                ndy = gl.load(w_dy + (steps - 1) * BD + lane, mask=ok, other=0.0)
+            if not SMEM_WORK:
+                nah = gl.load(w_h + (steps - 1) * BD * N + tile, mask=ok, other=0.0)
+        for j in range(0, steps):  # backwards through it: the adjoint and the other gradients
+            t = last - j
+            if PREFETCH:
+                u, raw, Bt, Ct, r = nu, ndt, nB, nC, nr
+                # (shared memory is near: read in the step, not a step ahead)
+                if SMEM_WORK and SMEM_DY:
+                    dy = wdy_s.index(steps - 1 - j).load(CH)
+                else:
+                    dy = ndy
+                if SMEM_WORK:
+                    ah = wh_s.index(steps - 1 - j).load(ROW)
+                else:
+                    ah = nah
+                i = steps - 2 - j  # the step loaded ahead
+                ok = i >= 0
+                nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t - 1, cd, cn, su_l, su_d, sdt_l,
+                                                    sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET)
+                if not (SMEM_WORK and SMEM_DY):
+                    ndy = gl.load(w_dy + i * BD + lane, mask=ok, other=0.0)
+                if not SMEM_WORK:
+                    nah = gl.load(w_h + i * BD * N + tile, mask=ok, other=0.0)
+            elif SMEM_WORK:
+                u, raw, Bt, Ct, _, r = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
+                                                  sB_l, sB_n, sC_l, sC_n, su_l, su_d, True, False, HAS_RESET)
+                if SMEM_DY:
+                    dy = wdy_s.index(steps - 1 - j).load(CH)
+                else:
+                    dy = gl.load(w_dy + (steps - 1 - j) * BD + lane)
+                ah = wh_s.index(steps - 1 - j).load(ROW)
+            else:
+                u, raw, Bt, Ct, _, r = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
+                                                  sB_l, sB_n, sC_l, sC_n, su_l, su_d, True, False, HAS_RESET)
+                dy = gl.load(w_dy + (steps - 1 - j) * BD + lane)
+                ah = gl.load(w_h + (steps - 1 - j) * BD * N + tile)
+            u = u.to(gl.float32)
+            raw = raw.to(gl.float32)
+            Bt = Bt.to(gl.float32)
+            Ct = Ct.to(gl.float32)
+            if HAS_BIAS:
+                raw += bias
+            if SOFTPLUS:
+                dt = _softplus(raw)
+            else:
+                dt = raw
+            g = carry + gl.expand_dims(dy, 1) * gl.expand_dims(Ct, 0)  # dL/dh_t
+            q = g * ah  # g_t a_t h_{t-1}: dL/d(dt_t A) per state
+            gB = gl.sum(g * gl.expand_dims(Bt, 0), axis=1)
+            ddt = gB * u + gl.sum(q * A2, axis=1) * LN2  # (A2 = A log2 e)
+            du = gB * dt
+            if HAS_D:
+                du += Dv * dy
+                dD_acc += dy * u
+            dA_acc += q * gl.expand_dims(dt, 1)
+            if SOFTPLUS:
+                ddt = ddt * _sigmoid(raw)
+            if HAS_BIAS:
+                dbias_acc += ddt
+            gl.store(du_0 + t * sdu_l + cd * sdu_d, du.to(du_ptr.dtype.element_ty))
+            gl.store(ddt_0 + t * sdu_l + cd * sdu_d, ddt.to(ddt_ptr.dtype.element_ty))
+            _put_bc(dB_0 + t * sdB_l + cn_col, _sum_channels(g * gl.expand_dims(dt * u, 1), COL), ATOMIC_BC)
+            if KEEP_A:
+                a = gl.load(w_a + (steps - 1 - j) * BD * N + tile)
+            else:
+                a = _decay(dt, A2, r, HAS_RESET)
+            carry = a * g
+    gl.store(dA_ptr + (b * DIM + d0) * N + tile, dA_acc)
+    if HAS_D:
+        gl.store(dD_ptr + b * DIM + cd, dD_acc)
+    if HAS_BIAS:
+        gl.store(dbias_ptr + b * DIM + cd, dbias_acc)
