@@ -178,6 +178,16 @@ BWD_KERNELS = ({"default": lambda: None, "triton": _scan_bwd, "triton_blocks": _
                | {v: (lambda v=v: _rows_kernel(v)) for v in ROWS_VARIANTS})
 
 
+def _fwd_rows():
+    from bench.scan_fwd_rows import scan_fwd_rows
+
+    return scan_fwd_rows
+
+
+# name -> what TILES["fwd_kernel"] gets: default (None, scan_fwd) or the one-channel-a-lane Gluon forward
+FWD_KERNELS = {"default": lambda: None, "rows": _fwd_rows}
+
+
 def bwd_tiles(name: str) -> dict:
     """The TILES entries that select backward ``name`` (BWD_KERNELS)."""
     return {"bwd_kernel": BWD_KERNELS[name](), "bc_sum": "blocks" if name == "triton_blocks" else "atomic"}
@@ -202,7 +212,8 @@ def use_bwd_kernel(name: str) -> None:
     ts.TILES.update(bwd_tiles(name))
 
 
-def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",)) -> None:
+def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",),
+               fwd_kernels: list[str] = ("default",)) -> None:
     """The static cost model of ``--sass`` (no GPU needed): bench/sass.py."""
     from bench import sass as S
     from starx.ops import _triton_scan_kernels as K
@@ -213,11 +224,11 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
             fwd, bwd, steps, *rest = config.split("/")
             unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
             maxnreg = int(rest[1]) if len(rest) > 1 else None
-            kernels = [("fwd", K.scan_fwd, fwd)] + [(f"bwd {k}", BWD_KERNELS[k]() or ts.default_backward("cuda", False), bwd)
-                                                    for k in bwd_kernels]
+            kernels = [(f"fwd {f}", FWD_KERNELS[f]() or K.scan_fwd, fwd) for f in fwd_kernels] + [
+                (f"bwd {k}", BWD_KERNELS[k]() or ts.default_backward("cuda", False), bwd) for k in bwd_kernels]
             for kind, launched, tile in kernels:
-                gluon = hasattr(launched, "constants")  # the candidates: scan_bwd_rows.WithConstants
-                fn = launched.kernel if gluon else launched
+                gluon = hasattr(launched, "constants") or type(launched).__name__ == "GluonJITFunction"
+                fn = launched.kernel if isinstance(launched, ts.WithConstants) else launched
                 bd, warps = map(int, tile.split("x"))
                 bd = ts._block_channels(d // g, bd)
                 types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
@@ -225,7 +236,7 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
                 if getattr(launched, "fp32_bc", False):
                     types |= {"B_ptr": "*fp32", "C_ptr": "*fp32"}
                 sass, regs, spills = S.compile_sass(fn, types, values, consts, warps,
-                                                    maxnreg if kind != "fwd" else None,
+                                                    maxnreg if not kind.startswith("fwd") else None,
                                                     gluon=gluon)
                 loops = S.inner_loops(sass)
                 per_step = sum(sum(c.values()) for c in loops)
@@ -245,6 +256,8 @@ def main() -> None:
                    help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]")
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
+    p.add_argument("--fwd-kernels", nargs="+", default=["default"], choices=list(FWD_KERNELS),
+                   help="forward kernels: default (scan_fwd) or rows (one channel a lane, in Gluon)")
     p.add_argument("--bwd-kernels", nargs="+", default=["default"], choices=list(BWD_KERNELS),
                    help="backward kernels to time with each config: default (what starx launches), triton "
                         "(the plain Triton scan_bwd), rows (bench/scan_bwd_rows.py, one channel a lane, in "
@@ -252,7 +265,7 @@ def main() -> None:
     p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")
     args = p.parse_args()
     if args.sass:
-        return sass_model(args.shapes, args.configs, args.bwd_kernels)
+        return sass_model(args.shapes, args.configs, args.bwd_kernels, args.fwd_kernels)
 
     bw, exp_rate = copy_bandwidth(), sm_exp_rate()
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
@@ -270,7 +283,9 @@ def main() -> None:
             mfwd = lambda u, de, A, B, C, D, z, bi: mamba(u, de, A, B, C, D, z, bi, True)  # noqa: E731
             if mamba is not None and layout == "first":
                 row["mamba_fwd_ms"], row["mamba_fwdbwd_ms"] = time_pair(mfwd, x, dout)
-            for config, bwd_kernel in ((c, k) for c in args.configs for k in args.bwd_kernels):
+            for config, fwd_kernel, bwd_kernel in ((c, f, k) for c in args.configs for f in args.fwd_kernels
+                                                   for k in args.bwd_kernels):
+                ts.TILES["fwd_kernel"] = FWD_KERNELS[fwd_kernel]()
                 fwd, bwd, steps, *rest = config.split("/")
                 unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
                 ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))),
@@ -279,7 +294,7 @@ def main() -> None:
                                 **bwd_tiles(bwd_kernel))
                 tfwd = lambda u, de, A, B, C, D, z, bi: ts.selective_scan_triton(u, de, A, B, C, D, z, bi, True)  # noqa: E731
                 f, fb = time_pair(tfwd, x, dout)
-                r = dict(row, config=config, bwd_kernel=bwd_kernel, triton_fwd_ms=f, triton_fwdbwd_ms=fb,
+                r = dict(row, config=config, fwd_kernel=fwd_kernel, bwd_kernel=bwd_kernel, triton_fwd_ms=f, triton_fwdbwd_ms=fb,
                          registers=dict(ts.REGISTERS), **floor(b, d, L, g, bw, exp_rate, int(steps)))
                 if mamba is not None:
                     ref = inputs(b, d, L, g, "first")
@@ -292,7 +307,8 @@ def main() -> None:
           f" {'floor f':>7} {'floor f+b':>9} {'max err':>8} {'regs f/b':>9}")
     for r in rows:
         err = max(r.get("rel_err_vs_mamba", {"-": float("nan")}).values())
-        print(f"{r['shape']:>7} {r['layout']:>6} {r['config'] + ' ' + r['bwd_kernel']:>24} {r.get('mamba_fwd_ms', float('nan')):>8.3f} "
+        label = f"{r['config']} {r['fwd_kernel']}/{r['bwd_kernel']}"
+        print(f"{r['shape']:>7} {r['layout']:>6} {label:>30} {r.get('mamba_fwd_ms', float('nan')):>8.3f} "
               f"{r.get('mamba_fwdbwd_ms', float('nan')):>9.3f} {r['triton_fwd_ms']:>8.3f} {r['triton_fwdbwd_ms']:>10.3f} "
               f"{r['fwd_floor_ms']:>7.3f} {r['fwd_floor_ms'] + r['bwd_floor_ms']:>9.3f} {err:>8.1e} "
               f"{r['registers'].get('fwd')}/{r['registers'].get('bwd')}")

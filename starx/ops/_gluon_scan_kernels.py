@@ -292,3 +292,4 @@ def scan_bwd_rows(
         gl.store(dD_ptr + b * DIM + cd, dD_acc)
     if HAS_BIAS:
         gl.store(dbias_ptr + b * DIM + cd, dbias_acc)
+
