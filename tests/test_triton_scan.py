@@ -136,8 +136,9 @@ def test_fp32_steps_keeps_the_values_with_each_steps_states_contiguous():
 
 @needs_triton
 def test_the_backward_falls_back_to_scan_bwd_where_the_gluon_kernel_cannot_run():
-    """Off CUDA, in Triton's interpreter (no Gluon there), and where its layouts do not fit (a
-    program's channels not whole warps, d_state not 16) the plain Triton scan_bwd runs."""
+    """Off CUDA, in Triton's interpreter (no Gluon there), where its layouts do not fit (a
+    program's channels not whole warps, d_state not 16) and off Hopper (not measured there) the
+    plain Triton scan_bwd runs."""
     from starx.ops._triton_scan_kernels import scan_bwd
     from starx.ops.triton_scan import default_backward
 
@@ -145,6 +146,7 @@ def test_the_backward_falls_back_to_scan_bwd_where_the_gluon_kernel_cannot_run()
     assert default_backward("cuda", True) is scan_bwd
     assert default_backward("cuda", False, 16, 16) is scan_bwd
     assert default_backward("cuda", False, 32, 8) is scan_bwd
+    assert default_backward("cuda", False, 32, 16, hopper=False) is scan_bwd
 
 
 def _gpu_inputs(b, d, L, g, dtype, seed=0, channel_last=True):

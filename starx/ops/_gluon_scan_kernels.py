@@ -1,4 +1,4 @@
-"""The Gluon kernel of starx's scan backward on NVIDIA GPUs (starx.ops.triton_scan launches it).
+"""The Gluon kernel of starx's scan backward on Hopper GPUs (starx.ops.triton_scan launches it).
 
 The same computation, arguments, buffers and outputs as ``scan_bwd`` in
 starx.ops._triton_scan_kernels (which stays the backward where Gluon is missing, and in Triton's

@@ -86,16 +86,24 @@ class WithConstants:
         return lambda *args, **kwargs: launch(*args, **(kwargs | self.constants))
 
 
+def _hopper(device: torch.device) -> bool:
+    """An NVIDIA GPU of compute capability 9.x (H100, H200: 228 KB of shared memory an SM)."""
+    return torch.version.hip is None and torch.cuda.get_device_capability(device)[0] == 9
+
+
 @functools.lru_cache(maxsize=16)
-def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_state: int = 16):
+def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_state: int = 16,
+                     hopper: bool = True):
     """The scan backward starx launches: the Gluon kernel (starx.ops._gluon_scan_kernels, one
     channel a lane, the tile's a_t h_{t-1} in shared memory; 0.80x scan_bwd's time at k=4 on an
-    H200) on CUDA where this Triton has Gluon and the program's channels fill whole warps with
-    d_state 16 (its layouts' shape), else scan_bwd (Triton's CPU interpreter, which does not run
-    Gluon; a Triton older than 3.5; other shapes)."""
+    H200) on Hopper GPUs where this Triton has Gluon and the program's channels fill whole warps
+    with d_state 16 (its layouts' shape), else scan_bwd: Triton's CPU interpreter (which does not
+    run Gluon), a Triton older than 3.5, other shapes, and other GPUs, where it was not measured
+    (with less shared memory an SM, fewer of its 19 KB programs fit: on an A100, 8 where scan_bwd
+    fits 12)."""
     from starx.ops._triton_scan_kernels import scan_bwd
 
-    if device_type != "cuda" or interpreted or channels % 32 or d_state != 16:
+    if device_type != "cuda" or interpreted or channels % 32 or d_state != 16 or not hopper:
         return scan_bwd
     try:
         from starx.ops._gluon_scan_kernels import scan_bwd_rows
@@ -106,7 +114,8 @@ def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_
 
 def backward_name() -> str:
     """Which backward the scan launches on this machine's GPU (``starx doctor``)."""
-    k = default_backward("cuda", os.environ.get("TRITON_INTERPRET") == "1")
+    hopper = torch.cuda.is_available() and _hopper(torch.device("cuda"))
+    k = default_backward("cuda", os.environ.get("TRITON_INTERPRET") == "1", hopper=hopper)
     return "gluon (one channel a lane, shared-memory tile)" if isinstance(k, WithConstants) else "triton (scan_bwd)"
 
 
@@ -215,7 +224,8 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     blocks = d // bd
     du, ddelta = _like_layout(u, u.dtype), _like_layout(u, delta.dtype)
     dz = _like_layout(u, z.dtype) if z is not None else u.new_empty(0)
-    kernel = TILES["bwd_kernel"] or default_backward(u.device.type, os.environ.get("TRITON_INTERPRET") == "1", bd, n)
+    kernel = TILES["bwd_kernel"] or default_backward(
+        u.device.type, os.environ.get("TRITON_INTERPRET") == "1", bd, n, u.is_cuda and _hopper(u.device))
     atomic = TILES["bc_sum"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
     if atomic:  # every block of a group adds into the group's sums
         dB = torch.zeros((b, groups, L, n), device=u.device, dtype=f32)
