@@ -78,8 +78,7 @@ class WithConstants:
 
     def __init__(self, kernel, fp32_bc: bool = False, **constants):
         self.kernel, self.constants, self.fp32_bc = kernel, constants, fp32_bc
-        smem = constants.get("SMEM_WORK", getattr(kernel, "name", "") == "scan_bwd_rows")
-        self.work_states = 2 if constants.get("KEEP_A") else 0 if smem else 1
+        self.work_states = 2 if constants.get("KEEP_A") else 0 if constants.get("SMEM_WORK") else 1
 
     def __getitem__(self, grid):
         launch = self.kernel[grid]
