@@ -13,9 +13,12 @@ Design (bench/README.md has the roofline, the timings and the designs that lost)
   tensor ever reaches memory.
 * The forward saves the state every ``T`` steps (b, tiles, d, n). The backward walks the tiles
   from the last: a forward sweep restarts from the saved state and computes what needs the state
-  but not the adjoint (dz, dy, dC), keeping ``a_t h_{t-1}`` and dy for the tile in a small
-  per-program buffer that stays in cache; a backward sweep runs the adjoint
-  ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` and the remaining gradients.
+  but not the adjoint (dz, dy, dC), keeping ``a_t h_{t-1}`` and dy for the tile; a backward
+  sweep runs the adjoint ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` and the remaining gradients.
+  Two kernels do this (``default_backward``): on Hopper GPUs a Gluon one
+  (starx.ops._gluon_scan_kernels) with one channel a lane and the tile's ``a_t h_{t-1}`` in
+  shared memory; elsewhere Triton's ``scan_bwd`` (starx.ops._triton_scan_kernels), with the
+  tile in a small per-program buffer in global memory.
 * dB and dC (shared by all channels) are summed over the program's channels, then over channel
   blocks: each block adds its step's sums into the group's (b, l, n) fp32 total with relaxed
   atomics, off the sequential chain (``TILES["bc_sum"] = "atomic"``). Under
