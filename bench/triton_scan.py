@@ -150,7 +150,7 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
                   sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1, sC_b=L * xdbl, sC_g=N, sC_l=xdbl, sC_n=1, sr_b=L,
                   sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N, sw_p=T * bd * (N + 1))
     consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
-                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_BC=True, SMEM_WORK=False, SMEM_DY=True)
+                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_BC=True, SMEM_WORK=False, SMEM_DY=True, AHEAD=False)
     types = {n: "*bf16" if n in BF16_ARGS else "*i8" if n == "reset_ptr" else "*fp32"
              for n in fn.arg_names if n.endswith("_ptr")}
     return (types, {n: v for n, v in values.items() if n in fn.arg_names},
@@ -184,8 +184,14 @@ def _fwd_rows():
     return scan_fwd_rows
 
 
-# name -> what TILES["fwd_kernel"] gets: default (None, scan_fwd) or the one-channel-a-lane Gluon forward
-FWD_KERNELS = {"default": lambda: None, "rows": _fwd_rows}
+# name -> what TILES["fwd_kernel"] gets: default (None, scan_fwd), ahead (scan_fwd with AHEAD: a step's
+# state-free terms computed a step early), or the one-channel-a-lane Gluon forward
+FWD_KERNELS = {"default": lambda: None, "ahead": lambda: None, "rows": _fwd_rows}
+
+
+def fwd_tiles(name: str) -> dict:
+    """The TILES entries that select forward ``name`` (FWD_KERNELS)."""
+    return {"fwd_kernel": FWD_KERNELS[name](), "fwd_ahead": name == "ahead"}
 
 
 def bwd_tiles(name: str) -> dict:
@@ -232,7 +238,7 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
                 bd, warps = map(int, tile.split("x"))
                 bd = ts._block_channels(d // g, bd)
                 types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
-                consts |= getattr(launched, "constants", {})
+                consts |= getattr(launched, "constants", {}) | ({"AHEAD": True} if kind == "fwd ahead" else {})
                 if getattr(launched, "fp32_bc", False):
                     types |= {"B_ptr": "*fp32", "C_ptr": "*fp32"}
                 sass, regs, spills = S.compile_sass(fn, types, values, consts, warps,
@@ -257,7 +263,8 @@ def main() -> None:
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
     p.add_argument("--fwd-kernels", nargs="+", default=["default"], choices=list(FWD_KERNELS),
-                   help="forward kernels: default (scan_fwd) or rows (one channel a lane, in Gluon)")
+                   help="forward kernels: default (scan_fwd), ahead (scan_fwd, a step's state-free terms "
+                        "computed a step early) or rows (one channel a lane, in Gluon)")
     p.add_argument("--bwd-kernels", nargs="+", default=["default"], choices=list(BWD_KERNELS),
                    help="backward kernels to time with each config: default (what starx launches), triton "
                         "(the plain Triton scan_bwd), rows (bench/scan_bwd_rows.py, one channel a lane, in "
@@ -285,7 +292,7 @@ def main() -> None:
                 row["mamba_fwd_ms"], row["mamba_fwdbwd_ms"] = time_pair(mfwd, x, dout)
             for config, fwd_kernel, bwd_kernel in ((c, f, k) for c in args.configs for f in args.fwd_kernels
                                                    for k in args.bwd_kernels):
-                ts.TILES["fwd_kernel"] = FWD_KERNELS[fwd_kernel]()
+                ts.TILES.update(fwd_tiles(fwd_kernel))
                 fwd, bwd, steps, *rest = config.split("/")
                 unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
                 ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))),

@@ -40,7 +40,8 @@ def test_interpreted_triton_scan_matches_the_sequential_reference():
     """Output and all eight gradients within fp32 rounding of the fp64 oracle, in every case."""
     results = _interpreted("kernel")
     assert {r["case"] for r in results} == {"plain", "channel_last", "no_gate_skip_bias_softplus", "two_groups",
-                                            "two_groups_two_blocks_each", "block_partials", "reset",
+                                            "two_groups_two_blocks_each", "block_partials", "forward_ahead",
+                                            "forward_ahead_bare", "reset",
                                             "tile_boundary_64", "d_state_16_full_tile"}
     for r in results:
         assert len(r["errors"]) >= 6
@@ -207,6 +208,20 @@ def test_gluon_forward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, re
     sys.path.insert(0, str(ROOT))
     rows = pytest.importorskip("bench.scan_fwd_rows", reason="needs Triton's Gluon")
     monkeypatch.setitem(ts.TILES, "fwd_kernel", rows.scan_fwd_rows)
+    _matches_the_twin(shape, dtype, reset, request)
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("shape", [(4, 768, 128, 1), (2, 768, 624, 1), (2, 3072, 197, 4)],
+                         ids=["k1", "k4", "finetune4dir"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
+def test_forward_ahead_candidate_matches_the_twin_on_gpu(shape, dtype, reset, request, monkeypatch):
+    """scan_fwd with AHEAD (TILES["fwd_ahead"]: a step's state-free terms computed a step early)."""
+    from starx.ops import triton_scan as ts
+
+    monkeypatch.setitem(ts.TILES, "fwd_ahead", True)
     _matches_the_twin(shape, dtype, reset, request)
 
 
