@@ -12,6 +12,11 @@ read side by side (matmuls of the same size should cost the same; the rest is th
 ``--finetune`` profiles bench/finetune_step.py's step instead (the 4-direction STAR-B classifier
 at 224 px, cross-entropy, fused AdamW, batch 128 unless --batch says otherwise); with
 ``--anchor``, timm's ViT-B/16 at 224 px.
+
+``--attribute REGEX`` adds, for the kernels whose name matches REGEX, the CPU op that launched
+each (aten op and input shapes, or the custom op): which eager op a kernel such as
+``reduce_kernel`` comes from. Ops launched from a CUDA graph replay are not seen, so use it
+with ``--compile`` in its default mode (no CUDA graphs) or eager.
 """
 
 from __future__ import annotations
@@ -51,6 +56,26 @@ def family(name: str) -> str:
     return "other elementwise / reductions"
 
 
+def launchers(step, pattern: str, steps: int) -> list[tuple[str, tuple[float, int]]]:
+    """[(CPU op name and input shapes, (ms of matching kernels a step, launches a step))], largest
+    first: every kernel whose name matches ``pattern``, charged to the innermost CPU op that
+    launched it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    found: dict[str, list] = defaultdict(lambda: [0.0, 0])
+    for evt in prof.events():
+        for k in getattr(evt, "kernels", []):
+            if re.search(pattern, k.name):
+                slot = found[f"{evt.name} {evt.input_shapes}"]
+                slot[0] += k.duration / 1e3 / steps
+                slot[1] += 1
+    return sorted(((op, (ms, n // steps)) for op, (ms, n) in found.items()), key=lambda x: -x[1][0])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, default=4)
@@ -61,6 +86,8 @@ def main() -> None:
     p.add_argument("--finetune", action="store_true",
                    help="the 4-direction classifier's fine-tuning step at 224 px (with --anchor: timm's ViT-B/16)")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--attribute", metavar="REGEX",
+                   help="also list the CPU ops (with input shapes) that launched the kernels matching REGEX")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -117,6 +144,9 @@ def main() -> None:
     lines += [f"  {fam:32s} {ms:7.2f}  {ms / total:6.1%}" for fam, ms in sorted(families.items(), key=lambda x: -x[1])]
     lines += ["", "top kernels (ms/step):"]
     lines += [f"  {ms:7.2f}  {name[:110]}" for name, ms in sorted(per_kernel.items(), key=lambda x: -x[1])[:30]]
+    if args.attribute:
+        lines += ["", f"kernels matching {args.attribute!r}, by the CPU op that launched them (ms/step):"]
+        lines += [f"  {ms:7.3f}  {n:5d}x  {op[:150]}" for op, (ms, n) in launchers(step, args.attribute, args.steps)]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -29,6 +29,7 @@
 #   fwd_ahead       scan_fwd's AHEAD candidate (a step's state-free terms a step early), 1 and 2 warps a
 #                   program: its GPU tests, then the scan alone (not yet run on a GPU: 2026-12-01)
 #   profile_step    the compiled STAR-B k=4 step kernel by kernel
+#   attribute       the same, with the CPU op (and shapes) behind each reduce / copy kernel
 #   bc_sum          the scan alone with dB / dC summed by atomics (the default) and by per-block partials
 #   scan_configs    the scan alone at every STAR shape for the kept tiles and candidates (a forward of
 #                   2 warps a program for k=8, whose 768 one-warp programs leave half of each SM idle)
@@ -102,6 +103,9 @@ for p in $PARTS; do
             --out "$OUT/fwd_ahead_scan.jsonl" ;;
     profile_step) part profile_step 120 python3 bench/profile_step.py --k 4 --backend triton --compile \
         --out "$OUT/profile_step_k4.txt" ;;
+    attribute)  # which ops launch the eager reduce / copy kernels of the compiled k=4 step (no CUDA graphs)
+        part attribute 150 python3 bench/profile_step.py --k 4 --backend triton --compile \
+            --attribute "reduce_kernel|elementwise_kernel|copy" --out "$OUT/profile_step_k4_attribute.txt" ;;
     bc_sum)  # the scan alone, dB / dC summed over channel blocks by atomics (default) vs per-block partials
         part bc_sum 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
             --configs 32x1/32x1/8/1x1/168 --bwd-kernels triton triton_blocks --out "$OUT/bc_sum.jsonl" ;;
