@@ -25,7 +25,6 @@
 #   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
 #                   of .gpu-wheels: 64 MiB a call)
 #   smem_bwd        the rows backward with its work buffer in shared memory (bench/scan_bwd_rows.py): tests, timing
-#   fwd_rows        the one-channel-a-lane Gluon forward (scan_fwd_rows): its GPU tests, then the scan alone
 #   fwd_ahead       scan_fwd's AHEAD candidate (a step's state-free terms a step early), 1 and 2 warps a
 #                   program: its GPU tests, then the scan alone (not yet run on a GPU: 2026-12-01)
 #   profile_step    the compiled STAR-B k=4 step kernel by kernel
@@ -90,11 +89,6 @@ for p in $PARTS; do
         part smem_scan 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
             --configs 32x1/32x1/8/1x1/168 --bwd-kernels ${SMEM_KERNELS:-triton rows_prefetch rows_smem rows_smem_noprefetch} \
             --out "$OUT/smem_scan.jsonl" ;;
-    fwd_rows)  # the one-channel-a-lane Gluon forward candidate: tests against the twin, then the scan alone
-        part fwd_rows_tests 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
-            -k gluon_forward_candidate
-        part fwd_rows_scan 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
-            --configs 32x1/32x1/8/1x1/168 --fwd-kernels default rows --out "$OUT/fwd_rows_scan.jsonl" ;;
     fwd_ahead)  # scan_fwd's AHEAD candidate (state-free terms a step early): tests, then the scan alone
         part fwd_ahead_tests 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
             -k forward_ahead_candidate

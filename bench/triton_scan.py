@@ -178,20 +178,9 @@ BWD_KERNELS = ({"default": lambda: None, "triton": _scan_bwd, "triton_blocks": _
                | {v: (lambda v=v: _rows_kernel(v)) for v in ROWS_VARIANTS})
 
 
-def _fwd_rows():
-    from bench.scan_fwd_rows import scan_fwd_rows
-
-    return scan_fwd_rows
-
-
-# name -> what TILES["fwd_kernel"] gets: default (None, scan_fwd), ahead (scan_fwd with AHEAD: a step's
-# state-free terms computed a step early), or the one-channel-a-lane Gluon forward
-FWD_KERNELS = {"default": lambda: None, "ahead": lambda: None, "rows": _fwd_rows}
-
-
-def fwd_tiles(name: str) -> dict:
-    """The TILES entries that select forward ``name`` (FWD_KERNELS)."""
-    return {"fwd_kernel": FWD_KERNELS[name](), "fwd_ahead": name == "ahead"}
+# the forwards: default (scan_fwd) and ahead (scan_fwd with AHEAD, TILES["fwd_ahead"]: a step's state-free
+# terms computed a step early)
+FWD_KERNELS = ("default", "ahead")
 
 
 def bwd_tiles(name: str) -> dict:
@@ -230,11 +219,11 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
             fwd, bwd, steps, *rest = config.split("/")
             unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
             maxnreg = int(rest[1]) if len(rest) > 1 else None
-            kernels = [(f"fwd {f}", FWD_KERNELS[f]() or K.scan_fwd, fwd) for f in fwd_kernels] + [
+            kernels = [(f"fwd {f}", K.scan_fwd, fwd) for f in fwd_kernels] + [
                 (f"bwd {k}", BWD_KERNELS[k]() or ts.default_backward("cuda", False), bwd) for k in bwd_kernels]
             for kind, launched, tile in kernels:
-                gluon = hasattr(launched, "constants") or type(launched).__name__ == "GluonJITFunction"
-                fn = launched.kernel if isinstance(launched, ts.WithConstants) else launched
+                gluon = isinstance(launched, ts.WithConstants)  # the Gluon backwards
+                fn = launched.kernel if gluon else launched
                 bd, warps = map(int, tile.split("x"))
                 bd = ts._block_channels(d // g, bd)
                 types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
@@ -262,9 +251,9 @@ def main() -> None:
                    help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]")
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
-    p.add_argument("--fwd-kernels", nargs="+", default=["default"], choices=list(FWD_KERNELS),
-                   help="forward kernels: default (scan_fwd), ahead (scan_fwd, a step's state-free terms "
-                        "computed a step early) or rows (one channel a lane, in Gluon)")
+    p.add_argument("--fwd-kernels", nargs="+", default=["default"], choices=FWD_KERNELS,
+                   help="forward kernels: default (scan_fwd) or ahead (scan_fwd, a step's state-free terms "
+                        "computed a step early)")
     p.add_argument("--bwd-kernels", nargs="+", default=["default"], choices=list(BWD_KERNELS),
                    help="backward kernels to time with each config: default (what starx launches), triton "
                         "(the plain Triton scan_bwd), rows (bench/scan_bwd_rows.py, one channel a lane, in "
@@ -292,7 +281,7 @@ def main() -> None:
                 row["mamba_fwd_ms"], row["mamba_fwdbwd_ms"] = time_pair(mfwd, x, dout)
             for config, fwd_kernel, bwd_kernel in ((c, f, k) for c in args.configs for f in args.fwd_kernels
                                                    for k in args.bwd_kernels):
-                ts.TILES.update(fwd_tiles(fwd_kernel))
+                ts.TILES["fwd_ahead"] = fwd_kernel == "ahead"
                 fwd, bwd, steps, *rest = config.split("/")
                 unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
                 ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))),

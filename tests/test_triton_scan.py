@@ -200,23 +200,6 @@ def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, bwd, request, 
                          ids=["k1", "k4", "finetune4dir"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
-def test_gluon_forward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, request, monkeypatch):
-    """bench/scan_fwd_rows.py's forward (one channel a lane, in Gluon; slower, kept as a bench
-    candidate) through the launcher."""
-    from starx.ops import triton_scan as ts
-
-    sys.path.insert(0, str(ROOT))
-    rows = pytest.importorskip("bench.scan_fwd_rows", reason="needs Triton's Gluon")
-    monkeypatch.setitem(ts.TILES, "fwd_kernel", rows.scan_fwd_rows)
-    _matches_the_twin(shape, dtype, reset, request)
-
-
-@pytest.mark.gpu
-@requires_gpu
-@pytest.mark.parametrize("shape", [(4, 768, 128, 1), (2, 768, 624, 1), (2, 3072, 197, 4)],
-                         ids=["k1", "k4", "finetune4dir"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
 def test_forward_ahead_candidate_matches_the_twin_on_gpu(shape, dtype, reset, request, monkeypatch):
     """scan_fwd with AHEAD (TILES["fwd_ahead"]: a step's state-free terms computed a step early)."""
     from starx.ops import triton_scan as ts

@@ -66,10 +66,10 @@ def triton_error() -> str | None:
 # (bench/results/triton_scan_v5_tile_steps_h200.jsonl), for twice the saved states: STAR-B k=4's
 # peak memory at 256 images went 20.0 -> 21.3 GB.
 # "bwd_kernel": None launches the default backward (default_backward()); bench/ may set another;
-# "fwd_kernel" the same for the forward (None: scan_fwd); "fwd_ahead": scan_fwd's AHEAD candidate.
+# "fwd_ahead": scan_fwd's AHEAD candidate.
 # "bc_sum": how the backward sums dB and dC over channel blocks (module docstring).
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
-         "bc_sum": "atomic", "fwd_kernel": None, "fwd_ahead": False}
+         "bc_sum": "atomic", "fwd_ahead": False}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -196,12 +196,11 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
     n, groups = A.shape[1], B.shape[1]
     bd, warps = TILES["fwd"]
     bd, T = _block_channels(d // groups, bd), TILES["steps"]
-    kernel = TILES["fwd_kernel"] or scan_fwd
     out = _like_layout(u, u.dtype)
     states = u.new_empty((b, -(-L // T), d, n) if save_states else (0,), dtype=torch.float32)
     reset, sr_b = _reset_rows(reset)
     zz = z if z is not None else u
-    kernel = kernel[(d // bd, b)](
+    kernel = scan_fwd[(d // bd, b)](
         u, delta, zz, out, A, D if D is not None else A, delta_bias if delta_bias is not None else A, B, C,
         reset if reset is not None else u, states, L, d // groups, d,
         *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(out), *_bgln(B), *_bgln(C), sr_b,
