@@ -114,10 +114,15 @@ def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_
     return WithConstants(scan_bwd_rows, STAGES=2, SMEM_WORK=True, SMEM_DY=False, KEEP_A=False)
 
 
+def _default_backward_on(device: torch.device, channels: int = 32, d_state: int = 16):
+    """default_backward for tensors on ``device``."""
+    return default_backward(device.type, os.environ.get("TRITON_INTERPRET") == "1", channels, d_state,
+                            device.type == "cuda" and _hopper(device))
+
+
 def backward_name() -> str:
     """Which backward the scan launches on this machine's GPU (``starx doctor``)."""
-    hopper = torch.cuda.is_available() and _hopper(torch.device("cuda"))
-    k = default_backward("cuda", os.environ.get("TRITON_INTERPRET") == "1", hopper=hopper)
+    k = _default_backward_on(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return "gluon (one channel a lane, shared-memory tile)" if isinstance(k, WithConstants) else "triton (scan_bwd)"
 
 
@@ -225,8 +230,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     blocks = d // bd
     du, ddelta = _like_layout(u, u.dtype), _like_layout(u, delta.dtype)
     dz = _like_layout(u, z.dtype) if z is not None else u.new_empty(0)
-    kernel = TILES["bwd_kernel"] or default_backward(
-        u.device.type, os.environ.get("TRITON_INTERPRET") == "1", bd, n, u.is_cuda and _hopper(u.device))
+    kernel = TILES["bwd_kernel"] or _default_backward_on(u.device, bd, n)
     atomic = TILES["bc_sum"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
     if atomic:  # every block of a group adds into the group's sums
         dB = torch.zeros((b, groups, L, n), device=u.device, dtype=f32)

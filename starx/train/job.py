@@ -51,13 +51,15 @@ def _scan_backend(backend: str, device) -> str:
     return scan_backend(backend, torch.empty(0, device=device))
 
 
-def _scan_backward(backend: str, device) -> dict[str, str]:
-    """{"scan_backward": which kernel runs the Triton scan's backward} where the Triton scan runs."""
-    if _scan_backend(backend, device) != "triton":
-        return {}
+def _scan_kernels(backend: str, device) -> dict[str, str]:
+    """{"scan_backend": the scan this run uses, and where it is triton "scan_backward": the kernel
+    of its backward}."""
+    scan = _scan_backend(backend, device)
+    if scan != "triton":
+        return {"scan_backend": scan}
     from starx.ops.triton_scan import backward_name
 
-    return {"scan_backward": backward_name()}
+    return {"scan_backend": scan, "scan_backward": backward_name()}
 
 
 def _device_name(device) -> str:
@@ -204,8 +206,7 @@ def _train(run_dir: Path, cfg, dist) -> dict[str, Any]:
                            wall_time_s=prior_wall, versions=_versions(), device=_device_name(dist.device),
                            devices=dist_mod.describe_devices(dist),
                            extra={"run_dir": str(run_dir), "world_size": dist.world_size, "started": started,
-                                  "scan_backend": _scan_backend(cfg.model.backend, dist.device),
-                                  **_scan_backward(cfg.model.backend, dist.device)})
+                                  **_scan_kernels(cfg.model.backend, dist.device)})
     result = record_.to_dict()
 
     def record(status: str, error: str | None = None) -> None:
