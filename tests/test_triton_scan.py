@@ -150,6 +150,18 @@ def test_the_backward_falls_back_to_scan_bwd_where_the_gluon_kernel_cannot_run()
     assert default_backward("cuda", False, 32, 16, hopper=False) is scan_bwd
 
 
+# the cases a kernel candidate is checked against the twin in: k=1, k=4 and the fine-tune shape (b, d, L,
+# groups), fp32 and bf16, with and without resets
+DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+RESETS = pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
+SHAPES_3 = pytest.mark.parametrize("shape", [(4, 768, 128, 1), (2, 768, 624, 1), (2, 3072, 197, 4)],
+                                   ids=["k1", "k4", "finetune4dir"])
+
+
+def TWIN_CASES(test):  # noqa: N802 (a decorator, named as the markers it stacks)
+    return SHAPES_3(DTYPES(RESETS(test)))
+
+
 def _gpu_inputs(b, d, L, g, dtype, seed=0, channel_last=True):
     gen = torch.Generator(device="cuda").manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen, device="cuda")  # noqa: E731
@@ -180,8 +192,8 @@ def _scan_and_grads(inputs, backend, reset=None):
 @requires_gpu
 @pytest.mark.parametrize("shape", [(4, 768, 128, 1), (2, 768, 624, 1), (1, 768, 1264, 1), (2, 3072, 197, 4)],
                          ids=["k1", "k4", "k8", "finetune4dir"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
+@DTYPES
+@RESETS
 @pytest.mark.parametrize("bwd", ["default", "scan_bwd"])
 def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, bwd, request, monkeypatch):
     """default: the backward starx launches here (the Gluon kernel); scan_bwd: the plain Triton
@@ -196,10 +208,7 @@ def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, bwd, request, 
 
 @pytest.mark.gpu
 @requires_gpu
-@pytest.mark.parametrize("shape", [(4, 768, 128, 1), (2, 768, 624, 1), (2, 3072, 197, 4)],
-                         ids=["k1", "k4", "finetune4dir"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
+@TWIN_CASES
 def test_forward_ahead_candidate_matches_the_twin_on_gpu(shape, dtype, reset, request, monkeypatch):
     """scan_fwd with AHEAD (TILES["fwd_ahead"]: a step's state-free terms computed a step early)."""
     from starx.ops import triton_scan as ts
@@ -220,10 +229,7 @@ def test_the_gluon_backward_is_what_runs_on_this_gpu():
 
 @pytest.mark.gpu
 @requires_gpu
-@pytest.mark.parametrize("shape", [(4, 768, 128, 1), (2, 768, 624, 1), (2, 3072, 197, 4)],
-                         ids=["k1", "k4", "finetune4dir"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("reset", [False, True], ids=["", "reset"])
+@TWIN_CASES
 @pytest.mark.parametrize("variant", ["rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc",
                                      "rows_keep_a_f32bc/4warps", "rows_smem", "rows_smem_noprefetch", "rows_smem_h"])
 def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, variant, request, monkeypatch):
