@@ -16,6 +16,9 @@
 #   rows_tests      rows_bwd's tests alone (no timing: may share the GPU with other work)
 #   rows_warps      the best variants with 2 and 4 warps a program, and with 4-step tiles
 #   rows_steps      the fine-tuning step (compiled) and the k=4 pretraining step with that candidate
+#   pretrain_k4     the pretraining step at k = 4 alone, beside the anchor
+#   decoder_attention ARM's decoder attention alone: SDPA with the dense mask vs FlexAttention (k = 4 1 8)
+#   swiglu          the SwiGLU MLP alone: w1 and w2 as two matmuls vs one over their concatenated weights
 #   pretrain_k2_k8  the same at k = 2 and 8
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
 #   profile_block   one compiled block, part by part, beside the anchor's
@@ -60,7 +63,13 @@ for p in $PARTS; do
     case $p in
     gpu_tests)  # (+ the loader's GPU buffers test where FFCV was carried)
         part gpu_tests 280 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_scan.py \
-            tests/test_triton_conv.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
+            tests/test_triton_conv.py tests/test_attention.py \
+            $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
+    pretrain_k4) part pretrain_k4 200 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
+        --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4.json" ;;
+    decoder_attention) part decoder_attention 150 python3 bench/decoder_attention.py --k 4 1 8 \
+        --out "$OUT/decoder_attention.jsonl" ;;
+    swiglu) part swiglu 90 python3 bench/swiglu.py --out "$OUT/swiglu.json" ;;
     pretrain_k4_k1) part pretrain_k4_k1 300 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --encoder --out "$OUT/pretrain_step_k4_k1.json" ;;
     pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \

@@ -150,7 +150,7 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
                   sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1, sC_b=L * xdbl, sC_g=N, sC_l=xdbl, sC_n=1, sr_b=L,
                   sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N, sw_p=T * bd * (N + 1))
     consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
-                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_BC=True, SMEM_WORK=False, SMEM_DY=True, AHEAD=False)
+                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_SUMS=True, SMEM_WORK=False, SMEM_DY=True, AHEAD=False)
     types = {n: "*bf16" if n in BF16_ARGS else "*i8" if n == "reset_ptr" else "*fp32"
              for n in fn.arg_names if n.endswith("_ptr")}
     return (types, {n: v for n, v in values.items() if n in fn.arg_names},
@@ -185,7 +185,7 @@ FWD_KERNELS = ("default", "ahead")
 
 def bwd_tiles(name: str) -> dict:
     """The TILES entries that select backward ``name`` (BWD_KERNELS)."""
-    return {"bwd_kernel": BWD_KERNELS[name](), "bc_sum": "blocks" if name == "triton_blocks" else "atomic"}
+    return {"bwd_kernel": BWD_KERNELS[name](), "sums": "blocks" if name == "triton_blocks" else "atomic"}
 
 
 def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:

@@ -35,7 +35,7 @@ def test_interpreted_triton_conv_matches_the_fp64_twin():
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert {r["case"] for r in results} == {"plain", "no_bias_no_silu", "seq_idx_l", "seq_idx_bl", "strided_x",
-                                            "ahead_3", "width_2", "width_3_tile_16", "short"}
+                                            "ahead_3", "width_2", "width_3_tile_16", "short", "block_partials"}
     for r in results:
         assert len(r["errors"]) >= 3
         for name, err in r["errors"].items():
@@ -103,6 +103,34 @@ def test_triton_conv_matches_the_twin_on_gpu(shape, dtype, segments, request):
     errors = {"out": rel(out, ref), **{k: rel(g, r) for k, g, r in zip(("dx", "dweight", "dbias"), grads, ref_grads)}}
     print(f"\n  {request.node.callspec.id}: " + " ".join(f"{k} {v:.1e}" for k, v in errors.items()), end="")
     assert max(errors.values()) < (1e-5 if dtype == torch.float32 else 1e-2), errors
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_weight_sums_by_atomics_match_the_deterministic_partials_on_gpu(monkeypatch):
+    """TILES["sums"]: every program adds dweight / dbias into one total by atomics; under
+    torch.use_deterministic_algorithms each stores its partial and torch adds them up, run to run
+    bit-identical. Same gradients both ways; dx does not depend on the choice."""
+    from starx.ops import triton_conv as tc
+
+    b, L, d, _ = SHAPES["k4_chunk"]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(b, L, d, generator=gen, device="cuda").to(torch.bfloat16)
+    weight, bias = torch.randn(d, 4, generator=gen, device="cuda") * 0.5, torch.randn(d, generator=gen, device="cuda")
+    monkeypatch.setitem(tc.TILES, "sums", "atomic")
+    atomic = _conv_and_grads(x, weight, bias, None, "triton")[1]
+    monkeypatch.setitem(tc.TILES, "sums", "blocks")
+    blocks = _conv_and_grads(x, weight, bias, None, "triton")[1]
+    assert torch.equal(atomic[0], blocks[0])
+    for a, p in zip(atomic[1:], blocks[1:]):
+        assert ((a - p).norm() / p.norm()).item() < 1e-6
+    monkeypatch.setitem(tc.TILES, "sums", "atomic")
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [_conv_and_grads(x, weight, bias, None, "triton")[1] for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(torch.equal(r, p) for r, p in zip(runs[0], runs[1])) and torch.equal(runs[0][1], blocks[1])
 
 
 @pytest.mark.gpu

@@ -269,29 +269,30 @@ def _matches_the_twin(shape, dtype, reset, request):
 @requires_gpu
 @pytest.mark.parametrize("shape", [(2, 768, 624, 1), (2, 3072, 197, 4)], ids=["k4", "finetune4dir"])
 def test_dB_dC_summed_by_atomics_match_the_deterministic_block_partials_on_gpu(shape, monkeypatch):
-    """TILES["bc_sum"]: the default adds each block's dB / dC into the group's sums with atomics; under
+    """TILES["sums"]: the default adds each block's dB / dC into the group's sums (and each sequence's
+    dA / dD / dbias into their totals) with atomics; under
     torch.use_deterministic_algorithms the per-block partials are summed by torch instead, run to run
     bit-identical. Both give the same gradients; the others are untouched by the choice."""
     from starx.ops import triton_scan as ts
 
     inputs = _gpu_inputs(*shape, torch.float32)
-    monkeypatch.setitem(ts.TILES, "bc_sum", "atomic")
+    monkeypatch.setitem(ts.TILES, "sums", "atomic")
     _, atomic = _scan_and_grads(inputs, "triton")
-    monkeypatch.setitem(ts.TILES, "bc_sum", "blocks")
+    monkeypatch.setitem(ts.TILES, "sums", "blocks")
     _, blocks = _scan_and_grads(inputs, "triton")
-    for name in ("B", "C"):
+    for name in ("B", "C", "A", "D", "delta_bias"):  # (dA, dD, dbias: summed over sequences the same way)
         rel = ((atomic[name] - blocks[name]).norm() / blocks[name].norm()).item()
         assert rel < 1e-6, (name, rel)
-    for name in ("u", "delta", "A", "D", "z", "delta_bias"):
+    for name in ("u", "delta", "z"):
         assert torch.equal(atomic[name], blocks[name]), name
-    monkeypatch.setitem(ts.TILES, "bc_sum", "atomic")
+    monkeypatch.setitem(ts.TILES, "sums", "atomic")
     torch.use_deterministic_algorithms(True)
     try:
         runs = [_scan_and_grads(inputs, "triton")[1] for _ in range(2)]
     finally:
         torch.use_deterministic_algorithms(False)
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
-    assert torch.equal(runs[0]["B"], blocks["B"]) and torch.equal(runs[0]["C"], blocks["C"])
+    assert all(torch.equal(runs[0][k], blocks[k]) for k in ("B", "C", "A", "D", "delta_bias"))
 
 
 @pytest.mark.gpu

@@ -20,12 +20,13 @@ from starx.ops.conv import causal_conv1d_channel_last  # noqa: E402
 
 
 def conv_case(*, L=37, d=6, width=4, bias=True, silu=True, seq=None, strided=False,
-              tiles=((8, 8, 2, 1), (8, 8, 3, 1))) -> dict:
+              tiles=((8, 8, 2, 1), (8, 8, 3, 1)), sums="atomic") -> dict:
     """The Triton conv against the twin (starx.ops.conv, torch backend) in fp64: output and the
     gradients of x, weight and bias. seq: None, "l" or "bl" (segment ids shared or per sequence);
     tiles: TILES' fwd and bwd (steps, channels, steps loaded ahead, warps), small so that chunk,
-    channel-block and group edges all fall inside the sequence."""
-    tc.TILES.update(fwd=tiles[0], bwd=tiles[1])
+    channel-block and group edges all fall inside the sequence; sums: TILES["sums"], how dweight
+    and dbias are summed over programs."""
+    tc.TILES.update(fwd=tiles[0], bwd=tiles[1], sums=sums)
     gen = torch.Generator().manual_seed(L * 7 + d + width)
     b = 2
     wide = torch.randn(b, L, 2 * d if strided else d, generator=gen)
@@ -65,6 +66,7 @@ CONV_CASES = {
     "width_2": {"width": 2, "L": 19},
     "width_3_tile_16": {"width": 3, "L": 40, "d": 12, "tiles": ((16, 8, 4, 1), (16, 8, 4, 1))},
     "short": {"L": 2, "seq": "bl"},
+    "block_partials": {"sums": "blocks", "seq": "l"},  # the deterministic path
 }
 
 

@@ -8,7 +8,8 @@ CPU interpreter, which does not run Gluon), with another decomposition, written 
 * One channel a lane, its N states in that lane's registers (``[1, N] x [32, 1]``): the sums over
   states and the per-channel math (softplus, sigmoid) stay inside a thread, once a channel; only
   the sums over channels for dB and dC cross lanes (shared memory into a column layout, one
-  shuffle), then go to the group's sums by relaxed atomics (or per-block partials: ATOMIC_BC).
+  shuffle), then go to the group's sums by relaxed atomics (or per-block partials: ATOMIC_SUMS,
+  which also decides how dA, dD and dbias are summed over sequences).
 * The tile's ``a_t h_{t-1}`` (T x 32 x N fp32, 16 KB) lives in shared memory, written by the
   recompute sweep and read back by the adjoint sweep, each lane only its own channel's: in scan_bwd
   that buffer goes through L1/L2 (about 4 GB a layer at k=4). dy stays in the global work buffer:
@@ -62,8 +63,8 @@ def _sum_channels(x, COL: gl.constexpr):
 
 
 @gluon.jit
-def _put_bc(p, v, ATOMIC: gl.constexpr):
-    """starx.ops._triton_scan_kernels._put_bc in Gluon: added into the group's sums, or stored."""
+def _put_sum(p, v, ATOMIC: gl.constexpr):
+    """starx.ops._triton_scan_kernels._put_sum in Gluon: added into the total, or stored."""
     if ATOMIC:
         gl.atomic_add(p, v, sem="relaxed")
     else:
@@ -94,13 +95,14 @@ def scan_bwd_rows(
     N: gl.constexpr, BD: gl.constexpr, T: gl.constexpr,
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
     HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr, KEEP_A: gl.constexpr = False,
-    ATOMIC_BC: gl.constexpr = False, SMEM_WORK: gl.constexpr = True, SMEM_DY: gl.constexpr = False,
+    ATOMIC_SUMS: gl.constexpr = False, SMEM_WORK: gl.constexpr = True, SMEM_DY: gl.constexpr = False,
 ):  # fmt: skip
     """scan_bwd's two sweeps a tile, one channel a lane: BD = 32 x the warps of the launch (more
     warps a program: fewer per-block dB / dC partials for torch to sum). STAGES >= 2 loads
     each step's inputs one step ahead (more registers and instructions, the loads' latency off the
-    step's path); UNROLL is accepted for the launcher and unused. ATOMIC_BC: dB / dC added into the
-    group's sums (scan_bwd's). SMEM_WORK: the tile's a_t h_{t-1} kept in shared memory (16 KB a
+    step's path); UNROLL is accepted for the launcher and unused. ATOMIC_SUMS: dB / dC added into the
+    group's sums, dA / dD / dbias into the totals over sequences (scan_bwd's).
+    SMEM_WORK: the tile's a_t h_{t-1} kept in shared memory (16 KB a
     program, channel-fastest so a warp's accesses hit 32 banks) instead of the global work buffer;
     each lane reads back only what it wrote. SMEM_DY: dy there too (module docstring). KEEP_A: a_t
     kept in the work buffer too, not recomputed (slower: bench/scan_bwd_rows.py)."""
@@ -133,7 +135,7 @@ def scan_bwd_rows(
     du_0 = du_ptr + b * sdu_b
     ddt_0 = ddt_ptr + b * sdu_b
     dz_0 = dz_ptr + b * sdu_b
-    bc_slice = grp if ATOMIC_BC else pid_d
+    bc_slice = grp if ATOMIC_SUMS else pid_d
     dB_0 = dB_ptr + b * sdB_b + bc_slice * N * L
     dC_0 = dC_ptr + b * sdB_b + bc_slice * N * L
     r_0 = reset_ptr + b * sr_b
@@ -202,7 +204,7 @@ def scan_bwd_rows(
                 dy = dout * z * sz
             else:
                 dy = dout
-            _put_bc(dC_0 + t * sdB_l + cn_col, _sum_channels(h * gl.expand_dims(dy, 1), COL), ATOMIC_BC)
+            _put_sum(dC_0 + t * sdB_l + cn_col, _sum_channels(h * gl.expand_dims(dy, 1), COL), ATOMIC_SUMS)
             if SMEM_WORK:
                 wh_s.index(i).store(ah)
             else:
@@ -281,15 +283,16 @@ def scan_bwd_rows(
                 dbias_acc += ddt
             gl.store(du_0 + t * sdu_l + cd * sdu_d, du.to(du_ptr.dtype.element_ty))
             gl.store(ddt_0 + t * sdu_l + cd * sdu_d, ddt.to(ddt_ptr.dtype.element_ty))
-            _put_bc(dB_0 + t * sdB_l + cn_col, _sum_channels(g * gl.expand_dims(dt * u, 1), COL), ATOMIC_BC)
+            _put_sum(dB_0 + t * sdB_l + cn_col, _sum_channels(g * gl.expand_dims(dt * u, 1), COL), ATOMIC_SUMS)
             if KEEP_A:
                 a = gl.load(w_a + (steps - 1 - j) * BD * N + tile)
             else:
                 a = _decay(dt, A2, r, HAS_RESET)
             carry = a * g
-    gl.store(dA_ptr + (b * DIM + d0) * N + tile, dA_acc)
+    row = 0 if ATOMIC_SUMS else b  # this sequence's partial, or the one total (as scan_bwd)
+    _put_sum(dA_ptr + (row * DIM + d0) * N + tile, dA_acc, ATOMIC_SUMS)
     if HAS_D:
-        gl.store(dD_ptr + b * DIM + cd, dD_acc)
+        _put_sum(dD_ptr + row * DIM + cd, dD_acc, ATOMIC_SUMS)
     if HAS_BIAS:
-        gl.store(dbias_ptr + b * DIM + cd, dbias_acc)
+        _put_sum(dbias_ptr + row * DIM + cd, dbias_acc, ATOMIC_SUMS)
 

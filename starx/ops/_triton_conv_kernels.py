@@ -97,11 +97,21 @@ def _bwd_rows(x_p, do_p, seq_p, t, L, sx_l, sdo_l, cm, U: tl.constexpr, HAS_SEQ:
 
 
 @triton.jit
+def _put_sum(p, v, m, ATOMIC: tl.constexpr):
+    """This program's weight / bias gradient sums: added into the total (relaxed: read only after
+    the kernel) or stored as its partial."""
+    if ATOMIC:
+        tl.atomic_add(p, v, mask=m, sem="relaxed")
+    else:
+        tl.store(p, v, mask=m)
+
+
+@triton.jit
 def conv_bwd(
     x_ptr, w_ptr, bias_ptr, seq_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr, L, DIM, P,
     sx_b, sx_l, sx_d, ss_b, sdo_b, sdo_l, sdo_d,
     TC: tl.constexpr, BD: tl.constexpr, U: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr, ATOMIC_SUMS: tl.constexpr = False,
 ):  # fmt: skip
     """Walks this program's steps [t0, t1) backwards, from t1 + 2 (the steps after t1 only give
     the dpre that dx[t1-3 .. t1-1] reads). Each step:
@@ -109,7 +119,8 @@ def conv_bwd(
     dx[t] = w3 dpre[t] + w2 dpre[t+1] + w1 dpre[t+2] + w0 dpre[t+3] (dpre of later segments
     zeroed), dw[k] += dpre[t] x[t-3+k] (as the forward read it), dbias += dpre[t].
     dx (b, L, DIM) contiguous; dw (4, P, DIM) and db (P, DIM): this program's fp32 partial sums,
-    P = b * chunks, summed by torch."""
+    P = b * chunks, summed by torch; with ATOMIC_SUMS (4, 1, DIM) and (1, DIM) zero-filled totals
+    every program adds into."""
     pid_l = tl.program_id(0)
     b = tl.program_id(2).to(tl.int64)
     c = tl.program_id(1) * BD + tl.arange(0, BD)
@@ -163,10 +174,10 @@ def conv_bwd(
             xa, xb, xc = xn, xa, xb
             sa, sb, sc = sn, sa, sb
         q = nq
-    prog = b * tl.num_programs(0) + pid_l
-    tl.store(dw_ptr + prog * DIM + c, g0, mask=cm)
-    tl.store(dw_ptr + (P + prog) * DIM + c, g1, mask=cm)
-    tl.store(dw_ptr + (2 * P + prog) * DIM + c, g2, mask=cm)
-    tl.store(dw_ptr + (3 * P + prog) * DIM + c, g3, mask=cm)
+    prog = 0 if ATOMIC_SUMS else b * tl.num_programs(0) + pid_l
+    _put_sum(dw_ptr + prog * DIM + c, g0, cm, ATOMIC_SUMS)
+    _put_sum(dw_ptr + (P + prog) * DIM + c, g1, cm, ATOMIC_SUMS)
+    _put_sum(dw_ptr + (2 * P + prog) * DIM + c, g2, cm, ATOMIC_SUMS)
+    _put_sum(dw_ptr + (3 * P + prog) * DIM + c, g3, cm, ATOMIC_SUMS)
     if HAS_BIAS:
-        tl.store(db_ptr + prog * DIM + c, gb, mask=cm)
+        _put_sum(db_ptr + prog * DIM + c, gb, cm, ATOMIC_SUMS)

@@ -49,9 +49,10 @@ def _load_step(u_p, dt_p, B_p, C_p, z_p, r_p, ok, HAS_Z: tl.constexpr, HAS_RESET
 
 
 @triton.jit
-def _put_bc(p, v, ATOMIC: tl.constexpr):
-    """One step's dB or dC summed over this program's channels: added into the group's sum
-    (relaxed: only the total matters, read after the kernel) or stored as this block's partial."""
+def _put_sum(p, v, ATOMIC: tl.constexpr):
+    """A sum over this program's channels or steps (a step's dB or dC; dA, dD, dbias over the
+    sequence): added into the total (relaxed: only the total matters, read after the kernel) or
+    stored as this program's partial."""
     if ATOMIC:
         tl.atomic_add(p, v, sem="relaxed")
     else:
@@ -221,7 +222,7 @@ def scan_bwd(
     sdu_b, sdu_l, sdu_d, sdB_b, sdB_l, sw_p,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_RESET: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, ATOMIC_BC: tl.constexpr = False,
+    HAS_RESET: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, ATOMIC_SUMS: tl.constexpr = False,
 ):  # fmt: skip
     """Walks the tiles of T steps from the last. A forward sweep over the tile restarts from the
     state the forward saved before it and computes what needs the state h_t but not the adjoint
@@ -231,9 +232,10 @@ def scan_bwd(
     g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the tile.
 
     du, ddt, dz share one layout (strides sdu_*); dB, dC: fp32 (b, d/BD, l, n) per-block partial
-    sums (strides sdB_b, sdB_l; summed over blocks by torch), or with ATOMIC_BC (b, groups, l, n)
+    sums (strides sdB_b, sdB_l; summed over blocks by torch), or with ATOMIC_SUMS (b, groups, l, n)
     zero-filled sums that every block of the group adds into; dA (b, d, n), dD and dbias (b, d):
-    fp32 partial sums over this sequence."""
+    fp32 partial sums over this sequence, or with ATOMIC_SUMS (d, n) and (d,) zero-filled sums
+    that every sequence adds into."""
     b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(0)
     d0 = pid_d * BD
@@ -255,7 +257,7 @@ def scan_bwd(
     du_0 = du_ptr + b * sdu_b
     ddt_0 = ddt_ptr + b * sdu_b
     dz_0 = dz_ptr + b * sdu_b
-    bc_slice = grp if ATOMIC_BC else pid_d  # this program's (l, n) slice of dB and dC
+    bc_slice = grp if ATOMIC_SUMS else pid_d  # this program's (l, n) slice of dB and dC
     dB_0 = dB_ptr + b * sdB_b + bc_slice * N * L
     dC_0 = dC_ptr + b * sdB_b + bc_slice * N * L
     r_0 = reset_ptr + b * sr_b
@@ -316,7 +318,7 @@ def scan_bwd(
                 dy = dout * z * sz
             else:
                 dy = dout
-            _put_bc(dC_p + cn, tl.sum(h * dy[:, None], axis=0), ATOMIC_BC)
+            _put_sum(dC_p + cn, tl.sum(h * dy[:, None], axis=0), ATOMIC_SUMS)
             tl.store(w_h + i * BD * N + tile, ah)
             tl.store(w_dy + i * BD + tl.arange(0, BD), dy)
             dz_p += sdu_l
@@ -366,7 +368,7 @@ def scan_bwd(
                 dbias_acc += ddt
             tl.store(du_p + cd * sdu_d, du.to(du_ptr.dtype.element_ty))
             tl.store(ddt_p + cd * sdu_d, ddt.to(ddt_ptr.dtype.element_ty))
-            _put_bc(dB_p + cn, tl.sum(g * dtu[:, None], axis=0), ATOMIC_BC)
+            _put_sum(dB_p + cn, tl.sum(g * dtu[:, None], axis=0), ATOMIC_SUMS)
             a = tl.exp2(dt[:, None] * A2)
             if HAS_RESET:
                 a = tl.where(r != 0, 0.0, a)
@@ -374,8 +376,9 @@ def scan_bwd(
             du_p -= sdu_l
             ddt_p -= sdu_l
             dB_p -= sdB_l
-    tl.store(dA_ptr + (b * DIM + d0) * N + tile, dA_acc)
+    row = 0 if ATOMIC_SUMS else b  # this sequence's partial, or the one total
+    _put_sum(dA_ptr + (row * DIM + d0) * N + tile, dA_acc, ATOMIC_SUMS)
     if HAS_D:
-        tl.store(dD_ptr + b * DIM + cd, dD_acc)
+        _put_sum(dD_ptr + row * DIM + cd, dD_acc, ATOMIC_SUMS)
     if HAS_BIAS:
-        tl.store(dbias_ptr + b * DIM + cd, dbias_acc)
+        _put_sum(dbias_ptr + row * DIM + cd, dbias_acc, ATOMIC_SUMS)

@@ -23,8 +23,9 @@ from torch import Tensor
 
 # Per program of the forward and of the backward: (time steps, channels, steps loaded ahead,
 # warps). Picked from a static cost model (SASS for sm_90: instructions issued vs bytes moved);
-# bench/triton_conv.py --configs times others.
-TILES = {"fwd": (64, 128, 4, 1), "bwd": (64, 128, 4, 1)}
+# bench/triton_conv.py --configs times others. "sums": how the backward sums dweight / dbias over
+# its programs, "atomic" or "blocks" (conv_backward).
+TILES = {"fwd": (64, 128, 4, 1), "bwd": (64, 128, 4, 1), "sums": "atomic"}
 MAX_WIDTH = 4  # causal-conv1d's limit; Mamba uses 4
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
@@ -85,17 +86,24 @@ def conv_backward(
         raise ValueError(f"TILES['bwd'] loads {ahead} steps ahead; the backward needs at least {MAX_WIDTH - 1}")
     grid = _grid(L, d, b, steps, bd)
     dx = torch.empty((b, L, d), device=x.device, dtype=x.dtype)
-    dw = torch.empty((4, b * grid[0], d), device=x.device, dtype=torch.float32)  # per-program partial sums
-    db = torch.empty((b * grid[0], d) if bias is not None else (0,), device=x.device, dtype=torch.float32)
+    # every program adds its dweight / dbias sums into one total (atomics), or stores its own partial
+    # for torch to add up (bit-reproducible: under torch.use_deterministic_algorithms)
+    atomic = TILES["sums"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
+    parts = 1 if atomic else b * grid[0]
+    new = torch.zeros if atomic else torch.empty
+    dw = new((4, parts, d), device=x.device, dtype=torch.float32)
+    db = new((parts, d) if bias is not None else (0,), device=x.device, dtype=torch.float32)
     seq, ss_b = _seq_rows(seq_idx)
     kernel = conv_bwd[grid](
         x, _width4(weight), bias if bias is not None else weight, seq if seq is not None else weight, dout, dx, dw, db,
-        L, d, b * grid[0], *x.stride(), ss_b, *dout.stride(),
-        TC=steps, BD=bd, U=ahead, HAS_BIAS=bias is not None, HAS_SEQ=seq is not None, SILU=silu, num_warps=warps,
+        L, d, parts, *x.stride(), ss_b, *dout.stride(),
+        TC=steps, BD=bd, U=ahead, HAS_BIAS=bias is not None, HAS_SEQ=seq is not None, SILU=silu, ATOMIC_SUMS=atomic,
+        num_warps=warps,
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
-    dweight = dw.sum(1)[4 - weight.shape[1] :].t().contiguous().to(weight.dtype)
-    return dx, dweight, db.sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)
+    total = (lambda t: t.select(-2, 0)) if atomic else (lambda t: t.sum(-2))  # noqa: E731
+    dweight = total(dw)[4 - weight.shape[1] :].t().contiguous().to(weight.dtype)
+    return dx, dweight, total(db).to(bias.dtype) if bias is not None else x.new_empty(0)
 
 
 @torch.library.custom_op("starx::triton_conv_fwd", mutates_args=())

@@ -21,11 +21,11 @@ Design (bench/README.md has the roofline, the timings and the designs that lost)
   tile in a small per-program buffer in global memory.
 * dB and dC (shared by all channels) are summed over the program's channels, then over channel
   blocks: each block adds its step's sums into the group's (b, l, n) fp32 total with relaxed
-  atomics, off the sequential chain (``TILES["bc_sum"] = "atomic"``). Under
+  atomics, off the sequential chain (``TILES["sums"] = "atomic"``). Under
   ``torch.use_deterministic_algorithms(True)`` (or ``"blocks"``) every block writes its own partial
   sums instead and torch adds them up: bit-reproducible, but at k=4 that is 2 x 61 MB of fp32 a
-  layer written and read again. dA, dD and the dt bias gradient are per-sequence partial sums,
-  added over the batch by torch.
+  layer written and read again. dA, dD and the dt bias gradient are summed over sequences the
+  same way: atomics into one total, or per-sequence partials that torch adds up.
 * Reset: where ``reset[b, t]`` is set, ``a_t = 0``: the state restarts from zero at t (images
   packed in one sequence that do not see each other). Upstream Mamba-1 cannot do this.
 
@@ -67,9 +67,10 @@ def triton_error() -> str | None:
 # peak memory at 256 images went 20.0 -> 21.3 GB.
 # "bwd_kernel": None launches the default backward (default_backward()); bench/ may set another;
 # "fwd_ahead": scan_fwd's AHEAD candidate.
-# "bc_sum": how the backward sums dB and dC over channel blocks (module docstring).
+# "sums": how the backward sums dB / dC over channel blocks and dA / dD / dbias over sequences
+# ("atomic" or "blocks": module docstring).
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
-         "bc_sum": "atomic", "fwd_ahead": False}
+         "sums": "atomic", "fwd_ahead": False}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -231,16 +232,18 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     du, ddelta = _like_layout(u, u.dtype), _like_layout(u, delta.dtype)
     dz = _like_layout(u, z.dtype) if z is not None else u.new_empty(0)
     kernel = TILES["bwd_kernel"] or _default_backward_on(u.device, bd, n)
-    atomic = TILES["bc_sum"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
-    if atomic:  # every block of a group adds into the group's sums
-        dB = torch.zeros((b, groups, L, n), device=u.device, dtype=f32)
-        dC = torch.zeros((b, groups, L, n), device=u.device, dtype=f32)
-    else:  # one partial sum a channel block, added up below
+    atomic = TILES["sums"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
+    if atomic:  # every block of a group adds into the group's dB / dC, every sequence into dA / dD / dbias
+        # (buffers of their own: the op's outputs may not alias one another)
+        dB, dC = (torch.zeros((b, groups, L, n), device=u.device, dtype=f32) for _ in range(2))
+        dA = torch.zeros((d, n), device=u.device, dtype=f32)
+        dD, dbias = (torch.zeros(d, device=u.device, dtype=f32) for _ in range(2))
+    else:  # one partial sum a channel block / a sequence, added up below
         dB = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
         dC = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
-    dA = torch.empty((b, d, n), device=u.device, dtype=f32)
-    dD = torch.empty((b, d), device=u.device, dtype=f32)
-    dbias = torch.empty((b, d), device=u.device, dtype=f32)
+        dA = torch.empty((b, d, n), device=u.device, dtype=f32)
+        dD = torch.empty((b, d), device=u.device, dtype=f32)
+        dbias = torch.empty((b, d), device=u.device, dtype=f32)
     Bk, Ck = (_fp32_steps(B), _fp32_steps(C)) if getattr(kernel, "fp32_bc", False) else (B, C)
     # per program: a_t h_{t-1} and dy for a tile (a candidate may keep more states a step: work_states)
     work = torch.empty((b, blocks, T * bd * (n * getattr(kernel, "work_states", 1) + 1)), device=u.device, dtype=f32)
@@ -254,16 +257,18 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         *_bdl(du), dB.stride(0), dB.stride(2), work.stride(1),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
-        ATOMIC_BC=atomic, num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]),
+        ATOMIC_SUMS=atomic, num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]),
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     if atomic:
         per_group = lambda t: t.transpose(2, 3)  # noqa: E731
+        total = lambda t: t  # noqa: E731
     else:
         per_group = lambda t: t.view(b, groups, blocks // groups, L, n).sum(2).transpose(2, 3)  # noqa: E731
-    return (du, ddelta, dA.sum(0).to(A.dtype), per_group(dB).to(B.dtype), per_group(dC).to(C.dtype),
-            dD.sum(0).to(D.dtype) if D is not None else u.new_empty(0),
-            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), dz)
+        total = lambda t: t.sum(0)  # noqa: E731
+    return (du, ddelta, total(dA).to(A.dtype), per_group(dB).to(B.dtype), per_group(dC).to(C.dtype),
+            total(dD).to(D.dtype) if D is not None else u.new_empty(0),
+            total(dbias).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), dz)
 
 
 @torch.library.custom_op("starx::triton_scan_fwd", mutates_args=())

@@ -1,0 +1,98 @@
+"""ARM's decoder attention alone: SDPA with the dense block-causal mask against FlexAttention with
+it as a BlockMask (starx.ops.attention), both compiled, forward + backward, at STAR-B's shapes.
+
+For each k it takes the mask of the model specs/star_base_in1k.yaml builds (k=1 without
+separator: ARM), queries / keys / values of one decoder block (256 images a step: 256 / k
+sequences, decoder_heads heads of decoder_dim / heads), times the compiled forward + backward of
+each implementation with CUDA events, and reports the largest error of each against SDPA in fp32.
+
+    python bench/decoder_attention.py --k 4 1 8 [--out results.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from starx.models import create_model  # noqa: E402
+from starx.ops.attention import ATTENTION, masked_attention  # noqa: E402
+from starx.spec import load_spec  # noqa: E402
+from starx.train.stages import model_kwargs  # noqa: E402
+
+
+def star_b_mask(k: int) -> tuple[torch.Tensor, int, int]:
+    """(mask (T, encoder tokens), decoder heads, head dim) of STAR-B at k images a sequence."""
+    overrides = [f"model.seq_multiplier={k}", "model.backend=torch"] + (["model.separator=none"] if k == 1 else [])
+    cfg = load_spec(ROOT / "specs/star_base_in1k.yaml", overrides)
+    model = create_model(cfg.model.name, **model_kwargs(cfg))
+    return model.mask, model.cfg.decoder_heads, model.cfg.decoder_dim // model.cfg.decoder_heads
+
+
+def timed(fn, q, k, v, dout, reps: int = 20) -> float:
+    """ms of one forward + backward, CUDA events, after warm-up (compiles)."""
+    for _ in range(3):
+        fn(q, k, v).backward(dout)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(reps):
+        fn(q, k, v).backward(dout)
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--k", type=int, nargs="+", default=[4, 1, 8])
+    p.add_argument("--images", type=int, default=256)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__, "command": " ".join(["python"] + sys.argv)}
+    print(json.dumps(info))
+    rows = []
+    for k in args.k:
+        mask, heads, dh = star_b_mask(k)
+        mask = mask.cuda()
+        b, (nq, nk) = args.images // k, mask.shape
+        torch.manual_seed(0)
+        q, kk, v = (torch.randn(b, heads, n, dh, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                    for n in (nq, nk, nk))
+        dout = torch.randn(b, heads, nq, dh, device="cuda", dtype=torch.bfloat16)
+        ref = [t.detach().float().requires_grad_() for t in (q, kk, v)]
+        ATTENTION["impl"] = "sdpa"
+        out_ref = masked_attention(*ref, mask)
+        out_ref.backward(dout.float())
+        row = {"k": k, "sequences": b, "heads": heads, "head_dim": dh, "queries": nq, "keys": nk,
+               "mask_density": round(mask.float().mean().item(), 3)}
+        for impl in ("sdpa", "flex"):
+            ATTENTION["impl"] = impl
+            torch._dynamo.reset()
+            fn = torch.compile(lambda a, b_, c, m=mask: masked_attention(a, b_, c, m))
+            row[f"{impl}_ms"] = round(timed(fn, q, kk, v, dout), 4)
+            for t in (q, kk, v):
+                t.grad = None
+            out = fn(q, kk, v)
+            out.backward(dout)
+            errs = [(out.float() - out_ref).abs().max()] + [(t.grad.float() - r.grad).abs().max() for t, r in
+                                                            zip((q, kk, v), ref)]
+            row[f"{impl}_max_err"] = round(max(e.item() for e in errs), 5)
+        ATTENTION["impl"] = "auto"
+        row["flex_over_sdpa"] = round(row["flex_ms"] / row["sdpa_ms"], 3)
+        rows.append(row)
+        print(json.dumps(row))
+    if args.out:
+        args.out.write_text("\n".join(json.dumps(r) for r in [info] + rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
