@@ -1,10 +1,13 @@
-"""ARM's decoder attention alone: SDPA with the dense block-causal mask against FlexAttention with
-it as a BlockMask (starx.ops.attention), both compiled, forward + backward, at STAR-B's shapes.
+"""ARM's decoder attention alone: SDPA with the dense block-causal mask (what starx's decoder runs,
+starx.models.blocks.CrossAttention) against FlexAttention with it as a BlockMask (which skips the
+128 x 128 tiles the mask rules out), both compiled, forward + backward, at STAR-B's shapes.
 
 For each k it takes the mask of the model specs/star_base_in1k.yaml builds (k=1 without
 separator: ARM), queries / keys / values of one decoder block (256 images a step: 256 / k
 sequences, decoder_heads heads of decoder_dim / heads), times the compiled forward + backward of
 each implementation with CUDA events, and reports the largest error of each against SDPA in fp32.
+On the H200 (2026-12-01, bench/results/decoder_attention_h200.jsonl) Flex lost at k = 4 and 1 and
+won at k = 8 only, so the decoder keeps SDPA.
 
     python bench/decoder_attention.py --k 4 1 8 [--out results.jsonl]
 """
@@ -18,12 +21,13 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from starx.models import create_model  # noqa: E402
-from starx.ops.attention import ATTENTION, masked_attention  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
 from starx.train.stages import model_kwargs  # noqa: E402
 
@@ -34,6 +38,13 @@ def star_b_mask(k: int) -> tuple[torch.Tensor, int, int]:
     cfg = load_spec(ROOT / "specs/star_base_in1k.yaml", overrides)
     model = create_model(cfg.model.name, **model_kwargs(cfg))
     return model.mask, model.cfg.decoder_heads, model.cfg.decoder_dim // model.cfg.decoder_heads
+
+
+def masked_attention(q, k, v, mask, impl: str):
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    block_mask = create_block_mask(lambda b, h, i, j: mask[i, j], None, None, *mask.shape, device=q.device)
+    return flex_attention(q, k, v, block_mask=block_mask)
 
 
 def timed(fn, q, k, v, dout, reps: int = 20) -> float:
@@ -69,15 +80,13 @@ def main() -> None:
                     for n in (nq, nk, nk))
         dout = torch.randn(b, heads, nq, dh, device="cuda", dtype=torch.bfloat16)
         ref = [t.detach().float().requires_grad_() for t in (q, kk, v)]
-        ATTENTION["impl"] = "sdpa"
-        out_ref = masked_attention(*ref, mask)
+        out_ref = masked_attention(*ref, mask, "sdpa")
         out_ref.backward(dout.float())
         row = {"k": k, "sequences": b, "heads": heads, "head_dim": dh, "queries": nq, "keys": nk,
                "mask_density": round(mask.float().mean().item(), 3)}
         for impl in ("sdpa", "flex"):
-            ATTENTION["impl"] = impl
             torch._dynamo.reset()
-            fn = torch.compile(lambda a, b_, c, m=mask: masked_attention(a, b_, c, m))
+            fn = torch.compile(lambda a, b_, c, m=mask, i=impl: masked_attention(a, b_, c, m, i))
             row[f"{impl}_ms"] = round(timed(fn, q, kk, v, dout), 4)
             for t in (q, kk, v):
                 t.grad = None
@@ -86,7 +95,6 @@ def main() -> None:
             errs = [(out.float() - out_ref).abs().max()] + [(t.grad.float() - r.grad).abs().max() for t, r in
                                                             zip((q, kk, v), ref)]
             row[f"{impl}_max_err"] = round(max(e.item() for e in errs), 5)
-        ATTENTION["impl"] = "auto"
         row["flex_over_sdpa"] = round(row["flex_ms"] / row["sdpa_ms"], 3)
         rows.append(row)
         print(json.dumps(row))

@@ -18,7 +18,6 @@
 #   rows_steps      the fine-tuning step (compiled) and the k=4 pretraining step with that candidate
 #   pretrain_k4     the pretraining step at k = 4 alone, beside the anchor
 #   decoder_attention ARM's decoder attention alone: SDPA with the dense mask vs FlexAttention (k = 4 1 8)
-#   swiglu          the SwiGLU MLP alone: w1 and w2 as two matmuls vs one over their concatenated weights
 #   pretrain_k2_k8  the same at k = 2 and 8
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
 #   profile_block   one compiled block, part by part, beside the anchor's
@@ -63,13 +62,11 @@ for p in $PARTS; do
     case $p in
     gpu_tests)  # (+ the loader's GPU buffers test where FFCV was carried)
         part gpu_tests 280 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_scan.py \
-            tests/test_triton_conv.py tests/test_attention.py \
-            $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
+            tests/test_triton_conv.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
     pretrain_k4) part pretrain_k4 200 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4.json" ;;
     decoder_attention) part decoder_attention 150 python3 bench/decoder_attention.py --k 4 1 8 \
         --out "$OUT/decoder_attention.jsonl" ;;
-    swiglu) part swiglu 90 python3 bench/swiglu.py --out "$OUT/swiglu.json" ;;
     pretrain_k4_k1) part pretrain_k4_k1 300 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --encoder --out "$OUT/pretrain_step_k4_k1.json" ;;
     pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \
@@ -109,9 +106,12 @@ for p in $PARTS; do
     attribute)  # which ops launch the eager reduce / copy kernels of the compiled k=4 step (no CUDA graphs)
         part attribute 150 python3 bench/profile_step.py --k 4 --backend triton --compile \
             --attribute "reduce_kernel|elementwise_kernel|copy" --out "$OUT/profile_step_k4_attribute.txt" ;;
-    bc_sum)  # the scan alone, dB / dC summed over channel blocks by atomics (default) vs per-block partials
+    bc_sum)  # the scan alone, its sums (dB / dC over channel blocks, dA / dD / dbias over sequences) by atomics
+        # (default) vs per-program partials; then the conv alone the same two ways
         part bc_sum 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
-            --configs 32x1/32x1/8/1x1/168 --bwd-kernels triton triton_blocks --out "$OUT/bc_sum.jsonl" ;;
+            --configs 32x1/32x1/8/1x1/168 --bwd-kernels default default_blocks --out "$OUT/bc_sum.jsonl"
+        part conv_sums 120 python3 bench/triton_conv.py --shapes k4 ft4dir --configs 64x128x4x1/64x128x4x1 \
+            --sums atomic blocks --out "$OUT/conv_sums.jsonl" ;;
     scan_configs) part scan_configs 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
         --configs 32x1/32x1/8/1x1/168 32x2/32x1/8/1x1/168 64x2/32x1/8/1x1/168 --out "$OUT/scan_configs.jsonl" ;;
     fmnist_compile)  # one fmnist_gpu trial (1 + 1 epochs) eager and compiled with CUDA graphs: which way the

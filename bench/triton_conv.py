@@ -165,6 +165,8 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", default=["64x128x4x1/64x128x4x1", "64x64x8x1/64x64x8x1",
                                                     "32x128x4x1/32x128x3x1", "128x256x4x2/64x128x4x2"])
     p.add_argument("--seq", action="store_true", help="with seq_idx (4 segments a sequence)")
+    p.add_argument("--sums", nargs="+", default=["atomic"], choices=["atomic", "blocks"],
+                   help="how the backward sums dweight / dbias over programs (TILES['sums']), each timed")
     p.add_argument("--out", type=Path)
     p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")
     args = p.parse_args()
@@ -190,22 +192,22 @@ def main() -> None:
         if cuda_ok:
             row["causal_conv1d_fwd_ms"], row["causal_conv1d_fwdbwd_ms"] = time_pair(cuda_conv, x, weight, bias, seq_idx,
                                                                                    dout)
-        for config in args.configs:
+        for config, sums in ((c, s) for c in args.configs for s in args.sums):
             fwd, bwd = (tuple(map(int, part.split("x"))) for part in config.split("/"))
-            tc.TILES.update(fwd=fwd, bwd=bwd)
+            tc.TILES.update(fwd=fwd, bwd=bwd, sums=sums)
             f, fb = time_pair(triton_conv, x, weight, bias, seq_idx, dout)
-            r = dict(row, config=config, triton_fwd_ms=f, triton_fwdbwd_ms=fb, registers=dict(tc.REGISTERS),
+            r = dict(row, config=config, sums=sums, triton_fwd_ms=f, triton_fwdbwd_ms=fb, registers=dict(tc.REGISTERS),
                      rel_err_vs_twin=rel_errors(x, weight, bias, seq_idx, dout))
             rows.append(r)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
         del x, dout
         torch.cuda.empty_cache()
     nan = float("nan")
-    print(f"{'shape':>7} {'config':>24} {'floor f':>7} {'floor b':>7} {'triton f':>8} {'triton b':>8} "
+    print(f"{'shape':>7} {'config':>24} {'sums':>6} {'floor f':>7} {'floor b':>7} {'triton f':>8} {'triton b':>8} "
           f"{'twin-c f':>8} {'twin-c b':>8} {'cc1d f':>7} {'cc1d b':>7} {'max err':>8} {'regs f/b':>8}")
     for r in rows:
         bwd = lambda k, r=r: r.get(f"{k}_fwdbwd_ms", nan) - r.get(f"{k}_fwd_ms", nan)  # noqa: E731
-        print(f"{r['shape']:>7} {r['config']:>24} {r['floor_fwd_ms']:>7.3f} {r['floor_bwd_ms']:>7.3f} "
+        print(f"{r['shape']:>7} {r['config']:>24} {r['sums']:>6} {r['floor_fwd_ms']:>7.3f} {r['floor_bwd_ms']:>7.3f} "
               f"{r['triton_fwd_ms']:>8.3f} {bwd('triton'):>8.3f} {r['twin_compiled_fwd_ms']:>8.3f} "
               f"{bwd('twin_compiled'):>8.3f} {r.get('causal_conv1d_fwd_ms', nan):>7.3f} {bwd('causal_conv1d'):>7.3f} "
               f"{max(r['rel_err_vs_twin'].values()):>8.1e} {r['registers'].get('fwd')}/{r['registers'].get('bwd')}")

@@ -164,8 +164,8 @@ def _rows_kernel(variant: str):
 
 
 # name -> what TILES["bwd_kernel"] gets: default (None) is what starx launches (on an NVIDIA GPU with
-# Gluon: the one-channel-a-lane kernel, rows_smem_h); triton is the plain Triton scan_bwd, triton_blocks
-# the same summing dB and dC from per-block partials (the deterministic path) instead of atomics
+# Gluon: the one-channel-a-lane kernel, rows_smem_h); triton is the plain Triton scan_bwd; *_blocks the
+# same summing dB / dC, dA / dD / dbias from per-program partials (the deterministic path), not atomics
 ROWS_VARIANTS = ("rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc", "rows_smem",
                  "rows_smem_noprefetch", "rows_smem_h")  # scan_bwd_rows.VARIANTS
 def _scan_bwd():
@@ -174,7 +174,7 @@ def _scan_bwd():
     return scan_bwd
 
 
-BWD_KERNELS = ({"default": lambda: None, "triton": _scan_bwd, "triton_blocks": _scan_bwd}
+BWD_KERNELS = ({"default": lambda: None, "default_blocks": lambda: None, "triton": _scan_bwd, "triton_blocks": _scan_bwd}
                | {v: (lambda v=v: _rows_kernel(v)) for v in ROWS_VARIANTS})
 
 
@@ -185,7 +185,7 @@ FWD_KERNELS = ("default", "ahead")
 
 def bwd_tiles(name: str) -> dict:
     """The TILES entries that select backward ``name`` (BWD_KERNELS)."""
-    return {"bwd_kernel": BWD_KERNELS[name](), "sums": "blocks" if name == "triton_blocks" else "atomic"}
+    return {"bwd_kernel": BWD_KERNELS[name](), "sums": "blocks" if name.endswith("_blocks") else "atomic"}
 
 
 def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,6 @@ from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor
 
 from starx.ops import add_layer_norm
-from starx.ops.attention import masked_attention
 
 
 def patchify(images: Tensor, p: int) -> Tensor:
@@ -101,7 +100,7 @@ class CrossAttention(nn.Module):
         h = self.num_heads
         q = self.q(q).view(B, Nq, h, C // h).transpose(1, 2)
         k, v = self.kv(kv).view(B, kv.shape[1], 2, h, C // h).permute(2, 0, 3, 1, 4)
-        out = masked_attention(q, k, v, mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(B, Nq, C))
 
 
