@@ -27,8 +27,6 @@
 #   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
 #                   of .gpu-wheels: 64 MiB a call)
 #   smem_bwd        the rows backward with its work buffer in shared memory (bench/scan_bwd_rows.py): tests, timing
-#   fwd_ahead       scan_fwd's AHEAD candidate (a step's state-free terms a step early), 1 and 2 warps a
-#                   program: its GPU tests, then the scan alone (not yet run on a GPU: 2026-12-01)
 #   profile_step    the compiled STAR-B k=4 step kernel by kernel
 #   attribute       the same, with the CPU op (and shapes) behind each reduce / copy kernel
 #   bc_sum          the scan alone with dB / dC summed by atomics (the default) and by per-block partials
@@ -95,12 +93,6 @@ for p in $PARTS; do
         part smem_scan 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
             --configs 32x1/32x1/8/1x1/168 --bwd-kernels ${SMEM_KERNELS:-triton rows_prefetch rows_smem rows_smem_noprefetch} \
             --out "$OUT/smem_scan.jsonl" ;;
-    fwd_ahead)  # scan_fwd's AHEAD candidate (state-free terms a step early): tests, then the scan alone
-        part fwd_ahead_tests 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
-            -k forward_ahead_candidate
-        part fwd_ahead_scan 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
-            --configs 32x1/32x1/8/1x1/168 32x2/32x1/8/1x1/168 --fwd-kernels default ahead \
-            --out "$OUT/fwd_ahead_scan.jsonl" ;;
     profile_step) part profile_step 120 python3 bench/profile_step.py --k 4 --backend triton --compile \
         --out "$OUT/profile_step_k4.txt" ;;
     attribute)  # which ops launch the eager reduce / copy kernels of the compiled k=4 step (no CUDA graphs)

@@ -150,7 +150,7 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
                   sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1, sC_b=L * xdbl, sC_g=N, sC_l=xdbl, sC_n=1, sr_b=L,
                   sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N, sw_p=T * bd * (N + 1))
     consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
-                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_SUMS=True, SMEM_WORK=False, SMEM_DY=True, AHEAD=False)
+                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_SUMS=True, SMEM_WORK=False, SMEM_DY=True)
     types = {n: "*bf16" if n in BF16_ARGS else "*i8" if n == "reset_ptr" else "*fp32"
              for n in fn.arg_names if n.endswith("_ptr")}
     return (types, {n: v for n, v in values.items() if n in fn.arg_names},
@@ -178,11 +178,6 @@ BWD_KERNELS = ({"default": lambda: None, "default_blocks": lambda: None, "triton
                | {v: (lambda v=v: _rows_kernel(v)) for v in ROWS_VARIANTS})
 
 
-# the forwards: default (scan_fwd) and ahead (scan_fwd with AHEAD, TILES["fwd_ahead"]: a step's state-free
-# terms computed a step early)
-FWD_KERNELS = ("default", "ahead")
-
-
 def bwd_tiles(name: str) -> dict:
     """The TILES entries that select backward ``name`` (BWD_KERNELS)."""
     return {"bwd_kernel": BWD_KERNELS[name](), "sums": "blocks" if name.endswith("_blocks") else "atomic"}
@@ -207,8 +202,7 @@ def use_bwd_kernel(name: str) -> None:
     ts.TILES.update(bwd_tiles(name))
 
 
-def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",),
-               fwd_kernels: list[str] = ("default",)) -> None:
+def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",)) -> None:
     """The static cost model of ``--sass`` (no GPU needed): bench/sass.py."""
     from bench import sass as S
     from starx.ops import _triton_scan_kernels as K
@@ -219,7 +213,7 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
             fwd, bwd, steps, *rest = config.split("/")
             unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
             maxnreg = int(rest[1]) if len(rest) > 1 else None
-            kernels = [(f"fwd {f}", K.scan_fwd, fwd) for f in fwd_kernels] + [
+            kernels = [("fwd", K.scan_fwd, fwd)] + [
                 (f"bwd {k}", BWD_KERNELS[k]() or ts.default_backward("cuda", False), bwd) for k in bwd_kernels]
             for kind, launched, tile in kernels:
                 gluon = isinstance(launched, ts.WithConstants)  # the Gluon backwards
@@ -227,7 +221,7 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
                 bd, warps = map(int, tile.split("x"))
                 bd = ts._block_channels(d // g, bd)
                 types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
-                consts |= getattr(launched, "constants", {}) | ({"AHEAD": True} if kind == "fwd ahead" else {})
+                consts |= getattr(launched, "constants", {})
                 if getattr(launched, "fp32_bc", False):
                     types |= {"B_ptr": "*fp32", "C_ptr": "*fp32"}
                 sass, regs, spills = S.compile_sass(fn, types, values, consts, warps,
@@ -251,9 +245,6 @@ def main() -> None:
                    help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]")
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
-    p.add_argument("--fwd-kernels", nargs="+", default=["default"], choices=FWD_KERNELS,
-                   help="forward kernels: default (scan_fwd) or ahead (scan_fwd, a step's state-free terms "
-                        "computed a step early)")
     p.add_argument("--bwd-kernels", nargs="+", default=["default"], choices=list(BWD_KERNELS),
                    help="backward kernels to time with each config: default (what starx launches), triton "
                         "(the plain Triton scan_bwd), rows (bench/scan_bwd_rows.py, one channel a lane, in "
@@ -261,7 +252,7 @@ def main() -> None:
     p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")
     args = p.parse_args()
     if args.sass:
-        return sass_model(args.shapes, args.configs, args.bwd_kernels, args.fwd_kernels)
+        return sass_model(args.shapes, args.configs, args.bwd_kernels)
 
     bw, exp_rate = copy_bandwidth(), sm_exp_rate()
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
@@ -279,9 +270,7 @@ def main() -> None:
             mfwd = lambda u, de, A, B, C, D, z, bi: mamba(u, de, A, B, C, D, z, bi, True)  # noqa: E731
             if mamba is not None and layout == "first":
                 row["mamba_fwd_ms"], row["mamba_fwdbwd_ms"] = time_pair(mfwd, x, dout)
-            for config, fwd_kernel, bwd_kernel in ((c, f, k) for c in args.configs for f in args.fwd_kernels
-                                                   for k in args.bwd_kernels):
-                ts.TILES["fwd_ahead"] = fwd_kernel == "ahead"
+            for config, bwd_kernel in ((c, k) for c in args.configs for k in args.bwd_kernels):
                 fwd, bwd, steps, *rest = config.split("/")
                 unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
                 ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))),
@@ -290,7 +279,7 @@ def main() -> None:
                                 **bwd_tiles(bwd_kernel))
                 tfwd = lambda u, de, A, B, C, D, z, bi: ts.selective_scan_triton(u, de, A, B, C, D, z, bi, True)  # noqa: E731
                 f, fb = time_pair(tfwd, x, dout)
-                r = dict(row, config=config, fwd_kernel=fwd_kernel, bwd_kernel=bwd_kernel, triton_fwd_ms=f, triton_fwdbwd_ms=fb,
+                r = dict(row, config=config, bwd_kernel=bwd_kernel, triton_fwd_ms=f, triton_fwdbwd_ms=fb,
                          registers=dict(ts.REGISTERS), **floor(b, d, L, g, bw, exp_rate, int(steps)))
                 if mamba is not None:
                     ref = inputs(b, d, L, g, "first")
@@ -303,7 +292,7 @@ def main() -> None:
           f" {'floor f':>7} {'floor f+b':>9} {'max err':>8} {'regs f/b':>9}")
     for r in rows:
         err = max(r.get("rel_err_vs_mamba", {"-": float("nan")}).values())
-        label = f"{r['config']} {r['fwd_kernel']}/{r['bwd_kernel']}"
+        label = f"{r['config']} {r['bwd_kernel']}"
         print(f"{r['shape']:>7} {r['layout']:>6} {label:>30} {r.get('mamba_fwd_ms', float('nan')):>8.3f} "
               f"{r.get('mamba_fwdbwd_ms', float('nan')):>9.3f} {r['triton_fwd_ms']:>8.3f} {r['triton_fwdbwd_ms']:>10.3f} "
               f"{r['fwd_floor_ms']:>7.3f} {r['fwd_floor_ms'] + r['bwd_floor_ms']:>9.3f} {err:>8.1e} "

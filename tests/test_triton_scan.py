@@ -40,8 +40,7 @@ def test_interpreted_triton_scan_matches_the_sequential_reference():
     """Output and all eight gradients within fp32 rounding of the fp64 oracle, in every case."""
     results = _interpreted("kernel")
     assert {r["case"] for r in results} == {"plain", "channel_last", "no_gate_skip_bias_softplus", "two_groups",
-                                            "two_groups_two_blocks_each", "block_partials", "forward_ahead",
-                                            "forward_ahead_bare", "reset",
+                                            "two_groups_two_blocks_each", "block_partials", "reset",
                                             "tile_boundary_64", "d_state_16_full_tile"}
     for r in results:
         assert len(r["errors"]) >= 6
@@ -203,17 +202,6 @@ def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, bwd, request, 
 
     if bwd == "scan_bwd":
         monkeypatch.setitem(ts.TILES, "bwd_kernel", scan_bwd)
-    _matches_the_twin(shape, dtype, reset, request)
-
-
-@pytest.mark.gpu
-@requires_gpu
-@TWIN_CASES
-def test_forward_ahead_candidate_matches_the_twin_on_gpu(shape, dtype, reset, request, monkeypatch):
-    """scan_fwd with AHEAD (TILES["fwd_ahead"]: a step's state-free terms computed a step early)."""
-    from starx.ops import triton_scan as ts
-
-    monkeypatch.setitem(ts.TILES, "fwd_ahead", True)
     _matches_the_twin(shape, dtype, reset, request)
 
 

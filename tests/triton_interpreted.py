@@ -40,8 +40,8 @@ def reference(u, delta, A, B, C, D, z, bias, softplus, reset):
 
 
 def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplus=True, reset=False,
-                channel_last=False, tiles=((4, 1), (4, 1), 8), sums="atomic", fwd_ahead=False) -> dict:
-    ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2], sums=sums, fwd_ahead=fwd_ahead)
+                channel_last=False, tiles=((4, 1), (4, 1), 8), sums="atomic") -> dict:
+    ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2], sums=sums)
     gen = torch.Generator().manual_seed(L * 7 + d + g)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
     b = 2
@@ -113,10 +113,6 @@ KERNEL_CASES = {
     "two_groups": {"g": 2},
     "two_groups_two_blocks_each": {"g": 2, "d": 16},  # dB / dC: two blocks add into each group's sums
     "block_partials": {"g": 2, "d": 16, "sums": "blocks"},  # the deterministic path
-    # scan_fwd's AHEAD candidate (a step's state-free terms a step early), with and without the extras
-    "forward_ahead": {"fwd_ahead": True, "channel_last": True, "reset": True, "g": 2, "d": 16},
-    "forward_ahead_bare": {"fwd_ahead": True, "gate": False, "skip": False, "bias": False, "softplus": False,
-                           "L": 2},
     "reset": {"reset": True},
     "tile_boundary_64": {"L": 64, "d": 16, "tiles": ((8, 1), (8, 1), 16)},
     "d_state_16_full_tile": {"L": 40, "d": 64, "n": 16, "tiles": ((32, 1), (32, 1), 16)},

@@ -68,13 +68,9 @@ def scan_fwd(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_RESET: tl.constexpr, SAVE_STATES: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr,
-    AHEAD: tl.constexpr = False,
 ):  # fmt: skip
     """One program: BD channels of sequence b, all L steps, the (BD, N) state in registers.
-    With SAVE_STATES, the state after every T-th step goes to state_ptr (b, tiles, d, n), fp32.
-    AHEAD (a candidate, bench/triton_scan.py --fwd-kernels ahead): what a step needs but not the
-    state (softplus, a_t, x_t = dt_t u_t B_t, the gate) is computed one step ahead and its inputs
-    two ahead, so the special-function work is off the recurrence's chain."""
+    With SAVE_STATES, the state after every T-th step goes to state_ptr (b, tiles, d, n), fp32."""
     b = tl.program_id(1).to(tl.int64)
     d0 = tl.program_id(0) * BD
     cd = d0 + tl.arange(0, BD)  # this program's channels
@@ -83,12 +79,8 @@ def scan_fwd(
     A2 = tl.load(A_ptr + cd[:, None] * N + cn[None, :]).to(tl.float32) * LOG2E
     if HAS_D:
         Dv = tl.load(D_ptr + cd).to(tl.float32)
-    else:
-        Dv = 0.0
     if HAS_BIAS:
         bias = tl.load(bias_ptr + cd).to(tl.float32)
-    else:
-        bias = 0.0
     u_p = u_ptr + b * su_b
     dt_p = dt_ptr + b * sdt_b
     z_p = z_ptr + b * sz_b
@@ -99,112 +91,37 @@ def scan_fwd(
     s_p = state_ptr + b * tl.cdiv(L, T) * DIM * N + d0 * N
     tile = tl.arange(0, BD)[:, None] * N + cn[None, :]
     h = tl.zeros((BD, N), tl.float32)
-    if AHEAD:
-        _scan_fwd_ahead(u_p, dt_p, z_p, o_p, B_p, C_p, r_p, s_p, A2, Dv, bias, cd, cn, tile,
-                        L, DIM, su_l, su_d, sdt_l, sdt_d, sz_l, sz_d, so_l, so_d, sB_l, sB_n, sC_l, sC_n,
-                        N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_RESET, SAVE_STATES)
-    else:
-        # each step's inputs are loaded one step ahead (loop-carried), so their latency overlaps the
-        # previous step's arithmetic instead of stalling the sequential loop
-        nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
-                                             z_p + cd * sz_d, r_p, L > 0, HAS_Z, HAS_RESET)
-        for t in tl.range(0, L, loop_unroll_factor=UNROLL, num_stages=STAGES):
-            u, dt, Bt, Ct, z, r = nu, ndt, nB, nC, nz, nr
-            u_p += su_l
-            dt_p += sdt_l
-            z_p += sz_l
-            B_p += sB_l
-            C_p += sC_l
-            r_p += 1
-            nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
-                                                 z_p + cd * sz_d, r_p, t + 1 < L, HAS_Z, HAS_RESET)
-            u = u.to(tl.float32)
-            dt = dt.to(tl.float32)
-            if HAS_BIAS:
-                dt += bias
-            if SOFTPLUS:
-                dt = _softplus(dt)
-            a = tl.exp2(dt[:, None] * A2)
-            if HAS_RESET:
-                a = tl.where(r != 0, 0.0, a)
-            h = a * h + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
-            y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1)
-            if HAS_D:
-                y += Dv * u
-            if HAS_Z:
-                z = z.to(tl.float32)
-                y = y * z * _sigmoid(z)
-            tl.store(o_p + cd * so_d, y.to(out_ptr.dtype.element_ty))
-            o_p += so_l
-            if SAVE_STATES:
-                if t % T == T - 1:
-                    tl.store(s_p + tile, h)
-                    s_p += DIM * N
-
-
-@triton.jit
-def _step_terms(u, dt, Bt, z, r, A2, bias, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                HAS_RESET: tl.constexpr):  # fmt: skip
-    """What step t contributes without the state: (a_t, x_t = dt_t u_t B_t, u_t, gate z_t silu-ed)."""
-    u = u.to(tl.float32)
-    dt = dt.to(tl.float32)
-    if HAS_BIAS:
-        dt += bias
-    if SOFTPLUS:
-        dt = _softplus(dt)
-    a = tl.exp2(dt[:, None] * A2)
-    if HAS_RESET:
-        a = tl.where(r != 0, 0.0, a)
-    x = (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
-    if HAS_Z:
-        z = z.to(tl.float32)
-        gate = z * _sigmoid(z)
-    else:
-        gate = u
-    return a, x, u, gate
-
-
-@triton.jit
-def _scan_fwd_ahead(u_p, dt_p, z_p, o_p, B_p, C_p, r_p, s_p, A2, Dv, bias, cd, cn, tile,
-                    L, DIM, su_l, su_d, sdt_l, sdt_d, sz_l, sz_d, so_l, so_d, sB_l, sB_n, sC_l, sC_n,
-                    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_RESET: tl.constexpr,
-                    SAVE_STATES: tl.constexpr):  # fmt: skip
-    """scan_fwd's loop with AHEAD: step t+1's state-free terms computed during step t."""
-    h = tl.zeros((BD, N), tl.float32)
-    ru, rdt, rB, rC, rz, rr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
+    # each step's inputs are loaded one step ahead (loop-carried), so their latency overlaps the
+    # previous step's arithmetic instead of stalling the sequential loop
+    nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
                                          z_p + cd * sz_d, r_p, L > 0, HAS_Z, HAS_RESET)
-    ca, cx, cu, cg = _step_terms(ru, rdt, rB, rz, rr, A2, bias, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_RESET)
-    cC = rC
-    nu, ndt, nB, nC, nz, nr = _load_step(u_p + su_l + cd * su_d, dt_p + sdt_l + cd * sdt_d, B_p + sB_l + cn * sB_n,
-                                         C_p + sC_l + cn * sC_n, z_p + sz_l + cd * sz_d, r_p + 1, L > 1, HAS_Z,
-                                         HAS_RESET)
-    u_p += 2 * su_l
-    dt_p += 2 * sdt_l
-    z_p += 2 * sz_l
-    B_p += 2 * sB_l
-    C_p += 2 * sC_l
-    r_p += 2
-    for t in range(0, L):
-        a, x, u, gate, Ct = ca, cx, cu, cg, cC
-        # step t+1's terms (from inputs loaded during step t-1), then step t+2's inputs
-        ca, cx, cu, cg = _step_terms(nu, ndt, nB, nz, nr, A2, bias, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_RESET)
-        cC = nC
-        nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
-                                             z_p + cd * sz_d, r_p, t + 2 < L, HAS_Z, HAS_RESET)
+    for t in tl.range(0, L, loop_unroll_factor=UNROLL, num_stages=STAGES):
+        u, dt, Bt, Ct, z, r = nu, ndt, nB, nC, nz, nr
         u_p += su_l
         dt_p += sdt_l
         z_p += sz_l
         B_p += sB_l
         C_p += sC_l
         r_p += 1
-        h = a * h + x
+        nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
+                                             z_p + cd * sz_d, r_p, t + 1 < L, HAS_Z, HAS_RESET)
+        u = u.to(tl.float32)
+        dt = dt.to(tl.float32)
+        if HAS_BIAS:
+            dt += bias
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        a = tl.exp2(dt[:, None] * A2)
+        if HAS_RESET:
+            a = tl.where(r != 0, 0.0, a)
+        h = a * h + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
         y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1)
         if HAS_D:
             y += Dv * u
         if HAS_Z:
-            y = y * gate
-        tl.store(o_p + cd * so_d, y.to(o_p.dtype.element_ty))
+            z = z.to(tl.float32)
+            y = y * z * _sigmoid(z)
+        tl.store(o_p + cd * so_d, y.to(out_ptr.dtype.element_ty))
         o_p += so_l
         if SAVE_STATES:
             if t % T == T - 1:

@@ -65,12 +65,11 @@ def triton_error() -> str | None:
 # at k=1, 4.76 -> 4.39 at the fine-tune shape, 2.93 -> 2.98 at k=8
 # (bench/results/triton_scan_v5_tile_steps_h200.jsonl), for twice the saved states: STAR-B k=4's
 # peak memory at 256 images went 20.0 -> 21.3 GB.
-# "bwd_kernel": None launches the default backward (default_backward()); bench/ may set another;
-# "fwd_ahead": scan_fwd's AHEAD candidate.
+# "bwd_kernel": None launches the default backward (default_backward()); bench/ may set another.
 # "sums": how the backward sums dB / dC over channel blocks and dA / dD / dbias over sequences
 # ("atomic" or "blocks": module docstring).
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
-         "sums": "atomic", "fwd_ahead": False}
+         "sums": "atomic"}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -212,7 +211,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
         *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(out), *_bgln(B), *_bgln(C), sr_b,
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, SAVE_STATES=save_states,
-        UNROLL=TILES["unroll"], STAGES=TILES["stages"], num_warps=warps, **({"AHEAD": True} if TILES["fwd_ahead"] else {}),
+        UNROLL=TILES["unroll"], STAGES=TILES["stages"], num_warps=warps,
     )  # fmt: skip
     REGISTERS["fwd"] = getattr(kernel, "n_regs", None)
     return out, states
