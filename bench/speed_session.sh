@@ -17,7 +17,8 @@
 #   rows_warps      the best variants with 2 and 4 warps a program, and with 4-step tiles
 #   rows_steps      the fine-tuning step (compiled) and the k=4 pretraining step with that candidate
 #   pretrain_k4     the pretraining step at k = 4 alone, beside the anchor
-#   decoder_attention ARM's decoder attention alone: SDPA with the dense mask vs FlexAttention (k = 4 1 8)
+#   decoder_attention ARM's decoder attention alone: SDPA (each backend) with the dense mask vs FlexAttention
+#                   (128 and 64 tiles), k = 4 and 8
 #   pretrain_k2_k8  the same at k = 2 and 8
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
 #   profile_block   one compiled block, part by part, beside the anchor's
@@ -63,8 +64,8 @@ for p in $PARTS; do
             tests/test_triton_conv.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
     pretrain_k4) part pretrain_k4 200 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4.json" ;;
-    decoder_attention) part decoder_attention 150 python3 bench/decoder_attention.py --k 4 1 8 \
-        --out "$OUT/decoder_attention.jsonl" ;;
+    decoder_attention) part decoder_attention 150 python3 bench/decoder_attention.py --k 4 8 \
+        --impls sdpa sdpa_cudnn sdpa_efficient flex flex_64 --out "$OUT/decoder_attention.jsonl" ;;
     pretrain_k4_k1) part pretrain_k4_k1 300 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --encoder --out "$OUT/pretrain_step_k4_k1.json" ;;
     pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \
