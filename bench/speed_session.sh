@@ -140,4 +140,8 @@ for p in $PARTS; do
     *) echo "[speed] unknown part $p" >&2; exit 2 ;;
     esac
 done
+# at most 8 files come back from $OUT: past that, the parts' logs travel as one archive (the results stay apart)
+if [ "$(ls "$OUT" | wc -l)" -gt 8 ]; then
+    (cd "$OUT" && tar czf logs.tar.gz ./*.txt && rm ./*.txt) && echo "[speed] the logs are in logs.tar.gz"
+fi
 echo "== done $(date -u +%H:%M:%S) UTC"
