@@ -20,7 +20,8 @@
 #   decoder_attention ARM's decoder attention alone: SDPA (each backend) with the dense mask vs FlexAttention
 #                   (128 and 64 tiles), k = 4 and 8
 #   pretrain_k2_k8  the same at k = 2 and 8
-#   finetune        the fine-tuning step vs timm's ViT-B/16, eager and compiled
+#   finetune        the fine-tuning step vs timm's ViT-B/16, eager, compiled, and compiled with CUDA graphs
+#                   (reduce-overhead, both models; not yet measured: 2026-12-01)
 #   profile_block   one compiled block, part by part, beside the anchor's
 #   profile_finetune the compiled fine-tuning step kernel by kernel, and timm's ViT-B/16 the same way
 #   ncu_scan_bwd    ncu of the scan's backward at k=4: stall reasons, occupancy, source counters
@@ -70,8 +71,8 @@ for p in $PARTS; do
         --compile-mode reduce-overhead --steps 24 --encoder --out "$OUT/pretrain_step_k4_k1.json" ;;
     pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k2_k8.json" ;;
-    finetune) part finetune 150 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
-        --compile-mode none default --out "$OUT/finetune_step.json" ;;
+    finetune) part finetune 240 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
+        --compile-mode none default reduce-overhead --out "$OUT/finetune_step.json" ;;
     profile_block) part profile_block 90 python3 bench/profile_block.py --k 4 --out "$OUT/profile_block_k4.txt" ;;
     profile_finetune)  # (the profiles print to the parts' own files: $OUT brings back at most 8 files)
         part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile
