@@ -15,7 +15,9 @@ for p in libturbojpeg0-dev libopencv-dev pkg-config pkgconf pkgconf-bin; do
   dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' && installed+=("$p")
 done
 if [ ${#installed[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq --autoremove "${installed[@]}" >/dev/null
+  # shellcheck disable=SC1091
+  . scripts/apt.sh
+  apt_remove "${installed[@]}"
 fi
 if command -v pkg-config >/dev/null; then echo "[nonroot] error: pkg-config is still installed" >&2; exit 1; fi
 echo "[nonroot] removed ${installed[*]} and what only they needed ($(( $(date +%s) - t0 )) s)"

@@ -21,8 +21,8 @@ case $TORCH_SOURCE in auto|cpu|pypi) ;; *) echo "[install] error: STARX_TORCH=$T
 if [ "${STARX_SLURM:-0}" = 1 ] && ! command -v slurmctld >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "[install] apt-get install munge slurmctld slurmd slurm-client"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq munge slurmctld slurmd slurm-client >/dev/null
+    . scripts/apt.sh
+    apt_install munge slurmctld slurmd slurm-client
   else
     echo "[install] warning: STARX_SLURM=1 needs root (apt-get install munge slurmctld slurmd slurm-client); skipped" >&2
   fi

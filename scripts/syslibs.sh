@@ -58,9 +58,10 @@ fi
 # 3. Debian/Ubuntu as root
 if [ "$(id -u)" = 0 ] && [ "$FETCH" != 1 ]; then
   say "apt-get install libturbojpeg0-dev libopencv-dev pkg-config"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libturbojpeg0-dev libopencv-dev pkg-config >/dev/null
-  exit 0
+  # shellcheck disable=SC1091
+  . scripts/apt.sh
+  if apt_install libturbojpeg0-dev libopencv-dev pkg-config && found; then exit 0; fi
+  say "the root install failed: fetching the packages as a user would (step 4)"
 fi
 
 # 4. Debian/Ubuntu without root: apt-get download + dpkg-deb -x into $P
