@@ -46,6 +46,17 @@ def _sigmoid(v):
 
 
 @gluon.jit
+def _step_dt(raw, bias, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr):
+    """starx.ops._triton_scan_kernels._step_dt in Gluon: (the pre-activation, dt_t) in fp32."""
+    raw = raw.to(gl.float32)
+    if HAS_BIAS:
+        raw += bias
+    if SOFTPLUS:
+        return raw, _softplus(raw)
+    return raw, raw
+
+
+@gluon.jit
 def _decay(dt, A2, r, HAS_RESET: gl.constexpr):
     """a_t = exp(dt_t A) for the lane's states, zero where the state resets at t."""
     a = gl.exp2(gl.expand_dims(dt, 1) * A2)
@@ -124,8 +135,7 @@ def scan_bwd_rows(
     A2 = gl.load(A_ptr + d0 * N + tile).to(gl.float32) * LOG2E
     if HAS_D:
         Dv = gl.load(D_ptr + cd).to(gl.float32)
-    if HAS_BIAS:
-        bias = gl.load(bias_ptr + cd).to(gl.float32)
+    bias = gl.load(bias_ptr + cd).to(gl.float32) if HAS_BIAS else 0.0
     u_0 = u_ptr + b * su_b
     dt_0 = dt_ptr + b * sdt_b
     z_0 = z_ptr + b * sz_b
@@ -182,14 +192,10 @@ def scan_bwd_rows(
                                                  sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, True, HAS_Z, HAS_RESET)
                 dout = gl.load(g_0 + t * sg_l + cd * sg_d)
             u = u.to(gl.float32)
-            dt = dt.to(gl.float32)
             Bt = Bt.to(gl.float32)
             Ct = Ct.to(gl.float32)
             dout = dout.to(gl.float32)
-            if HAS_BIAS:
-                dt += bias
-            if SOFTPLUS:
-                dt = _softplus(dt)
+            _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS)
             a = _decay(dt, A2, r, HAS_RESET)
             ah = a * h
             h = ah + gl.expand_dims(dt * u, 1) * gl.expand_dims(Bt, 0)
@@ -259,15 +265,9 @@ def scan_bwd_rows(
                 dy = gl.load(w_dy + (steps - 1 - j) * BD + lane)
                 ah = gl.load(w_h + (steps - 1 - j) * BD * N + tile)
             u = u.to(gl.float32)
-            raw = raw.to(gl.float32)
             Bt = Bt.to(gl.float32)
             Ct = Ct.to(gl.float32)
-            if HAS_BIAS:
-                raw += bias
-            if SOFTPLUS:
-                dt = _softplus(raw)
-            else:
-                dt = raw
+            raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS)
             g = carry + gl.expand_dims(dy, 1) * gl.expand_dims(Ct, 0)  # dL/dh_t
             q = g * ah  # g_t a_t h_{t-1}: dL/d(dt_t A) per state
             gB = gl.sum(g * gl.expand_dims(Bt, 0), axis=1)

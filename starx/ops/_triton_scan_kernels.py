@@ -37,6 +37,27 @@ def _sigmoid(v):
 
 
 @triton.jit
+def _step_dt(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(the pre-activation, dt_t) in fp32 from the stored dt: plus the channel's bias, through
+    softplus (the backward needs the pre-activation for softplus' derivative)."""
+    raw = raw.to(tl.float32)
+    if HAS_BIAS:
+        raw += bias
+    if SOFTPLUS:
+        return raw, _softplus(raw)
+    return raw, raw
+
+
+@triton.jit
+def _decay(dt, A2, r, HAS_RESET: tl.constexpr):
+    """a_t = exp(dt_t A) for the (channel, state) tile, zero where the state resets at t."""
+    a = tl.exp2(dt[:, None] * A2)
+    if HAS_RESET:
+        a = tl.where(r != 0, 0.0, a)
+    return a
+
+
+@triton.jit
 def _load_step(u_p, dt_p, B_p, C_p, z_p, r_p, ok, HAS_Z: tl.constexpr, HAS_RESET: tl.constexpr):
     """One step's inputs as stored (masked off past the end: they are never used there)."""
     u = tl.load(u_p, mask=ok, other=0.0)
@@ -79,8 +100,7 @@ def scan_fwd(
     A2 = tl.load(A_ptr + cd[:, None] * N + cn[None, :]).to(tl.float32) * LOG2E
     if HAS_D:
         Dv = tl.load(D_ptr + cd).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + cd).to(tl.float32)
+    bias = tl.load(bias_ptr + cd).to(tl.float32) if HAS_BIAS else 0.0
     u_p = u_ptr + b * su_b
     dt_p = dt_ptr + b * sdt_b
     z_p = z_ptr + b * sz_b
@@ -106,15 +126,8 @@ def scan_fwd(
         nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
                                              z_p + cd * sz_d, r_p, t + 1 < L, HAS_Z, HAS_RESET)
         u = u.to(tl.float32)
-        dt = dt.to(tl.float32)
-        if HAS_BIAS:
-            dt += bias
-        if SOFTPLUS:
-            dt = _softplus(dt)
-        a = tl.exp2(dt[:, None] * A2)
-        if HAS_RESET:
-            a = tl.where(r != 0, 0.0, a)
-        h = a * h + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
+        _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS)
+        h = _decay(dt, A2, r, HAS_RESET) * h + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
         y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1)
         if HAS_D:
             y += Dv * u
@@ -163,8 +176,7 @@ def scan_bwd(
     A2 = tl.load(A_ptr + d0 * N + tile).to(tl.float32) * LOG2E
     if HAS_D:
         Dv = tl.load(D_ptr + cd).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + cd).to(tl.float32)
+    bias = tl.load(bias_ptr + cd).to(tl.float32) if HAS_BIAS else 0.0
     u_0 = u_ptr + b * su_b
     dt_0 = dt_ptr + b * sdt_b
     z_0 = z_ptr + b * sz_b
@@ -214,16 +226,9 @@ def scan_bwd(
                                                  C_p + cn * sC_n, z_p + cd * sz_d, r_p, ok, HAS_Z, HAS_RESET)
             ng = tl.load(g_p + cd * sg_d, mask=ok, other=0.0)
             u = u.to(tl.float32)
-            dt = dt.to(tl.float32)
             dout = dout.to(tl.float32)
-            if HAS_BIAS:
-                dt += bias
-            if SOFTPLUS:
-                dt = _softplus(dt)
-            a = tl.exp2(dt[:, None] * A2)
-            if HAS_RESET:
-                a = tl.where(r != 0, 0.0, a)
-            ah = a * h
+            _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS)
+            ah = _decay(dt, A2, r, HAS_RESET) * h
             h = ah + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
             if HAS_Z:
                 z = z.to(tl.float32)
@@ -261,14 +266,8 @@ def scan_bwd(
             ndy = tl.load(w_dy + i * BD + tl.arange(0, BD), mask=ok, other=0.0)
             nah = tl.load(w_h + i * BD * N + tile, mask=ok, other=0.0)
             u = u.to(tl.float32)
-            raw = raw.to(tl.float32)
             Bt = Bt.to(tl.float32)
-            if HAS_BIAS:
-                raw += bias
-            if SOFTPLUS:
-                dt = _softplus(raw)
-            else:
-                dt = raw
+            raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS)
             g = carry + dy[:, None] * Ct.to(tl.float32)[None, :]  # dL/dh_t
             q = g * ah  # g_t a_t h_{t-1}: dL/d(dt_t A) per state
             dtu = dt * u
@@ -286,10 +285,7 @@ def scan_bwd(
             tl.store(du_p + cd * sdu_d, du.to(du_ptr.dtype.element_ty))
             tl.store(ddt_p + cd * sdu_d, ddt.to(ddt_ptr.dtype.element_ty))
             _put_sum(dB_p + cn, tl.sum(g * dtu[:, None], axis=0), ATOMIC_SUMS)
-            a = tl.exp2(dt[:, None] * A2)
-            if HAS_RESET:
-                a = tl.where(r != 0, 0.0, a)
-            carry = a * g
+            carry = _decay(dt, A2, r, HAS_RESET) * g
             du_p -= sdu_l
             ddt_p -= sdu_l
             dB_p -= sdB_l
