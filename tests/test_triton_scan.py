@@ -2,10 +2,10 @@
 
 CPU: the kernels themselves, run by Triton's interpreter in a subprocess, against the
 sequential fp64 reference (outputs and every gradient, both layouts, groups, reset, tile
-boundaries), and the channel-last mixers against the torch-twin mixers; the reset in the twin
-and in the STAR model. GPU (marked gpu): the compiled kernels against the twin at STAR's
-lengths in fp32 and bf16, opcheck, a compiled STAR-B step in one graph, and the loss curve
-against mamba-ssm's backend.
+boundaries; the Gluon backward too, through tests/gluon_interpreted.py), and the channel-last
+mixers against the torch-twin mixers; the reset in the twin and in the STAR model. GPU (marked
+gpu): the compiled kernels against the twin at STAR's lengths in fp32 and bf16, opcheck, a
+compiled STAR-B step in one graph, and the loss curve against mamba-ssm's backend.
 """
 
 from __future__ import annotations
@@ -46,6 +46,34 @@ def test_interpreted_triton_scan_matches_the_sequential_reference():
         assert len(r["errors"]) >= 6
         for name, err in r["errors"].items():
             assert err < 1e-5, f"{r['case']} {name}: rel err {err:.2e}"
+
+
+def _gluon_error() -> str | None:
+    try:
+        import triton.experimental.gluon  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+@needs_triton
+@pytest.mark.skipif(_gluon_error() is not None, reason=f"this Triton has no Gluon ({_gluon_error()})")
+@pytest.mark.slow
+def test_interpreted_gluon_backward_matches_the_sequential_reference():
+    """The Gluon backward starx launches on Hopper GPUs, and each candidate the GPU tests check,
+    run on CPU by the interpreter (tests/gluon_interpreted.py): every gradient within fp32
+    rounding of the fp64 oracle in every case, so that CI catches what a change breaks in it."""
+    from bench.scan_bwd_rows import VARIANTS
+
+    results = _interpreted("gluon")
+    assert {r["case"] for r in results if r["variant"] == "default"} == {
+        "plain", "channel_last", "no_gate_skip_bias_softplus", "reset", "two_groups_two_blocks_each",
+        "block_partials", "tile_boundary_48"}
+    assert {r["variant"] for r in results} == {"default", *VARIANTS}
+    for r in results:
+        assert len(r["errors"]) >= 6
+        for name, err in r["errors"].items():
+            assert err < 1e-5, f"{r['case']} ({r['variant']}) {name}: rel err {err:.2e}"
 
 
 @needs_triton

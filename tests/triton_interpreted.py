@@ -3,7 +3,9 @@ Triton is imported: tests/test_triton_scan.py starts this file in a subprocess) 
 JSON line per case: the largest relative error of the output and each gradient against the
 sequential fp64 reference, or of the channel-last mixers against the torch-twin mixers.
 
-    TRITON_INTERPRET=1 python tests/triton_interpreted.py {kernel|mixer}
+    TRITON_INTERPRET=1 python tests/triton_interpreted.py {kernel|gluon|mixer}
+
+``gluon``: the Gluon backward, run by the interpreter through tests/gluon_interpreted.py.
 """
 
 from __future__ import annotations
@@ -118,9 +120,44 @@ KERNEL_CASES = {
     "d_state_16_full_tile": {"L": 40, "d": 64, "n": 16, "tiles": ((32, 1), (32, 1), 16)},
 }
 
+# The Gluon backward (starx's on Hopper GPUs) in tests/gluon_interpreted.py's interpreter shim: one
+# channel a lane, so 32 channels a program and d_state 16, as it launches on the GPU
+GLUON_CASE = {"n": 16, "d": 32, "tiles": ((32, 1), (32, 1), 8)}
+GLUON_CASES = {
+    "plain": {},
+    "channel_last": {"channel_last": True},
+    "no_gate_skip_bias_softplus": {"gate": False, "skip": False, "bias": False, "softplus": False},
+    "reset": {"reset": True},
+    "two_groups_two_blocks_each": {"g": 2, "d": 128},
+    "block_partials": {"g": 2, "d": 128, "sums": "blocks"},
+    "tile_boundary_48": {"L": 48, "reset": True, "tiles": ((32, 1), (32, 1), 16)},
+}
+
+
+def gluon_cases():
+    """(case, variant, errors): starx's default Gluon backward in every case, and each candidate of
+    bench/scan_bwd_rows.py (the ones the GPU tests check) in the reset case."""
+    from gluon_interpreted import interpreted
+
+    from bench.scan_bwd_rows import VARIANTS
+    from starx.ops import _gluon_scan_kernels
+
+    kernel = interpreted(_gluon_scan_kernels, "scan_bwd_rows")
+    default = ts.default_backward("cuda", False)  # what starx launches on a Hopper GPU
+    as_interpreted = lambda k: ts.WithConstants(kernel, fp32_bc=k.fp32_bc, **k.constants)  # noqa: E731
+    runs = [(case, "default", as_interpreted(default), kw) for case, kw in GLUON_CASES.items()]
+    runs += [("reset", name, as_interpreted(k), GLUON_CASES["reset"]) for name, k in VARIANTS.items()]
+    for case, variant, k, kw in runs:
+        ts.TILES["bwd_kernel"] = k
+        yield case, variant, kernel_case(**(GLUON_CASE | kw))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "kernel":
         for case, kwargs in KERNEL_CASES.items():
             print(json.dumps({"case": case, "errors": kernel_case(**kwargs)}), flush=True)
+    elif sys.argv[1] == "gluon":
+        for case, variant, errors in gluon_cases():
+            print(json.dumps({"case": case, "variant": variant, "errors": errors}), flush=True)
     else:
         print(json.dumps({"case": "mixers", "errors": mixer_cases()}), flush=True)

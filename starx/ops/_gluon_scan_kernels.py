@@ -23,6 +23,8 @@ four-direction fine-tune shape, against scan_bwd. bench/scan_bwd_rows.py times t
 constexprs select (KEEP_A, SMEM_WORK, SMEM_DY, STAGES), which lost.
 
 Gluon is experimental: a Triton without it (or without this API) falls back to scan_bwd.
+Triton's CPU interpreter does not run Gluon; CI runs this kernel's arithmetic on CPU through
+tests/gluon_interpreted.py (layouts dropped), the GPU tests run it as compiled.
 """
 
 from triton.experimental import gluon
