@@ -24,8 +24,10 @@
 #                   (reduce-overhead, both models; not yet measured: 2026-12-01)
 #   profile_block   one compiled block, part by part, beside the anchor's
 #   profile_finetune the compiled fine-tuning step kernel by kernel, and timm's ViT-B/16 the same way
-#   ncu_scan_bwd    ncu of the scan's backward at k=4: stall reasons, occupancy, source counters
-#   ncu_rows        the same for the rows_prefetch candidate (ROWS=<variant>), to set beside it
+#   ncu_scan_bwd    ncu of the scan's backward starx launches at k=4 (on Hopper the Gluon scan_bwd_rows;
+#                   never profiled yet: 2026-12-01): stall reasons, occupancy, per-instruction samples
+#   ncu_scan_fwd    the same for scan_fwd
+#   ncu_rows        the same for a candidate of bench/scan_bwd_rows.py (ROWS=<variant>, default rows_prefetch)
 #   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
 #                   of .gpu-wheels: 64 MiB a call)
 #   smem_bwd        the rows backward with its work buffer in shared memory (bench/scan_bwd_rows.py): tests, timing
@@ -77,12 +79,14 @@ for p in $PARTS; do
     profile_finetune)  # (the profiles print to the parts' own files: $OUT brings back at most 8 files)
         part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile
         part profile_finetune_anchor 80 python3 bench/profile_step.py --finetune --anchor --compile ;;
-    ncu_scan_bwd) part ncu_scan_bwd 120 ncu --clock-control none --kernel-name regex:scan_bwd --launch-count 1 \
-        --section SpeedOfLight --section WarpStateStats --section Occupancy --section SchedulerStats \
-        --section SourceCounters --import-source no -o "$OUT/ncu_scan_bwd" python3 bench/profile_scan.py --shape k4
+    ncu_scan_bwd|ncu_scan_fwd)  # the backward starx launches (the Gluon scan_bwd_rows on Hopper), or the forward
+        kernel=${p#ncu_}
+        part "$p" 120 ncu --clock-control none --kernel-name "regex:^${kernel}" --launch-count 1 \
+            --section SpeedOfLight --section WarpStateStats --section Occupancy --section SchedulerStats \
+            --section SourceCounters --import-source no -o "$OUT/$p" python3 bench/profile_scan.py --shape k4
         # per-SASS-instruction warp-state samples, to read where the loop stalls
-        timeout 60 ncu -i "$OUT/ncu_scan_bwd.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_scan_bwd_sass.csv" 2>&1
-        timeout 60 ncu -i "$OUT/ncu_scan_bwd.ncu-rep" --page details >> "$OUT/ncu_scan_bwd.txt" 2>&1 ;;
+        timeout 60 ncu -i "$OUT/$p.ncu-rep" --page source --csv --print-source sass > "$OUT/${p}_sass.csv" 2>&1
+        timeout 60 ncu -i "$OUT/$p.ncu-rep" --page details >> "$OUT/$p.txt" 2>&1 ;;
     ncu_rows)  # the same for the rows_prefetch backward (ROWS: another variant): where its chain waits
         part ncu_rows 120 ncu --clock-control none --kernel-name regex:scan_bwd_rows --launch-count 1 \
             --section SpeedOfLight --section WarpStateStats --section Occupancy --section SchedulerStats \
