@@ -30,41 +30,10 @@ tests/gluon_interpreted.py (layouts dropped), the GPU tests run it as compiled.
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-LOG2E = gl.constexpr(1.4426950408889634)
-LN2 = gl.constexpr(0.6931471805599453)
-
-
-@gluon.jit
-def _softplus(v):  # starx.ops._triton_scan_kernels._softplus, in Gluon
-    e = gl.exp2(v * LOG2E)
-    w = 1.0 + e
-    lp = gl.where(w == 1.0, e, gl.log2(w) * LN2 * gl.fdiv(e, w - 1.0))
-    return gl.where(v <= 20.0, lp, v)
-
-
-@gluon.jit
-def _sigmoid(v):
-    return gl.fdiv(1.0, 1.0 + gl.exp2(-v * LOG2E))
-
-
-@gluon.jit
-def _step_dt(raw, bias, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr):
-    """starx.ops._triton_scan_kernels._step_dt in Gluon: (the pre-activation, dt_t) in fp32."""
-    raw = raw.to(gl.float32)
-    if HAS_BIAS:
-        raw += bias
-    if SOFTPLUS:
-        return raw, _softplus(raw)
-    return raw, raw
-
-
-@gluon.jit
-def _decay(dt, A2, r, HAS_RESET: gl.constexpr):
-    """a_t = exp(dt_t A) for the lane's states, zero where the state resets at t."""
-    a = gl.exp2(gl.expand_dims(dt, 1) * A2)
-    if HAS_RESET:
-        a = gl.where(r != 0, 0.0, a)
-    return a
+# the per-channel and per-state step arithmetic is layout-free: the Triton kernels' own helpers
+# (a Gluon kernel may call @triton.jit functions of elementwise ops; bench/sass_fingerprint.py
+# shows the instructions are the same as with Gluon copies of them)
+from starx.ops._triton_scan_kernels import LN2, LOG2E, _decay, _put_sum, _sigmoid, _step_dt
 
 
 @gluon.jit
@@ -72,16 +41,6 @@ def _sum_channels(x, COL: gl.constexpr):
     """(BD, N) in one channel a lane -> (N,) summed over channels: through shared memory into
     COL (BD / 2 channels of one state a thread), adds in the thread, one shuffle."""
     return gl.sum(gl.convert_layout(x, COL), axis=0)
-
-
-
-@gluon.jit
-def _put_sum(p, v, ATOMIC: gl.constexpr):
-    """starx.ops._triton_scan_kernels._put_sum in Gluon: added into the total, or stored."""
-    if ATOMIC:
-        gl.atomic_add(p, v, sem="relaxed")
-    else:
-        gl.store(p, v)
 
 
 @gluon.jit
