@@ -103,8 +103,7 @@ def interpreted(module: types.ModuleType, name: str) -> InterpretedFunction:
     Every ``@gluon.jit`` function of the module is rebuilt from its Python function with globals
     in which ``gl`` is GL and the module's other Gluon functions are their rebuilt selves."""
     scope = dict(vars(module), gl=GL, tl=tl)  # (the interpreter looks for triton.language in the globals)
-    gluon_fns = {k: v.fn for k, v in vars(module).items() if hasattr(v, "fn") and hasattr(v, "is_gluon")}
+    gluon_fns = {k: v.fn for k, v in vars(module).items() if getattr(v, "is_gluon", lambda: False)()}
     for k, fn in gluon_fns.items():
-        scope[k] = _Interpreted(types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__,
-                                                          fn.__closure__))
+        scope[k] = _Interpreted(types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__))
     return scope[name]
