@@ -18,6 +18,7 @@ from bench import sass as S
 from bench.triton_scan import launch_spec
 from starx.ops import _gluon_scan_kernels as G
 from starx.ops import _triton_scan_kernels as K
+from starx.ops import triton_scan as ts
 
 KERNELS = [("scan_fwd", K.scan_fwd, False), ("scan_bwd", K.scan_bwd, False), ("scan_bwd_rows", G.scan_bwd_rows, True)]
 # (HAS_BIAS, SOFTPLUS, HAS_RESET, HAS_Z, ATOMIC_SUMS)
@@ -40,8 +41,8 @@ def main() -> None:
         for key, v in zip(("HAS_BIAS", "SOFTPLUS", "HAS_RESET", "HAS_Z", "ATOMIC_SUMS"), case):
             if key in consts:
                 consts[key] = bool(v)
-        if gluon:  # what starx launches (starx.ops.triton_scan)
-            consts |= dict(SMEM_WORK=True, SMEM_DY=False, KEEP_A=False)
+        if gluon:  # launched as starx launches it on a Hopper GPU
+            consts |= ts.default_backward("cuda", False).constants
         sass, regs, spills = S.compile_sass(fn, types, values, consts, 1, gluon=gluon)
         print(name, *case, regs, spills, fingerprint(sass), flush=True)
 

@@ -79,21 +79,18 @@ for p in $PARTS; do
     profile_finetune)  # (the profiles print to the parts' own files: $OUT brings back at most 8 files)
         part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile
         part profile_finetune_anchor 80 python3 bench/profile_step.py --finetune --anchor --compile ;;
-    ncu_scan_bwd|ncu_scan_fwd)  # the backward starx launches (the Gluon scan_bwd_rows on Hopper), or the forward
-        kernel=${p#ncu_}
+    ncu_scan_bwd|ncu_scan_fwd|ncu_rows)  # the backward starx launches (the Gluon scan_bwd_rows on Hopper), the
+        # forward, or a candidate of bench/scan_bwd_rows.py (ROWS): where its chain waits
+        case $p in
+            ncu_rows) kernel=scan_bwd_rows; args=(--bwd-kernel "${ROWS:-rows_prefetch}") ;;
+            *) kernel=${p#ncu_}; args=() ;;
+        esac
         part "$p" 120 ncu --clock-control none --kernel-name "regex:^${kernel}" --launch-count 1 \
             --section SpeedOfLight --section WarpStateStats --section Occupancy --section SchedulerStats \
-            --section SourceCounters --import-source no -o "$OUT/$p" python3 bench/profile_scan.py --shape k4
+            --section SourceCounters --import-source no -o "$OUT/$p" python3 bench/profile_scan.py --shape k4 "${args[@]}"
         # per-SASS-instruction warp-state samples, to read where the loop stalls
         timeout 60 ncu -i "$OUT/$p.ncu-rep" --page source --csv --print-source sass > "$OUT/${p}_sass.csv" 2>&1
         timeout 60 ncu -i "$OUT/$p.ncu-rep" --page details >> "$OUT/$p.txt" 2>&1 ;;
-    ncu_rows)  # the same for the rows_prefetch backward (ROWS: another variant): where its chain waits
-        part ncu_rows 120 ncu --clock-control none --kernel-name regex:scan_bwd_rows --launch-count 1 \
-            --section SpeedOfLight --section WarpStateStats --section Occupancy --section SchedulerStats \
-            --section SourceCounters --import-source no -o "$OUT/ncu_rows" python3 bench/profile_scan.py --shape k4 \
-            --bwd-kernel "${ROWS:-rows_prefetch}"
-        timeout 60 ncu -i "$OUT/ncu_rows.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_rows_sass.csv" 2>&1
-        timeout 60 ncu -i "$OUT/ncu_rows.ncu-rep" --page details >> "$OUT/ncu_rows.txt" 2>&1 ;;
     smem_bwd)  # the rows backward with its tile's work buffer in shared memory: tests, then the scan alone
         part smem_tests 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py -k "${SMEM_TESTS:-rows_smem}"
         part smem_scan 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \

@@ -52,7 +52,7 @@ class _GluonOnTriton(types.SimpleNamespace):
     """``gl`` for the interpreter: Gluon's names as triton.language's, layouts dropped. Looked up at
     each call, so that the interpreter's patched functions are the ones called."""
 
-    BlockedLayout = SliceLayout = SwizzledSharedLayout = NVMMASharedLayout = _Layout
+    BlockedLayout = SliceLayout = SwizzledSharedLayout = _Layout
 
     @staticmethod
     def arange(start, end, layout=None):
@@ -61,10 +61,6 @@ class _GluonOnTriton(types.SimpleNamespace):
     @staticmethod
     def zeros(shape, dtype, layout=None):
         return tl.zeros(shape, dtype)
-
-    @staticmethod
-    def full(shape, value, dtype, layout=None):
-        return tl.full(shape, value, dtype)
 
     @staticmethod
     def convert_layout(x, layout, assert_trivial=False):
