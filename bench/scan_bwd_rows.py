@@ -57,4 +57,6 @@ VARIANTS = {
     "rows_smem_noprefetch": WithConstants(scan_bwd_rows, STAGES=1, KEEP_A=False, SMEM_WORK=True, SMEM_DY=True),
     # a_t h_{t-1} alone there (19 KB: 12 an SM, k=4 in one wave): starx's default backward
     "rows_smem_h": WithConstants(scan_bwd_rows, STAGES=2, KEEP_A=False, SMEM_WORK=True, SMEM_DY=False),
+    # session 14 (bench/results/scan_bwd_candidates_h200.txt): starx's default is rows_smem_h with KEEP_DT and
+    # CLAMP (3-4% off the backward at every shape); B and C in fp32 on top of it lost, so only the old default stays
 }

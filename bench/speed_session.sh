@@ -30,6 +30,9 @@
 #   ncu_rows        the same for a candidate of bench/scan_bwd_rows.py (ROWS=<variant>, default rows_prefetch)
 #   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
 #                   of .gpu-wheels: 64 MiB a call)
+#   bwd_candidates  backward candidates of bench/scan_bwd_rows.py (BWD_CANDS, default rows_smem_h: the default
+#                   before session 14): their GPU tests, then the scan alone at every shape beside the default
+#   fwd_unroll      scan_fwd's step loop unrolled twice against once, the scan alone at every shape
 #   smem_bwd        the rows backward with its work buffer in shared memory (bench/scan_bwd_rows.py): tests, timing
 #   profile_step    the compiled STAR-B k=4 step kernel by kernel
 #   attribute       the same, with the CPU op (and shapes) behind each reduce / copy kernel
@@ -91,6 +94,13 @@ for p in $PARTS; do
         # per-SASS-instruction warp-state samples, to read where the loop stalls
         timeout 60 ncu -i "$OUT/$p.ncu-rep" --page source --csv --print-source sass > "$OUT/${p}_sass.csv" 2>&1
         timeout 60 ncu -i "$OUT/$p.ncu-rep" --page details >> "$OUT/$p.txt" 2>&1 ;;
+    bwd_candidates)  # (BWD_CANDS: which of them to time)
+        part cand_tests 220 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py -k "rows_smem_h"
+        part cand_scan 300 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
+            --configs 32x1/32x1/8/1x1/168 --bwd-kernels default ${BWD_CANDS:-rows_smem_h} --out "$OUT/cand_scan.jsonl" ;;
+    fwd_unroll)  # scan_fwd with its step loop unrolled twice (fewer loop-carried copies a step), beside once
+        part fwd_unroll 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
+            --configs 32x1/32x1/8/1x1/168 32x1/32x1/8/2x1/168 --out "$OUT/fwd_unroll.jsonl" ;;
     smem_bwd)  # the rows backward with its tile's work buffer in shared memory: tests, then the scan alone
         part smem_tests 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py -k "${SMEM_TESTS:-rows_smem}"
         part smem_scan 200 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \

@@ -150,7 +150,8 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
                   sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1, sC_b=L * xdbl, sC_g=N, sC_l=xdbl, sC_n=1, sr_b=L,
                   sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N, sw_p=T * bd * (N + 1))
     consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
-                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_SUMS=True, SMEM_WORK=False, SMEM_DY=True)
+                  UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_SUMS=True, SMEM_WORK=False, SMEM_DY=True,
+                  KEEP_A=False, KEEP_DT=False, CLAMP=False)
     types = {n: "*bf16" if n in BF16_ARGS else "*i8" if n == "reset_ptr" else "*fp32"
              for n in fn.arg_names if n.endswith("_ptr")}
     return (types, {n: v for n, v in values.items() if n in fn.arg_names},
@@ -164,7 +165,7 @@ def _rows_kernel(variant: str):
 
 
 # name -> what TILES["bwd_kernel"] gets: default (None) is what starx launches (on an NVIDIA GPU with
-# Gluon: the one-channel-a-lane kernel, rows_smem_h); triton is the plain Triton scan_bwd; *_blocks the
+# Gluon: the one-channel-a-lane kernel, rows_smem_h with dt kept and clamped loads); triton is the plain Triton scan_bwd; *_blocks the
 # same summing dB / dC, dA / dD / dbias from per-program partials (the deterministic path), not atomics
 ROWS_VARIANTS = ("rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc", "rows_smem",
                  "rows_smem_noprefetch", "rows_smem_h")  # scan_bwd_rows.VARIANTS

@@ -33,7 +33,7 @@ from triton.experimental.gluon import language as gl
 # the per-channel and per-state step arithmetic is layout-free: the Triton kernels' own helpers
 # (a Gluon kernel may call @triton.jit functions of elementwise ops; bench/sass_fingerprint.py
 # shows the instructions are the same as with Gluon copies of them)
-from starx.ops._triton_scan_kernels import LN2, LOG2E, _decay, _put_sum, _sigmoid, _step_dt
+from starx.ops._triton_scan_kernels import LN2, LOG2E, _decay, _put_sum, _sigmoid, _step_dt, _step_dt_slope
 
 
 @gluon.jit
@@ -44,15 +44,25 @@ def _sum_channels(x, COL: gl.constexpr):
 
 
 @gluon.jit
+def _get(p, ok, CLAMP: gl.constexpr, other: gl.constexpr = 0.0):
+    """A load of a step's value: unmasked where the caller clamped the step into the tile, else
+    masked off outside it (the value is never used there)."""
+    if CLAMP:
+        return gl.load(p)
+    return gl.load(p, mask=ok, other=other)
+
+
+@gluon.jit
 def _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n,
-               sz_l, sz_d, ok, HAS_Z: gl.constexpr, HAS_RESET: gl.constexpr):  # fmt: skip
-    """Step t's inputs as stored (masked off outside the tile: they are never used there)."""
-    u = gl.load(u_0 + t * su_l + cd * su_d, mask=ok, other=0.0)
-    dt = gl.load(dt_0 + t * sdt_l + cd * sdt_d, mask=ok, other=0.0)
-    Bt = gl.load(B_0 + t * sB_l + cn * sB_n, mask=ok, other=0.0)
-    Ct = gl.load(C_0 + t * sC_l + cn * sC_n, mask=ok, other=0.0)
-    z = gl.load(z_0 + t * sz_l + cd * sz_d, mask=ok, other=0.0) if HAS_Z else u
-    r = gl.load(r_0 + t, mask=ok, other=0) if HAS_RESET else 0
+               sz_l, sz_d, ok, HAS_Z: gl.constexpr, HAS_RESET: gl.constexpr, CLAMP: gl.constexpr = False,
+               HAS_DT: gl.constexpr = True):  # fmt: skip
+    """Step t's inputs as stored (see _get); without HAS_DT, u stands in for dt (not loaded)."""
+    u = _get(u_0 + t * su_l + cd * su_d, ok, CLAMP)
+    dt = _get(dt_0 + t * sdt_l + cd * sdt_d, ok, CLAMP) if HAS_DT else u
+    Bt = _get(B_0 + t * sB_l + cn * sB_n, ok, CLAMP)
+    Ct = _get(C_0 + t * sC_l + cn * sC_n, ok, CLAMP)
+    z = _get(z_0 + t * sz_l + cd * sz_d, ok, CLAMP) if HAS_Z else u
+    r = _get(r_0 + t, ok, CLAMP, 0) if HAS_RESET else 0
     return u, dt, Bt, Ct, z, r
 
 
@@ -68,6 +78,7 @@ def scan_bwd_rows(
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
     HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr, KEEP_A: gl.constexpr = False,
     ATOMIC_SUMS: gl.constexpr = False, SMEM_WORK: gl.constexpr = True, SMEM_DY: gl.constexpr = False,
+    KEEP_DT: gl.constexpr = False, CLAMP: gl.constexpr = False,
 ):  # fmt: skip
     """scan_bwd's two sweeps a tile, one channel a lane: BD = 32 x the warps of the launch (more
     warps a program: fewer per-block dB / dC partials for torch to sum). STAGES >= 2 loads
@@ -77,7 +88,11 @@ def scan_bwd_rows(
     SMEM_WORK: the tile's a_t h_{t-1} kept in shared memory (16 KB a
     program, channel-fastest so a warp's accesses hit 32 banks) instead of the global work buffer;
     each lane reads back only what it wrote. SMEM_DY: dy there too (module docstring). KEEP_A: a_t
-    kept in the work buffer too, not recomputed (slower: bench/scan_bwd_rows.py)."""
+    kept in the work buffer too, not recomputed (slower: bench/scan_bwd_rows.py). KEEP_DT: the
+    recompute sweep keeps dt_t and softplus' slope in the work buffer beside dy, so the adjoint
+    sweep reads them (a step ahead) instead of reloading dt and running softplus and a sigmoid.
+    CLAMP: the loads a step ahead read the tile's own last (first) step again past its end
+    (start) instead of being masked off: no predicates, no zeroed registers."""
     PREFETCH: gl.constexpr = STAGES >= 2
     W: gl.constexpr = BD // 32  # warps
     ROW: gl.constexpr = gl.BlockedLayout([1, N], [32, 1], [W, 1], [1, 0])  # a channel's states in its lane
@@ -117,7 +132,9 @@ def scan_bwd_rows(
         w_dy = w_h
     else:
         w_dy = w_h + T * BD * N  # T x (BD,): dy_t
-    w_a = w_dy + T * BD  # with KEEP_A, T x (BD, N): a_t, which the adjoint sweep then reads, not recomputes
+    w_dt = w_dy + T * BD  # with KEEP_DT, T x (BD,) each: dt_t and softplus' slope
+    w_sl = w_dt + T * BD
+    w_a = w_dy + T * BD * (3 if KEEP_DT else 1)  # with KEEP_A, T x (BD, N): a_t, read, not recomputed
     if SMEM_WORK:
         wh_s = gl.allocate_shared_memory(gl.float32, [T, BD, N], gl.SwizzledSharedLayout(1, 1, 1, [0, 1]))
         if SMEM_DY:
@@ -137,17 +154,19 @@ def scan_bwd_rows(
         if PREFETCH:  # each step's inputs loaded one step ahead (loop-carried), as in scan_bwd
             ok = steps > 0
             nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t0, cd, cn, su_l, su_d, sdt_l,
-                                                 sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z, HAS_RESET)
-            ng = gl.load(g_0 + t0 * sg_l + cd * sg_d, mask=ok, other=0.0)
+                                                 sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z, HAS_RESET,
+                                                 CLAMP)
+            ng = _get(g_0 + t0 * sg_l + cd * sg_d, ok, CLAMP)
         for i in range(0, steps):  # forward through the tile: dz, dy, dC; keeps a_t h_{t-1} and dy
             t = t0 + i
             if PREFETCH:
                 u, dt, Bt, Ct, z, r, dout = nu, ndt, nB, nC, nz, nr, ng
                 ok = i + 1 < steps
-                nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t + 1, cd, cn, su_l, su_d,
+                tn = t0 + gl.minimum(i + 1, steps - 1) if CLAMP else t + 1
+                nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, tn, cd, cn, su_l, su_d,
                                                      sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z,
-                                                     HAS_RESET)
-                ng = gl.load(g_0 + (t + 1) * sg_l + cd * sg_d, mask=ok, other=0.0)
+                                                     HAS_RESET, CLAMP)
+                ng = _get(g_0 + tn * sg_l + cd * sg_d, ok, CLAMP)
             else:
                 u, dt, Bt, Ct, z, r = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
                                                  sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, True, HAS_Z, HAS_RESET)
@@ -156,7 +175,13 @@ def scan_bwd_rows(
             Bt = Bt.to(gl.float32)
             Ct = Ct.to(gl.float32)
             dout = dout.to(gl.float32)
-            _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS)
+            if KEEP_DT:
+                dt, slope = _step_dt_slope(dt, bias, HAS_BIAS, SOFTPLUS)
+                gl.store(w_dt + i * BD + lane, dt)
+                if SOFTPLUS:
+                    gl.store(w_sl + i * BD + lane, slope)
+            else:
+                _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS)
             a = _decay(dt, A2, r, HAS_RESET)
             ah = a * h
             h = ah + gl.expand_dims(dt * u, 1) * gl.expand_dims(Bt, 0)
@@ -186,15 +211,21 @@ def scan_bwd_rows(
         if PREFETCH:
             ok = steps > 0
             nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, last, cd, cn, su_l, su_d, sdt_l,
-                                                sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET)
+                                                sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET,
+                                                CLAMP, not KEEP_DT)
+            if KEEP_DT:
+                ndt = _get(w_dt + (steps - 1) * BD + lane, ok, CLAMP)
+                nsl = _get(w_sl + (steps - 1) * BD + lane, ok, CLAMP) if SOFTPLUS else 1.0
             if not (SMEM_WORK and SMEM_DY):
-                ndy = gl.load(w_dy + (steps - 1) * BD + lane, mask=ok, other=0.0)
+                ndy = _get(w_dy + (steps - 1) * BD + lane, ok, CLAMP)
             if not SMEM_WORK:
-                nah = gl.load(w_h + (steps - 1) * BD * N + tile, mask=ok, other=0.0)
+                nah = _get(w_h + (steps - 1) * BD * N + tile, ok, CLAMP)
         for j in range(0, steps):  # backwards through it: the adjoint and the other gradients
             t = last - j
             if PREFETCH:
                 u, raw, Bt, Ct, r = nu, ndt, nB, nC, nr
+                if KEEP_DT:
+                    slope = nsl
                 # (shared memory is near: read in the step, not a step ahead)
                 if SMEM_WORK and SMEM_DY:
                     dy = wdy_s.index(steps - 1 - j).load(CH)
@@ -206,12 +237,19 @@ def scan_bwd_rows(
                     ah = nah
                 i = steps - 2 - j  # the step loaded ahead
                 ok = i >= 0
-                nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t - 1, cd, cn, su_l, su_d, sdt_l,
-                                                    sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET)
+                if CLAMP:
+                    i = gl.maximum(i, 0)
+                tp = t0 + i if CLAMP else t - 1
+                nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, tp, cd, cn, su_l, su_d,
+                                                    sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False,
+                                                    HAS_RESET, CLAMP, not KEEP_DT)
+                if KEEP_DT:
+                    ndt = _get(w_dt + i * BD + lane, ok, CLAMP)
+                    nsl = _get(w_sl + i * BD + lane, ok, CLAMP) if SOFTPLUS else 1.0
                 if not (SMEM_WORK and SMEM_DY):
-                    ndy = gl.load(w_dy + i * BD + lane, mask=ok, other=0.0)
+                    ndy = _get(w_dy + i * BD + lane, ok, CLAMP)
                 if not SMEM_WORK:
-                    nah = gl.load(w_h + i * BD * N + tile, mask=ok, other=0.0)
+                    nah = _get(w_h + i * BD * N + tile, ok, CLAMP)
             elif SMEM_WORK:
                 u, raw, Bt, Ct, _, r = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
                                                   sB_l, sB_n, sC_l, sC_n, su_l, su_d, True, False, HAS_RESET)
@@ -225,10 +263,16 @@ def scan_bwd_rows(
                                                   sB_l, sB_n, sC_l, sC_n, su_l, su_d, True, False, HAS_RESET)
                 dy = gl.load(w_dy + (steps - 1 - j) * BD + lane)
                 ah = gl.load(w_h + (steps - 1 - j) * BD * N + tile)
+            if KEEP_DT and not PREFETCH:
+                raw = gl.load(w_dt + (steps - 1 - j) * BD + lane)
+                slope = gl.load(w_sl + (steps - 1 - j) * BD + lane) if SOFTPLUS else 1.0
             u = u.to(gl.float32)
             Bt = Bt.to(gl.float32)
             Ct = Ct.to(gl.float32)
-            raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS)
+            if KEEP_DT:  # (kept by the recompute sweep: raw is dt_t itself)
+                dt = raw
+            else:
+                raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS)
             g = carry + gl.expand_dims(dy, 1) * gl.expand_dims(Ct, 0)  # dL/dh_t
             q = g * ah  # g_t a_t h_{t-1}: dL/d(dt_t A) per state
             gB = gl.sum(g * gl.expand_dims(Bt, 0), axis=1)
@@ -239,7 +283,7 @@ def scan_bwd_rows(
                 dD_acc += dy * u
             dA_acc += q * gl.expand_dims(dt, 1)
             if SOFTPLUS:
-                ddt = ddt * _sigmoid(raw)
+                ddt = ddt * (slope if KEEP_DT else _sigmoid(raw))
             if HAS_BIAS:
                 dbias_acc += ddt
             gl.store(du_0 + t * sdu_l + cd * sdu_d, du.to(du_ptr.dtype.element_ty))

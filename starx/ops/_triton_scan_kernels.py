@@ -22,13 +22,21 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
-def _softplus(v):
-    # log(1 + e^v), with log1p's accuracy for small e^v (Goldberg's trick) and fast reciprocals:
-    # these run once per channel and step, beside the per-state work
+def _softplus_slope(v):
+    """(log(1 + e^v), its slope sigmoid(v)), sharing e^v: log1p's accuracy for small e^v
+    (Goldberg's trick) and fast reciprocals; these run once per channel and step, beside the
+    per-state work."""
     e = tl.exp2(v * LOG2E)
     w = 1.0 + e
     lp = tl.where(w == 1.0, e, tl.log2(w) * LN2 * tl.math.fdiv(e, w - 1.0))
-    return tl.where(v <= 20.0, lp, v)
+    small = v <= 20.0
+    return tl.where(small, lp, v), tl.where(small, tl.math.fdiv(e, w), 1.0)
+
+
+@triton.jit
+def _softplus(v):
+    sp, _ = _softplus_slope(v)  # (the slope's instructions are dead code here: not emitted)
+    return sp
 
 
 @triton.jit
@@ -46,6 +54,18 @@ def _step_dt(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     if SOFTPLUS:
         return raw, _softplus(raw)
     return raw, raw
+
+
+@triton.jit
+def _step_dt_slope(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(dt_t, d dt_t / d pre-activation) in fp32 from the stored dt: what a backward needs of the
+    step's dt when it keeps these instead of recomputing them (the slope is 1 without softplus)."""
+    raw = raw.to(tl.float32)
+    if HAS_BIAS:
+        raw += bias
+    if SOFTPLUS:
+        return _softplus_slope(raw)
+    return raw, raw * 0.0 + 1.0  # (a tensor like the other return's; the callers use it only with softplus)
 
 
 @triton.jit

@@ -77,11 +77,13 @@ class WithConstants:
     """A backward kernel launched with some constexprs fixed (they override the launcher's):
     ``WithConstants(k, STAGES=2)[grid](...)``. What scan_backward reads of it: work_states, the
     (BD, N) tiles a step of the global work buffer it allocates (0: a_t h_{t-1} in shared memory,
-    1: a_t h_{t-1}, 2: and a_t); fp32_bc, whether to pass B and C converted to fp32."""
+    1: a_t h_{t-1}, 2: and a_t), and work_rows, its (BD,) rows a step (dy; with KEEP_DT also dt and
+    softplus' slope); fp32_bc, whether to pass B and C converted to fp32."""
 
     def __init__(self, kernel, fp32_bc: bool = False, **constants):
         self.kernel, self.constants, self.fp32_bc = kernel, constants, fp32_bc
         self.work_states = 2 if constants.get("KEEP_A") else 0 if constants.get("SMEM_WORK") else 1
+        self.work_rows = 3 if constants.get("KEEP_DT") else 1
 
     def __getitem__(self, grid):
         launch = self.kernel[grid]
@@ -111,7 +113,7 @@ def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_
         from starx.ops._gluon_scan_kernels import scan_bwd_rows
     except Exception:  # no Gluon, or another API: the plain Triton backward
         return scan_bwd
-    return WithConstants(scan_bwd_rows, STAGES=2, SMEM_WORK=True, SMEM_DY=False, KEEP_A=False)
+    return WithConstants(scan_bwd_rows, STAGES=2, SMEM_WORK=True, SMEM_DY=False, KEEP_A=False, KEEP_DT=True, CLAMP=True)
 
 
 def _default_backward_on(device: torch.device, channels: int = 32, d_state: int = 16):
@@ -244,8 +246,9 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         dD = torch.empty((b, d), device=u.device, dtype=f32)
         dbias = torch.empty((b, d), device=u.device, dtype=f32)
     Bk, Ck = (_fp32_steps(B), _fp32_steps(C)) if getattr(kernel, "fp32_bc", False) else (B, C)
-    # per program: a_t h_{t-1} and dy for a tile (a candidate may keep more states a step: work_states)
-    work = torch.empty((b, blocks, T * bd * (n * getattr(kernel, "work_states", 1) + 1)), device=u.device, dtype=f32)
+    # per program: a_t h_{t-1} and dy for a tile (a candidate may keep more a step: work_states, work_rows)
+    per_step = n * getattr(kernel, "work_states", 1) + getattr(kernel, "work_rows", 1)
+    work = torch.empty((b, blocks, T * bd * per_step), device=u.device, dtype=f32)
     reset, sr_b = _reset_rows(reset)
     zz = z if z is not None else u
     kernel = kernel[(blocks, b)](
