@@ -17,19 +17,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.triton_scan import SHAPES, add_bwd_kernel_option, inputs, use_bwd_kernel  # noqa: E402
+from bench.triton_scan import SHAPES, add_bwd_kernel_option, inputs, parse_config, use_bwd_kernel  # noqa: E402
 from starx.ops import triton_scan as ts  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--shape", default="k4", choices=list(SHAPES))
 p.add_argument("--layout", default="last")
-p.add_argument("--config", default=None, help="FBDxFW/BBDxBW/STEPS as in bench/triton_scan.py")
+p.add_argument("--config", default=None, help="as bench/triton_scan.py's --configs (parse_config)")
 add_bwd_kernel_option(p)
 args = p.parse_args()
 use_bwd_kernel(args.bwd_kernel)
 if args.config:
-    fwd, bwd, steps = args.config.split("/")[:3]
-    ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))), steps=int(steps))
+    ts.TILES.update(parse_config(args.config))
 b, d, L, g = SHAPES[args.shape]
 x = [t.requires_grad_() if t.is_floating_point() else t for t in inputs(b, d, L, g, args.layout)]
 for _ in range(2):

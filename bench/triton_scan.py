@@ -151,7 +151,7 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
                   sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N, sw_p=T * bd * (N + 1))
     consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
                   UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_SUMS=True, SMEM_WORK=False, SMEM_DY=True,
-                  KEEP_A=False, KEEP_DT=False, CLAMP=False)
+                  KEEP_A=False, KEEP_DT=False, CLAMP=False, L2_AHEAD=0)
     types = {n: "*bf16" if n in BF16_ARGS else "*i8" if n == "reset_ptr" else "*fp32"
              for n in fn.arg_names if n.endswith("_ptr")}
     return (types, {n: v for n, v in values.items() if n in fn.arg_names},
@@ -203,6 +203,23 @@ def use_bwd_kernel(name: str) -> None:
     ts.TILES.update(bwd_tiles(name))
 
 
+DEFAULT_TILES = dict(ts.TILES)
+
+
+def parse_config(config: str) -> dict:
+    """The TILES entries of a --configs string, FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/MAXNREG[/L2]]]:
+    forward and backward channels x warps a program, steps a tile, scan_fwd's unroll and stages,
+    the backward's register cap ('-': none), scan_fwd's L2 prefetch distance at every length (0:
+    off). An absent field keeps starx's default (DEFAULT_TILES; the L2 prefetch's is by length)."""
+    fwd, bwd, steps, *rest = config.split("/")
+    d = DEFAULT_TILES
+    unroll, stages = map(int, rest[0].split("x")) if rest else (d["unroll"], d["stages"])
+    maxnreg = (None if rest[1] == "-" else int(rest[1])) if len(rest) > 1 else d["bwd_maxnreg"]
+    return dict(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))), steps=int(steps),
+                unroll=unroll, stages=stages, bwd_maxnreg=maxnreg,
+                fwd_l2_ahead=(int(rest[2]), 0) if len(rest) > 2 else d["fwd_l2_ahead"])
+
+
 def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",)) -> None:
     """The static cost model of ``--sass`` (no GPU needed): bench/sass.py."""
     from bench import sass as S
@@ -211,9 +228,10 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
     for name in shapes:
         b, d, L, g = SHAPES[name]
         for config in configs:
-            fwd, bwd, steps, *rest = config.split("/")
-            unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
-            maxnreg = int(rest[1]) if len(rest) > 1 else None
+            tiles = parse_config(config)
+            steps, unroll, stages, maxnreg = tiles["steps"], tiles["unroll"], tiles["stages"], tiles["bwd_maxnreg"]
+            ahead, min_len = tiles["fwd_l2_ahead"]
+            fwd, bwd = ("x".join(map(str, tiles[k])) for k in ("fwd", "bwd"))
             kernels = [("fwd", K.scan_fwd, fwd)] + [
                 (f"bwd {k}", BWD_KERNELS[k]() or ts.default_backward("cuda", False), bwd) for k in bwd_kernels]
             for kind, launched, tile in kernels:
@@ -223,6 +241,8 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
                 bd = ts._block_channels(d // g, bd)
                 types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
                 consts |= getattr(launched, "constants", {})
+                if kind == "fwd":
+                    consts["L2_AHEAD"] = ahead if L >= min_len else 0
                 if getattr(launched, "fp32_bc", False):
                     types |= {"B_ptr": "*fp32", "C_ptr": "*fp32"}
                 sass, regs, spills = S.compile_sass(fn, types, values, consts, warps,
@@ -243,7 +263,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES))
     p.add_argument("--configs", nargs="+", default=["32x1/32x1/16/1x1"],
-                   help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG]]")
+                   help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG[/FWD_L2_AHEAD]]] (parse_config)")
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
     p.add_argument("--bwd-kernels", nargs="+", default=["default"], choices=list(BWD_KERNELS),
@@ -272,12 +292,9 @@ def main() -> None:
             if mamba is not None and layout == "first":
                 row["mamba_fwd_ms"], row["mamba_fwdbwd_ms"] = time_pair(mfwd, x, dout)
             for config, bwd_kernel in ((c, k) for c in args.configs for k in args.bwd_kernels):
-                fwd, bwd, steps, *rest = config.split("/")
-                unroll, stages = map(int, rest[0].split("x")) if rest else (1, 1)
-                ts.TILES.update(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))),
-                                steps=int(steps), unroll=unroll, stages=stages,
-                                bwd_maxnreg=int(rest[1]) if len(rest) > 1 else None,
-                                **bwd_tiles(bwd_kernel))
+                tiles = parse_config(config)
+                steps = tiles["steps"]
+                ts.TILES.update(**tiles, **bwd_tiles(bwd_kernel))
                 tfwd = lambda u, de, A, B, C, D, z, bi: ts.selective_scan_triton(u, de, A, B, C, D, z, bi, True)  # noqa: E731
                 f, fb = time_pair(tfwd, x, dout)
                 r = dict(row, config=config, bwd_kernel=bwd_kernel, triton_fwd_ms=f, triton_fwdbwd_ms=fb,

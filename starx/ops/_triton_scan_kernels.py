@@ -90,6 +90,13 @@ def _load_step(u_p, dt_p, B_p, C_p, z_p, r_p, ok, HAS_Z: tl.constexpr, HAS_RESET
 
 
 @triton.jit
+def _prefetch_l2(p):
+    """Ask L2 for the line at ``p`` (a scalar address), without waiting for it or holding a
+    register: PTX's prefetch, which Triton has no op for (not run by Triton's CPU interpreter)."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];", "=r,l", [p], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def _put_sum(p, v, ATOMIC: tl.constexpr):
     """A sum over this program's channels or steps (a step's dB or dC; dA, dD, dbias over the
     sequence): added into the total (relaxed: only the total matters, read after the kernel) or
@@ -109,9 +116,13 @@ def scan_fwd(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_RESET: tl.constexpr, SAVE_STATES: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr,
+    L2_AHEAD: tl.constexpr = 0,
 ):  # fmt: skip
     """One program: BD channels of sequence b, all L steps, the (BD, N) state in registers.
-    With SAVE_STATES, the state after every T-th step goes to state_ptr (b, tiles, d, n), fp32."""
+    With SAVE_STATES, the state after every T-th step goes to state_ptr (b, tiles, d, n), fp32.
+    L2_AHEAD > 0: each step also asks L2 for the inputs L2_AHEAD steps ahead (clamped to the last
+    step), so that the one-step-ahead loads find them there: a load from DRAM takes longer than a
+    step (bench/results/ncu_scan_fwd_h200_k4_*: the loop waits on them at its back edge)."""
     b = tl.program_id(1).to(tl.int64)
     d0 = tl.program_id(0) * BD
     cd = d0 + tl.arange(0, BD)  # this program's channels
@@ -145,6 +156,14 @@ def scan_fwd(
         r_p += 1
         nu, ndt, nB, nC, nz, nr = _load_step(u_p + cd * su_d, dt_p + cd * sdt_d, B_p + cn * sB_n, C_p + cn * sC_n,
                                              z_p + cd * sz_d, r_p, t + 1 < L, HAS_Z, HAS_RESET)
+        if L2_AHEAD > 0:  # (one address a row: this program's channels of u, dt, z share a line, as B and C do)
+            ahead = tl.minimum(t + L2_AHEAD, L - 1) - t - 1  # steps past the pointers' current one
+            _prefetch_l2(u_p + ahead * su_l + d0 * su_d)
+            _prefetch_l2(dt_p + ahead * sdt_l + d0 * sdt_d)
+            _prefetch_l2(B_p + ahead * sB_l)
+            _prefetch_l2(C_p + ahead * sC_l)
+            if HAS_Z:
+                _prefetch_l2(z_p + ahead * sz_l + d0 * sz_d)
         u = u.to(tl.float32)
         _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS)
         h = _decay(dt, A2, r, HAS_RESET) * h + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]

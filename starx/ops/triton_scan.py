@@ -69,7 +69,7 @@ def triton_error() -> str | None:
 # "sums": how the backward sums dB / dC over channel blocks and dA / dD / dbias over sequences
 # ("atomic" or "blocks": module docstring).
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
-         "sums": "atomic"}
+         "sums": "atomic", "fwd_l2_ahead": (2, 512)}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -194,6 +194,16 @@ def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, reset: Ten
         raise ValueError(f"reset must be (l,) or (b, l) with l={L}; got {tuple(reset.shape)}")
 
 
+def _l2_ahead(u: Tensor, L: int) -> int:
+    """scan_fwd's L2_AHEAD for a sequence of L steps: TILES["fwd_l2_ahead"] = (steps ahead, from
+    which length), 0 (off) for shorter sequences, off the GPU, and in Triton's CPU interpreter
+    (which cannot run the prefetch's inline PTX)."""
+    ahead, min_len = TILES["fwd_l2_ahead"]
+    if L < min_len or u.device.type != "cuda" or torch.version.hip or os.environ.get("TRITON_INTERPRET") == "1":
+        return 0
+    return ahead
+
+
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: bool, save_states: bool):
     """Launch the forward kernel: (out (b, d, l) in u's dtype and layout, states
     (b, tiles, d, n) fp32, or an empty tensor without save_states). B, C: (b, g, n, l), any strides."""
@@ -213,7 +223,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
         *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(out), *_bgln(B), *_bgln(C), sr_b,
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, SAVE_STATES=save_states,
-        UNROLL=TILES["unroll"], STAGES=TILES["stages"], num_warps=warps,
+        UNROLL=TILES["unroll"], STAGES=TILES["stages"], L2_AHEAD=_l2_ahead(u, L), num_warps=warps,
     )  # fmt: skip
     REGISTERS["fwd"] = getattr(kernel, "n_regs", None)
     return out, states
