@@ -15,7 +15,11 @@ CPU interpreter, which does not run Gluon), with another decomposition, written 
   that buffer goes through L1/L2 (about 4 GB a layer at k=4). dy stays in the global work buffer:
   with it in shared memory too a program needs 20 KB and 12 do not fit an SM's 228 KB, so k=4's
   1536 programs would need a second wave (SMEM_DY, measured slower at k=4, faster elsewhere).
-* Each step's inputs are loaded one step ahead (STAGES >= 2), as in scan_bwd.
+* Each step's inputs are loaded one step ahead (STAGES >= 2), as in scan_bwd; starx clamps those
+  loads into the tile rather than masking them (CLAMP), and the recompute sweep keeps dt_t and
+  softplus' slope for the adjoint sweep (KEEP_DT), which then runs no softplus or sigmoid: ncu
+  found the kernel near its issue limit (bench/README.md, session 14), and the two cut the scan's
+  forward + backward 3-4% at every STAR shape (bench/results/scan_bwd_candidates_h200.txt).
 
 On the H200 (2026-12-01, ``bench/results/triton_scan_smem_bwd_h200.jsonl``): scan forward +
 backward 1.791 -> 1.508 ms at k=4, 1.43 -> 1.19 at k=1, 2.84 -> 2.45 at k=8, 4.17 -> 3.44 at the

@@ -99,8 +99,9 @@ def _hopper(device: torch.device) -> bool:
 def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_state: int = 16,
                      hopper: bool = True):
     """The scan backward starx launches: the Gluon kernel (starx.ops._gluon_scan_kernels, one
-    channel a lane, the tile's a_t h_{t-1} in shared memory; 0.80x scan_bwd's time at k=4 on an
-    H200) on Hopper GPUs where this Triton has Gluon and the program's channels fill whole warps
+    channel a lane, the tile's a_t h_{t-1} in shared memory, dt kept and the loads a step ahead
+    clamped: KEEP_DT, CLAMP; 0.80x scan_bwd's time at k=4 on an H200 before those two, which took
+    3-4% more off) on Hopper GPUs where this Triton has Gluon and the program's channels fill whole warps
     with d_state 16 (its layouts' shape), else scan_bwd: Triton's CPU interpreter (which does not
     run Gluon), a Triton older than 3.5, other shapes, and other GPUs, where it was not measured
     (with less shared memory an SM, fewer of its 19 KB programs fit: on an A100, 8 where scan_bwd
