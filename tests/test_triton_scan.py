@@ -177,6 +177,27 @@ def test_the_backward_falls_back_to_scan_bwd_where_the_gluon_kernel_cannot_run()
     assert default_backward("cuda", False, 32, 16, hopper=False) is scan_bwd
 
 
+@needs_triton
+@pytest.mark.slow
+def test_the_forwards_l2_prefetch_compiles_to_one_prefetch_an_input_row_for_hopper():
+    """scan_fwd's L2_AHEAD (inline PTX, which the CPU interpreter cannot run) compiled for sm_90
+    with Triton's own ptxas, no GPU needed: a prefetch to L2 for each of u, dt, B, C and z a step
+    when asked, none otherwise; and the launcher asks only for long sequences on a CUDA device."""
+    sys.path.insert(0, str(ROOT))
+    from bench import sass
+    from bench.triton_scan import launch_spec
+    from starx.ops import _triton_scan_kernels as K
+    from starx.ops import triton_scan as ts
+
+    counts = {}
+    for ahead in (0, 2):
+        types, values, consts = launch_spec(K.scan_fwd, "k4", 32, 8)
+        code, _, _ = sass.compile_sass(K.scan_fwd, types, values, consts | {"L2_AHEAD": ahead}, 1)
+        counts[ahead] = sum("CCTL.E.PF2" in line for line in code.splitlines())
+    assert counts == {0: 0, 2: 5}
+    assert ts._l2_ahead(torch.zeros(1), 10_000) == 0  # (off the GPU)
+
+
 # the cases a kernel candidate is checked against the twin in: k=1, k=4 and the fine-tune shape (b, d, L,
 # groups), fp32 and bf16, with and without resets
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
