@@ -59,4 +59,6 @@ VARIANTS = {
     "rows_smem_h": WithConstants(scan_bwd_rows, STAGES=2, KEEP_A=False, SMEM_WORK=True, SMEM_DY=False),
     # session 14 (bench/results/scan_bwd_candidates_h200.txt): starx's default is rows_smem_h with KEEP_DT and
     # CLAMP (3-4% off the backward at every shape); B and C in fp32 on top of it lost, so only the old default stays
+    # not yet on a GPU (session 14 had no device time left): the default reading bf16 B and C as words of two states
+    "rows_packed_bc": WithConstants(scan_bwd_rows, pack_bc=True, STAGES=2, SMEM_WORK=True, KEEP_DT=True, CLAMP=True),
 }

@@ -42,7 +42,7 @@ def reference(u, delta, A, B, C, D, z, bias, softplus, reset):
 
 
 def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplus=True, reset=False,
-                channel_last=False, tiles=((4, 1), (4, 1), 8), sums="atomic") -> dict:
+                channel_last=False, tiles=((4, 1), (4, 1), 8), sums="atomic", bc_bf16=False) -> dict:
     ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2], sums=sums)
     gen = torch.Generator().manual_seed(L * 7 + d + g)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
@@ -54,6 +54,8 @@ def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplu
     if channel_last:  # the same values laid out (b, l, d)
         u, delta, z = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (u, delta, z))
         B, C = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (B, C))
+    if bc_bf16:  # B and C as the mixer hands them under autocast (their dB, dC come back in bf16 too)
+        B, C = B.bfloat16(), C.bfloat16()
     rs = None
     if reset:
         rs = torch.zeros(L, dtype=torch.int8)
@@ -131,12 +133,14 @@ GLUON_CASES = {
     "two_groups_two_blocks_each": {"g": 2, "d": 128},
     "block_partials": {"g": 2, "d": 128, "sums": "blocks"},
     "tile_boundary_48": {"L": 48, "reset": True, "tiles": ((32, 1), (32, 1), 16)},
+    "bf16_bc": {"channel_last": True, "reset": True, "bc_bf16": True},  # (where PACKED_BC applies)
 }
 
 
 def gluon_cases():
     """(case, variant, errors): starx's default Gluon backward in every case, and each candidate of
-    bench/scan_bwd_rows.py (the ones the GPU tests check) in the reset case."""
+    bench/scan_bwd_rows.py (the ones the GPU tests check) in the reset case, or in bf16_bc where
+    it reads bf16 B and C packed."""
     from gluon_interpreted import interpreted
 
     from bench.scan_bwd_rows import VARIANTS
@@ -144,9 +148,11 @@ def gluon_cases():
 
     kernel = interpreted(_gluon_scan_kernels, "scan_bwd_rows")
     default = ts.default_backward("cuda", False)  # what starx launches on a Hopper GPU
-    as_interpreted = lambda k: ts.WithConstants(kernel, fp32_bc=k.fp32_bc, **k.constants)  # noqa: E731
+    as_interpreted = lambda k: ts.WithConstants(kernel, fp32_bc=k.fp32_bc, pack_bc=k.pack_bc, **k.constants)  # noqa: E731
     runs = [(case, "default", as_interpreted(default), kw) for case, kw in GLUON_CASES.items()]
-    runs += [("reset", name, as_interpreted(k), GLUON_CASES["reset"]) for name, k in VARIANTS.items()]
+    for name, k in VARIANTS.items():
+        case = "bf16_bc" if k.pack_bc else "reset"
+        runs.append((case, name, as_interpreted(k), GLUON_CASES[case]))
     for case, variant, k, kw in runs:
         ts.TILES["bwd_kernel"] = k
         yield case, variant, kernel_case(**(GLUON_CASE | kw))

@@ -59,15 +59,28 @@ def _get(p, ok, CLAMP: gl.constexpr, other: gl.constexpr = 0.0):
 @gluon.jit
 def _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n,
                sz_l, sz_d, ok, HAS_Z: gl.constexpr, HAS_RESET: gl.constexpr, CLAMP: gl.constexpr = False,
-               HAS_DT: gl.constexpr = True):  # fmt: skip
+               HAS_DT: gl.constexpr = True, PACKED_BC: gl.constexpr = False):  # fmt: skip
     """Step t's inputs as stored (see _get); without HAS_DT, u stands in for dt (not loaded)."""
     u = _get(u_0 + t * su_l + cd * su_d, ok, CLAMP)
     dt = _get(dt_0 + t * sdt_l + cd * sdt_d, ok, CLAMP) if HAS_DT else u
-    Bt = _get(B_0 + t * sB_l + cn * sB_n, ok, CLAMP)
-    Ct = _get(C_0 + t * sC_l + cn * sC_n, ok, CLAMP)
+    Bt = _get(B_0 + t * sB_l + cn * sB_n, ok, CLAMP, 0 if PACKED_BC else 0.0)
+    Ct = _get(C_0 + t * sC_l + cn * sC_n, ok, CLAMP, 0 if PACKED_BC else 0.0)
     z = _get(z_0 + t * sz_l + cd * sz_d, ok, CLAMP) if HAS_Z else u
     r = _get(r_0 + t, ok, CLAMP, 0) if HAS_RESET else 0
     return u, dt, Bt, Ct, z, r
+
+
+@gluon.jit
+def _bc_f32(x, PACKED_BC: gl.constexpr, N: gl.constexpr, ST: gl.constexpr):
+    """B_t or C_t as loaded -> (N,) fp32 in ST: from N / 2 words of two bf16 (state 2k in the low
+    half of word k), one shift or mask a value, or converted as stored."""
+    if PACKED_BC:
+        lo = (x << 16).to(gl.float32, bitcast=True)
+        hi = (x & -65536).to(gl.float32, bitcast=True)
+        x = gl.convert_layout(gl.reshape(gl.join(lo, hi), [N]), ST)
+    else:
+        x = x.to(gl.float32)
+    return x
 
 
 @gluon.jit
@@ -82,7 +95,7 @@ def scan_bwd_rows(
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
     HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr, KEEP_A: gl.constexpr = False,
     ATOMIC_SUMS: gl.constexpr = False, SMEM_WORK: gl.constexpr = True, SMEM_DY: gl.constexpr = False,
-    KEEP_DT: gl.constexpr = False, CLAMP: gl.constexpr = False,
+    KEEP_DT: gl.constexpr = False, CLAMP: gl.constexpr = False, PACKED_BC: gl.constexpr = False,
 ):  # fmt: skip
     """scan_bwd's two sweeps a tile, one channel a lane: BD = 32 x the warps of the launch (more
     warps a program: fewer per-block dB / dC partials for torch to sum). STAGES >= 2 loads
@@ -96,7 +109,9 @@ def scan_bwd_rows(
     recompute sweep keeps dt_t and softplus' slope in the work buffer beside dy, so the adjoint
     sweep reads them (a step ahead) instead of reloading dt and running softplus and a sigmoid.
     CLAMP: the loads a step ahead read the tile's own last (first) step again past its end
-    (start) instead of being masked off: no predicates, no zeroed registers."""
+    (start) instead of being masked off: no predicates, no zeroed registers. PACKED_BC: bf16 B and
+    C read as words of two states (the launcher checks their alignment), carried packed and
+    converted where used: a shift or a mask a value, not a byte move and a shift."""
     PREFETCH: gl.constexpr = STAGES >= 2
     W: gl.constexpr = BD // 32  # warps
     ROW: gl.constexpr = gl.BlockedLayout([1, N], [32, 1], [W, 1], [1, 0])  # a channel's states in its lane
@@ -122,6 +137,13 @@ def scan_bwd_rows(
     g_0 = dout_ptr + b * sg_b
     B_0 = B_ptr + b * sB_b + grp * sB_g
     C_0 = C_ptr + b * sC_b + grp * sC_g
+    cbc = cn  # B_t's and C_t's offsets a step
+    if PACKED_BC:  # (sB_n = sC_n = 1 and every other stride and offset even: in words, halved)
+        B_0 = B_ptr.to(gl.pointer_type(gl.int32), bitcast=True) + (b * sB_b + grp * sB_g) // 2
+        C_0 = C_ptr.to(gl.pointer_type(gl.int32), bitcast=True) + (b * sC_b + grp * sC_g) // 2
+        sB_l = sB_l // 2
+        sC_l = sC_l // 2
+        cbc = gl.arange(0, N // 2, layout=gl.SliceLayout(0, gl.BlockedLayout([1, N // 2], [32, 1], [W, 1], [1, 0])))
     du_0 = du_ptr + b * sdu_b
     ddt_0 = ddt_ptr + b * sdu_b
     dz_0 = dz_ptr + b * sdu_b
@@ -157,9 +179,9 @@ def scan_bwd_rows(
         steps = gl.minimum(T, L - t0)
         if PREFETCH:  # each step's inputs loaded one step ahead (loop-carried), as in scan_bwd
             ok = steps > 0
-            nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t0, cd, cn, su_l, su_d, sdt_l,
+            nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t0, cd, cbc, su_l, su_d, sdt_l,
                                                  sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z, HAS_RESET,
-                                                 CLAMP)
+                                                 CLAMP, PACKED_BC=PACKED_BC)
             ng = _get(g_0 + t0 * sg_l + cd * sg_d, ok, CLAMP)
         for i in range(0, steps):  # forward through the tile: dz, dy, dC; keeps a_t h_{t-1} and dy
             t = t0 + i
@@ -167,17 +189,17 @@ def scan_bwd_rows(
                 u, dt, Bt, Ct, z, r, dout = nu, ndt, nB, nC, nz, nr, ng
                 ok = i + 1 < steps
                 tn = t0 + gl.minimum(i + 1, steps - 1) if CLAMP else t + 1
-                nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, tn, cd, cn, su_l, su_d,
+                nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, tn, cd, cbc, su_l, su_d,
                                                      sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z,
-                                                     HAS_RESET, CLAMP)
+                                                     HAS_RESET, CLAMP, PACKED_BC=PACKED_BC)
                 ng = _get(g_0 + tn * sg_l + cd * sg_d, ok, CLAMP)
             else:
-                u, dt, Bt, Ct, z, r = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
-                                                 sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, True, HAS_Z, HAS_RESET)
+                u, dt, Bt, Ct, z, r = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cbc, su_l, su_d, sdt_l, sdt_d,
+                                                 sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, True, HAS_Z, HAS_RESET, PACKED_BC=PACKED_BC)
                 dout = gl.load(g_0 + t * sg_l + cd * sg_d)
             u = u.to(gl.float32)
-            Bt = Bt.to(gl.float32)
-            Ct = Ct.to(gl.float32)
+            Bt = _bc_f32(Bt, PACKED_BC, N, ST)
+            Ct = _bc_f32(Ct, PACKED_BC, N, ST)
             dout = dout.to(gl.float32)
             if KEEP_DT:
                 dt, slope = _step_dt_slope(dt, bias, HAS_BIAS, SOFTPLUS)
@@ -214,9 +236,9 @@ def scan_bwd_rows(
         last = t0 + steps - 1
         if PREFETCH:
             ok = steps > 0
-            nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, last, cd, cn, su_l, su_d, sdt_l,
+            nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, last, cd, cbc, su_l, su_d, sdt_l,
                                                 sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET,
-                                                CLAMP, not KEEP_DT)
+                                                CLAMP, not KEEP_DT, PACKED_BC=PACKED_BC)
             if KEEP_DT:
                 ndt = _get(w_dt + (steps - 1) * BD + lane, ok, CLAMP)
                 nsl = _get(w_sl + (steps - 1) * BD + lane, ok, CLAMP) if SOFTPLUS else 1.0
@@ -244,9 +266,9 @@ def scan_bwd_rows(
                 if CLAMP:
                     i = gl.maximum(i, 0)
                 tp = t0 + i if CLAMP else t - 1
-                nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, tp, cd, cn, su_l, su_d,
+                nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, tp, cd, cbc, su_l, su_d,
                                                     sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False,
-                                                    HAS_RESET, CLAMP, not KEEP_DT)
+                                                    HAS_RESET, CLAMP, not KEEP_DT, PACKED_BC=PACKED_BC)
                 if KEEP_DT:
                     ndt = _get(w_dt + i * BD + lane, ok, CLAMP)
                     nsl = _get(w_sl + i * BD + lane, ok, CLAMP) if SOFTPLUS else 1.0
@@ -255,24 +277,24 @@ def scan_bwd_rows(
                 if not SMEM_WORK:
                     nah = _get(w_h + i * BD * N + tile, ok, CLAMP)
             elif SMEM_WORK:
-                u, raw, Bt, Ct, _, r = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
-                                                  sB_l, sB_n, sC_l, sC_n, su_l, su_d, True, False, HAS_RESET)
+                u, raw, Bt, Ct, _, r = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t, cd, cbc, su_l, su_d, sdt_l, sdt_d,
+                                                  sB_l, sB_n, sC_l, sC_n, su_l, su_d, True, False, HAS_RESET, PACKED_BC=PACKED_BC)
                 if SMEM_DY:
                     dy = wdy_s.index(steps - 1 - j).load(CH)
                 else:
                     dy = gl.load(w_dy + (steps - 1 - j) * BD + lane)
                 ah = wh_s.index(steps - 1 - j).load(ROW)
             else:
-                u, raw, Bt, Ct, _, r = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d,
-                                                  sB_l, sB_n, sC_l, sC_n, su_l, su_d, True, False, HAS_RESET)
+                u, raw, Bt, Ct, _, r = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, t, cd, cbc, su_l, su_d, sdt_l, sdt_d,
+                                                  sB_l, sB_n, sC_l, sC_n, su_l, su_d, True, False, HAS_RESET, PACKED_BC=PACKED_BC)
                 dy = gl.load(w_dy + (steps - 1 - j) * BD + lane)
                 ah = gl.load(w_h + (steps - 1 - j) * BD * N + tile)
             if KEEP_DT and not PREFETCH:
                 raw = gl.load(w_dt + (steps - 1 - j) * BD + lane)
                 slope = gl.load(w_sl + (steps - 1 - j) * BD + lane) if SOFTPLUS else 1.0
             u = u.to(gl.float32)
-            Bt = Bt.to(gl.float32)
-            Ct = Ct.to(gl.float32)
+            Bt = _bc_f32(Bt, PACKED_BC, N, ST)
+            Ct = _bc_f32(Ct, PACKED_BC, N, ST)
             if KEEP_DT:  # (kept by the recompute sweep: raw is dt_t itself)
                 dt = raw
             else:

@@ -78,10 +78,11 @@ class WithConstants:
     ``WithConstants(k, STAGES=2)[grid](...)``. What scan_backward reads of it: work_states, the
     (BD, N) tiles a step of the global work buffer it allocates (0: a_t h_{t-1} in shared memory,
     1: a_t h_{t-1}, 2: and a_t), and work_rows, its (BD,) rows a step (dy; with KEEP_DT also dt and
-    softplus' slope); fp32_bc, whether to pass B and C converted to fp32."""
+    softplus' slope); fp32_bc, whether to pass B and C converted to fp32; pack_bc, whether to let
+    the kernel read bf16 B and C as words of two states (PACKED_BC) where their layout allows."""
 
-    def __init__(self, kernel, fp32_bc: bool = False, **constants):
-        self.kernel, self.constants, self.fp32_bc = kernel, constants, fp32_bc
+    def __init__(self, kernel, fp32_bc: bool = False, pack_bc: bool = False, **constants):
+        self.kernel, self.constants, self.fp32_bc, self.pack_bc = kernel, constants, fp32_bc, pack_bc
         self.work_states = 2 if constants.get("KEEP_A") else 0 if constants.get("SMEM_WORK") else 1
         self.work_rows = 3 if constants.get("KEEP_DT") else 1
 
@@ -172,6 +173,13 @@ def _fp32_steps(t: Tensor) -> Tensor:
     return t.transpose(2, 3).to(torch.float32, memory_format=torch.contiguous_format).transpose(2, 3)
 
 
+def _packable(t: Tensor) -> bool:
+    """Whether a bf16 (b, g, n, l) B or C can be read as words of two adjacent states: n
+    contiguous and every other stride and the offset even (x_proj's output, dt_rank even)."""
+    return (t.dtype == torch.bfloat16 and t.stride(2) == 1 and t.storage_offset() % 2 == 0
+            and all(s % 2 == 0 for s in (t.stride(0), t.stride(1), t.stride(3))) and t.shape[2] % 2 == 0)
+
+
 def _reset_rows(reset: Tensor | None) -> tuple[Tensor | None, int]:
     """reset as (b, l) or (l,) (shared by the batch) -> (tensor, batch stride)."""
     if reset is None:
@@ -257,6 +265,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         dD = torch.empty((b, d), device=u.device, dtype=f32)
         dbias = torch.empty((b, d), device=u.device, dtype=f32)
     Bk, Ck = (_fp32_steps(B), _fp32_steps(C)) if getattr(kernel, "fp32_bc", False) else (B, C)
+    packed = {"PACKED_BC": _packable(Bk) and _packable(Ck)} if getattr(kernel, "pack_bc", False) else {}
     # per program: a_t h_{t-1} and dy for a tile (a candidate may keep more a step: work_states, work_rows)
     per_step = n * getattr(kernel, "work_states", 1) + getattr(kernel, "work_rows", 1)
     work = torch.empty((b, blocks, T * bd * per_step), device=u.device, dtype=f32)
@@ -270,7 +279,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         *_bdl(du), dB.stride(0), dB.stride(2), work.stride(1),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
-        ATOMIC_SUMS=atomic, num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]),
+        ATOMIC_SUMS=atomic, num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]), **packed,
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     if atomic:
