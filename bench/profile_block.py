@@ -33,8 +33,10 @@ from starx.models.blocks import SwiGLU, add_norm  # noqa: E402
 from starx.models.mamba import Mamba  # noqa: E402
 
 
-def kernels_of(fn, steps: int = 5, warmup: int = 3) -> tuple[float, dict[str, float]]:
-    """(ms of CUDA time per call, {kernel: ms per call}) of ``steps`` calls of fn() after ``warmup``."""
+def kernels_of(fn, steps: int = 5, warmup: int = 3) -> tuple[float, dict[str, float], float]:
+    """(ms of CUDA time per call, {kernel: ms per call}, kernels launched per call) of ``steps``
+    calls of fn() after ``warmup``. (Under CUDA graphs each launch still leaves a gap of its own
+    between kernels, which the kernel time does not show.)"""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -43,10 +45,12 @@ def kernels_of(fn, steps: int = 5, warmup: int = 3) -> tuple[float, dict[str, fl
             fn()
         torch.cuda.synchronize()
     per: dict[str, float] = defaultdict(float)
+    launches = 0
     for evt in prof.key_averages():
         if evt.device_type == torch.autograd.DeviceType.CUDA and evt.device_time_total > 0:
             per[evt.key] += evt.device_time_total / 1e3 / steps
-    return sum(per.values()), per
+            launches += evt.count
+    return sum(per.values()), per, launches / steps
 
 
 def fwd_bwd(module: nn.Module, make_inputs):
@@ -120,7 +124,7 @@ def main() -> None:
              f"one block at k={args.k}: {b} sequences x {tokens} tokens x {d}, bf16 autocast, compiled, fwd + bwd"]
     totals = {}
     for name, step in parts.items():
-        total, per = kernels_of(step)
+        total, per, _ = kernels_of(step)
         totals[name] = total
         lines += ["", f"{name}: {total:.3f} ms"]
         lines += [f"  {ms:7.3f}  {k[:110]}" for k, ms in sorted(per.items(), key=lambda x: -x[1]) if ms > 0.01 * total]

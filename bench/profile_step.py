@@ -130,7 +130,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         opt.step()
 
-    total, per_kernel = kernels_of(step, steps=args.steps, warmup=5)  # ms per step
+    total, per_kernel, launches = kernels_of(step, steps=args.steps, warmup=5)  # ms per step
     families: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
         families[family(name)] += ms
@@ -139,7 +139,8 @@ def main() -> None:
              f"mamba-ssm {status['mamba_ssm']} (scan chunks: {status['scan_config']})  "
              f"command: python {' '.join(sys.argv)}",
              f"{what} batch {args.batch} images compile={args.compile} on {torch.cuda.get_device_name()}: "
-             f"{total:.1f} ms of GPU kernels per step ({args.batch / total * 1e3:.0f} images/s if nothing else ran)",
+             f"{total:.1f} ms of GPU kernels per step ({args.batch / total * 1e3:.0f} images/s if nothing else ran), "
+             f"{launches:.0f} kernel launches",
              "", "by family (ms/step, share):"]
     lines += [f"  {fam:32s} {ms:7.2f}  {ms / total:6.1%}" for fam, ms in sorted(families.items(), key=lambda x: -x[1])]
     lines += ["", "top kernels (ms/step):"]
