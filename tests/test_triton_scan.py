@@ -298,10 +298,11 @@ def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, va
     monkeypatch.setitem(ts.TILES, "bwd_kernel", rows.VARIANTS[name])
     if warps:
         monkeypatch.setitem(ts.TILES, "bwd", (128, 4))
-    _matches_the_twin(shape, dtype, reset, request)
+    # (B and C with each step's states adjacent, as x_proj's output hands them: what PACKED_BC reads)
+    _matches_the_twin(shape, dtype, reset, request, states_adjacent=rows.VARIANTS[name].pack_bc)
 
 
-def _matches_the_twin(shape, dtype, reset, request):
+def _matches_the_twin(shape, dtype, reset, request, states_adjacent=False):
     b, d, L, g = shape
     if reset and g > 1:
         pytest.skip("the twin has no grouped reset")
@@ -310,6 +311,9 @@ def _matches_the_twin(shape, dtype, reset, request):
         rs = torch.zeros(L, dtype=torch.int8, device="cuda")
         rs[L // 4 :: L // 4] = 1
     inputs = _gpu_inputs(b, d, L, g, dtype)
+    if states_adjacent:
+        for k in ("B", "C"):
+            inputs[k] = inputs[k].detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()
     out, grads = _scan_and_grads(inputs, "triton", rs)
     twin = {k: v.detach().float().cuda().requires_grad_() for k, v in inputs.items()}
     ref, ref_grads = _scan_and_grads(twin, "torch", rs)
