@@ -5,7 +5,12 @@ builders), runs a few warm steps, profiles three, and prints the CUDA time per s
 top kernels and of kernel families (scan, conv, matmul, attention, norm, optimizer, other
 elementwise). This is the split the throughput plan in bench/README.md rests on.
 
-    python bench/profile_step.py --k 4 --batch 256 [--backend triton] [--compile] [--anchor] [--out profile.txt]
+    python bench/profile_step.py --k 4 --batch 256 [--backend triton] [--compile | --compile-mode reduce-overhead]
+                                 [--anchor] [--out profile.txt]
+
+The header line also says how many kernels a step launches and how long a step takes by the clock
+with steps queued back to back: the difference from the kernel time is the gaps between kernels
+(with ``--compile-mode reduce-overhead``, between the nodes of the CUDA graphs).
 
 ``--anchor`` profiles the causal ViT-B of bench/anchors.py the same way, so the two splits can be
 read side by side (matmuls of the same size should cost the same; the rest is the gap).
@@ -76,12 +81,27 @@ def launchers(step, pattern: str, steps: int) -> list[tuple[str, tuple[float, in
     return sorted(((op, (ms, n // steps)) for op, (ms, n) in found.items()), key=lambda x: -x[1][0])
 
 
+def wall_ms(step, steps: int) -> float:
+    """ms a step of ``steps`` steps queued back to back (one sync at the end), between CUDA events:
+    the kernels plus whatever gaps the launches leave between them."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(steps):
+        step()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / steps
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--batch", type=int, help="images a step (default 256; 128 with --finetune)")
     p.add_argument("--backend", default="auto", help="scan backend (starx.choices.Backend)")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", help="torch.compile mode (implies --compile), e.g. reduce-overhead: CUDA graphs, "
+                                          "as bench/pretrain_step.py times the step")
     p.add_argument("--anchor", action="store_true", help="profile the causal ViT-B anchor instead")
     p.add_argument("--finetune", action="store_true",
                    help="the 4-direction classifier's fine-tuning step at 224 px (with --anchor: timm's ViT-B/16)")
@@ -92,6 +112,8 @@ def main() -> None:
     args = p.parse_args()
 
     torch.manual_seed(0)
+    args.compile = args.compile or bool(args.compile_mode)
+    compile_ = lambda m: torch.compile(m, mode=args.compile_mode)  # noqa: E731
     if args.finetune:  # as bench/finetune_step.py times it
         args.batch = args.batch or 128
         classification_step = classification_loss(*classification_batch(args.batch))
@@ -101,20 +123,20 @@ def main() -> None:
         else:
             model = star_classifier(args.backend)
             what = f"fine-tuning: STAR-B 4-direction classifier, 224 px ({args.backend} scan)"
-        run_model = torch.compile(model) if args.compile else model
+        run_model = compile_(model) if args.compile else model
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
         def loss_of_step():
             return classification_step(run_model)
     else:
         args.batch = args.batch or 256
-        cfg, model, run_model, opt = build(args.k, args.backend, args.compile)
+        cfg, model, run_model, opt = build(args.k, args.backend, args.compile, args.compile_mode)
         star = model
         images = torch.randn(args.batch, 3, cfg.model.img_size, cfg.model.img_size, device="cuda")
         what = f"STAR-B k={args.k} ({args.backend} scan)"
         if args.anchor:  # same images a step, the encoder's token count, same compile mode
             model = causal_vit_b().cuda()
-            run_model = torch.compile(model) if args.compile else model
+            run_model = compile_(model) if args.compile else model
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
             x = torch.randn(args.batch // args.k, star.num_tokens, 768, device="cuda")
             what = f"causal ViT-B anchor, {x.shape[0]} x {x.shape[1]} tokens"
@@ -131,6 +153,7 @@ def main() -> None:
         opt.step()
 
     total, per_kernel, launches = kernels_of(step, steps=args.steps, warmup=5)  # ms per step
+    wall = wall_ms(step, steps=max(args.steps, 10))
     families: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
         families[family(name)] += ms
@@ -140,7 +163,8 @@ def main() -> None:
              f"command: python {' '.join(sys.argv)}",
              f"{what} batch {args.batch} images compile={args.compile} on {torch.cuda.get_device_name()}: "
              f"{total:.1f} ms of GPU kernels per step ({args.batch / total * 1e3:.0f} images/s if nothing else ran), "
-             f"{launches:.0f} kernel launches",
+             f"{launches:.0f} kernel launches; {wall:.1f} ms a step by the clock, steps back to back "
+             f"({args.batch / wall * 1e3:.0f} images/s)",
              "", "by family (ms/step, share):"]
     lines += [f"  {fam:32s} {ms:7.2f}  {ms / total:6.1%}" for fam, ms in sorted(families.items(), key=lambda x: -x[1])]
     lines += ["", "top kernels (ms/step):"]

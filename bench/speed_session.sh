@@ -37,6 +37,8 @@
 #   fwd_unroll      scan_fwd's step loop unrolled twice against once, the scan alone at every shape
 #   smem_bwd        the rows backward with its work buffer in shared memory (bench/scan_bwd_rows.py): tests, timing
 #   profile_step    the compiled STAR-B k=4 step kernel by kernel
+#   gaps            the k=4 step and the anchor's with CUDA graphs: kernel time, kernel launches and time by the
+#                   clock, whose difference is the gaps between kernels (not yet run: 2026-12-01)
 #   attribute       the same, with the CPU op (and shapes) behind each reduce / copy kernel
 #   bc_sum          the scan alone with dB / dC summed by atomics (the default) and by per-block partials
 #   scan_configs    the scan alone at every STAR shape for the kept tiles and candidates (a forward of
@@ -114,6 +116,11 @@ for p in $PARTS; do
             --out "$OUT/smem_scan.jsonl" ;;
     profile_step) part profile_step 120 python3 bench/profile_step.py --k 4 --backend triton --compile \
         --out "$OUT/profile_step_k4.txt" ;;
+    gaps)  # the k=4 step with CUDA graphs, STAR-B and the anchor: kernel time, launches, and the clock (the gaps)
+        part gaps 150 python3 bench/profile_step.py --k 4 --backend triton --compile-mode reduce-overhead --steps 5 \
+            --out "$OUT/profile_step_k4_graphs.txt"
+        part gaps_anchor 100 python3 bench/profile_step.py --k 4 --anchor --compile-mode reduce-overhead --steps 5 \
+            --out "$OUT/profile_step_k4_anchor_graphs.txt" ;;
     attribute)  # which ops launch the eager reduce / copy kernels of the compiled k=4 step (no CUDA graphs)
         part attribute 150 python3 bench/profile_step.py --k 4 --backend triton --compile \
             --attribute "reduce_kernel|elementwise_kernel|copy" --out "$OUT/profile_step_k4_attribute.txt" ;;
