@@ -14,7 +14,11 @@ specs/star_base_in1k.yaml does (starx.train.stages.model_kwargs, starx.train.opt
 5. with ``--encoder``, also times STAR-B's encoder blocks alone exactly as the anchor is timed
    (random tokens in, the anchor's loss on the encoder's output, no patch embedding, decoder or
    targets): the like-for-like ratio of the two encoders, beside the whole step's, which also
-   pays for ARM's decoder.
+   pays for ARM's decoder;
+6. with ``--anchor-loop``, also times the whole STAR-B step in the anchor's own loop
+   (bench/anchors.py time_steps: no gradient clipping, learning-rate schedule or metrics, the
+   median of per-step CUDA-event times), so that the two steps are timed by the same code: 1. is
+   what a run gets, this is the like-for-like ratio of the whole steps.
 
 Data wait is measured by bench/loader_bench.py (FFCV); a loader that delivers more images/s
 than the step consumes hides it completely (FFCV prefetches on its own threads).
@@ -146,6 +150,8 @@ def main() -> None:
     p.add_argument("--no-anchor", action="store_true", help="skip the causal ViT-B anchor")
     p.add_argument("--encoder", action="store_true",
                    help="also time STAR-B's encoder blocks alone, as the anchor is timed (like-for-like ratio)")
+    p.add_argument("--anchor-loop", action="store_true",
+                   help="also time the whole STAR-B step in the anchor's loop (same timing code as the anchor)")
     add_bwd_kernel_option(p)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -159,6 +165,8 @@ def main() -> None:
         images = torch.randn(args.batch, 3, cfg.model.img_size, cfg.model.img_size, device="cuda")
         params = sum(p.numel() for p in model.parameters())
         eng = engine_throughput(model, run_model, opt, images, args.steps)
+        like = (time_steps(run_model, lambda m, x=images: m(x).loss, args.batch, args.steps)
+                if args.anchor_loop else None)
         parts = split_step(model, opt, images, reps=10)
         step_ms = sum(parts.values())
         tokens_per_s = eng["images_per_s"] / k * model.num_tokens
@@ -168,6 +176,8 @@ def main() -> None:
                      "params_m": round(params / 1e6, 2), "peak_mem_gb": round(eng["peak_mem_gb"], 2),
                      "us_per_image": round(1e6 / eng["images_per_s"], 1),
                      "split_ms": {n: round(v, 2) for n, v in parts.items()}, "split_total_ms": round(step_ms, 2)})
+        if like is not None:
+            rows[-1]["anchor_loop_images_per_s"] = round(like, 1)
         tokens = model.num_tokens
         mode = args.compile_mode if args.compile_mode else (None if not args.compile else "default")
         del run_model, opt
@@ -181,6 +191,8 @@ def main() -> None:
             rows[-1].update(anchor_images_per_s=round(anchor, 1), ratio=round(rows[-1]["images_per_s"] / anchor, 3))
             if args.encoder:
                 rows[-1]["encoder_ratio"] = round(rows[-1]["encoder_images_per_s"] / anchor, 3)
+            if like is not None:
+                rows[-1]["anchor_loop_ratio"] = round(like / anchor, 3)
             torch.cuda.empty_cache()
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
@@ -203,6 +215,9 @@ def main() -> None:
         if "encoder_images_per_s" in r:
             print(f"   encoder blocks alone: {r['encoder_images_per_s']:.0f} img/s, "
                   f"{r.get('encoder_ratio', 0):.3f} of the causal ViT-B")
+        if "anchor_loop_images_per_s" in r:
+            print(f"   whole step in the anchor's loop: {r['anchor_loop_images_per_s']:.0f} img/s, "
+                  f"{r.get('anchor_loop_ratio', 0):.3f} of the causal ViT-B")
     if args.out:
         args.out.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
 

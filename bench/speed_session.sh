@@ -77,7 +77,7 @@ for p in $PARTS; do
     decoder_attention) part decoder_attention 150 python3 bench/decoder_attention.py --k 4 8 \
         --impls sdpa sdpa_cudnn sdpa_efficient flex flex_64 --out "$OUT/decoder_attention.jsonl" ;;
     pretrain_k4_k1) part pretrain_k4_k1 300 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
-        --compile-mode reduce-overhead --steps 24 --encoder --out "$OUT/pretrain_step_k4_k1.json" ;;
+        --compile-mode reduce-overhead --steps 24 --encoder --anchor-loop --out "$OUT/pretrain_step_k4_k1.json" ;;
     pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k2_k8.json" ;;
     finetune) part finetune 240 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
