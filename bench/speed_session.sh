@@ -30,9 +30,10 @@
 #   ncu_rows        the same for a candidate of bench/scan_bwd_rows.py (ROWS=<variant>, default rows_prefetch)
 #   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
 #                   of .gpu-wheels: 64 MiB a call)
-#   bwd_candidates  backward candidates of bench/scan_bwd_rows.py (BWD_CANDS, default rows_packed_bc: B and C
-#                   read as packed words, not yet on a GPU; BWD_CANDS_K selects their tests): the GPU tests,
-#                   then the scan alone at every shape beside the default
+#   bwd_candidates  backward candidates of bench/scan_bwd_rows.py (BWD_CANDS, default rows_packed_bc and
+#                   rows_packed_carry: B and C read as packed words, and with the adjoint sweep starting from the
+#                   recompute sweep's last loads; not yet on a GPU; BWD_CANDS_K selects their tests): the GPU
+#                   tests, then the scan alone at every shape beside the default
 #   fwd_l2          scan_fwd with its L2 prefetch 2 / 4 steps ahead against without, the scan alone at every shape
 #   fwd_unroll      scan_fwd's step loop unrolled twice against once, the scan alone at every shape
 #   smem_bwd        the rows backward with its work buffer in shared memory (bench/scan_bwd_rows.py): tests, timing
@@ -100,9 +101,9 @@ for p in $PARTS; do
         timeout 60 ncu -i "$OUT/$p.ncu-rep" --page details >> "$OUT/$p.txt" 2>&1 ;;
     bwd_candidates)  # (BWD_CANDS: which of them to time)
         part cand_tests 220 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
-            -k "${BWD_CANDS_K:-rows_packed_bc}"
+            -k "${BWD_CANDS_K:-rows_packed}"
         part cand_scan 300 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
-            --configs 32x1/32x1/8/1x1/168 --bwd-kernels default ${BWD_CANDS:-rows_packed_bc} --out "$OUT/cand_scan.jsonl" ;;
+            --configs 32x1/32x1/8/1x1/168 --bwd-kernels default ${BWD_CANDS:-rows_packed_bc rows_packed_carry} --out "$OUT/cand_scan.jsonl" ;;
     fwd_l2)  # scan_fwd asking L2 for the inputs 2 / 4 steps ahead (prefetch.global.L2) against not, every shape
         part fwd_l2 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
             --configs 32x1/32x1/8/1x1/168/0 32x1/32x1/8/1x1/168/2 32x1/32x1/8/1x1/168/4 --out "$OUT/fwd_l2.jsonl" ;;

@@ -151,7 +151,7 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
                   sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N, sw_p=T * bd * (N + 1))
     consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
                   UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_SUMS=True, SMEM_WORK=False, SMEM_DY=True,
-                  KEEP_A=False, KEEP_DT=False, CLAMP=False, L2_AHEAD=0, PACKED_BC=False)
+                  KEEP_A=False, KEEP_DT=False, CLAMP=False, L2_AHEAD=0, PACKED_BC=False, CARRY_LAST=False)
     types = {n: "*bf16" if n in BF16_ARGS else "*i8" if n == "reset_ptr" else "*fp32"
              for n in fn.arg_names if n.endswith("_ptr")}
     return (types, {n: v for n, v in values.items() if n in fn.arg_names},
@@ -168,7 +168,8 @@ def _rows_kernel(variant: str):
 # Gluon: the one-channel-a-lane kernel, rows_smem_h with dt kept and clamped loads); triton is the plain Triton scan_bwd; *_blocks the
 # same summing dB / dC, dA / dD / dbias from per-program partials (the deterministic path), not atomics
 ROWS_VARIANTS = ("rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc", "rows_smem",
-                 "rows_smem_noprefetch", "rows_smem_h", "rows_packed_bc")  # scan_bwd_rows.VARIANTS
+                 "rows_smem_noprefetch", "rows_smem_h", "rows_packed_bc",
+                 "rows_packed_carry")  # scan_bwd_rows.VARIANTS
 def _scan_bwd():
     from starx.ops._triton_scan_kernels import scan_bwd
 

@@ -96,6 +96,7 @@ def scan_bwd_rows(
     HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr, KEEP_A: gl.constexpr = False,
     ATOMIC_SUMS: gl.constexpr = False, SMEM_WORK: gl.constexpr = True, SMEM_DY: gl.constexpr = False,
     KEEP_DT: gl.constexpr = False, CLAMP: gl.constexpr = False, PACKED_BC: gl.constexpr = False,
+    CARRY_LAST: gl.constexpr = False,
 ):  # fmt: skip
     """scan_bwd's two sweeps a tile, one channel a lane: BD = 32 x the warps of the launch (more
     warps a program: fewer per-block dB / dC partials for torch to sum). STAGES >= 2 loads
@@ -111,8 +112,12 @@ def scan_bwd_rows(
     CLAMP: the loads a step ahead read the tile's own last (first) step again past its end
     (start) instead of being masked off: no predicates, no zeroed registers. PACKED_BC: bf16 B and
     C read as words of two states (the launcher checks their alignment), carried packed and
-    converted where used: a shift or a mask a value, not a byte move and a shift."""
+    converted where used: a shift or a mask a value, not a byte move and a shift. CARRY_LAST (with
+    CLAMP and the prefetch): the adjoint sweep starts from the recompute sweep's last loads a step
+    ahead, which the clamp made the tile's last step, instead of loading that step again (dt's
+    kept values and dy still come from the work buffer)."""
     PREFETCH: gl.constexpr = STAGES >= 2
+    REUSE: gl.constexpr = CARRY_LAST and CLAMP and PREFETCH
     W: gl.constexpr = BD // 32  # warps
     ROW: gl.constexpr = gl.BlockedLayout([1, N], [32, 1], [W, 1], [1, 0])  # a channel's states in its lane
     CH: gl.constexpr = gl.SliceLayout(1, ROW)  # one channel a lane
@@ -236,9 +241,10 @@ def scan_bwd_rows(
         last = t0 + steps - 1
         if PREFETCH:
             ok = steps > 0
-            nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, last, cd, cbc, su_l, su_d, sdt_l,
-                                                sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET,
-                                                CLAMP, not KEEP_DT, PACKED_BC=PACKED_BC)
+            if not REUSE:  # (else nu, nB, nC, nr and ndt already hold step `last`: the clamped loads ahead)
+                nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, last, cd, cbc, su_l, su_d, sdt_l,
+                                                    sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET,
+                                                    CLAMP, not KEEP_DT, PACKED_BC=PACKED_BC)
             if KEEP_DT:
                 ndt = _get(w_dt + (steps - 1) * BD + lane, ok, CLAMP)
                 nsl = _get(w_sl + (steps - 1) * BD + lane, ok, CLAMP) if SOFTPLUS else 1.0
