@@ -68,6 +68,9 @@ def triton_error() -> str | None:
 # "bwd_kernel": None launches the default backward (default_backward()); bench/ may set another.
 # "sums": how the backward sums dB / dC over channel blocks and dA / dD / dbias over sequences
 # ("atomic" or "blocks": module docstring).
+# "fwd_l2_ahead": (steps ahead, from which sequence length) of scan_fwd's L2 prefetch (_l2_ahead):
+# on the H200 it took k=4's forward 0.400 -> 0.365 ms and k=8's 0.725 -> 0.542, and slowed the
+# shorter k=1 (128 steps) and fine-tune (197) shapes, hence 512 (bench/results/triton_scan_fwd_l2_prefetch_h200.txt).
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
          "sums": "atomic", "fwd_l2_ahead": (2, 512)}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
