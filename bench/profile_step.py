@@ -40,6 +40,7 @@ from anchors import causal_vit_b, classification_batch, classification_loss, tim
 from finetune_step import star_classifier  # noqa: E402
 from pretrain_step import build  # noqa: E402
 from profile_block import kernels_of  # noqa: E402
+from scan_configs import timed  # noqa: E402
 
 from starx.ops import kernel_status  # noqa: E402
 
@@ -79,19 +80,6 @@ def launchers(step, pattern: str, steps: int) -> list[tuple[str, tuple[float, in
                 slot[0] += k.duration / 1e3 / steps
                 slot[1] += 1
     return sorted(((op, (ms, n // steps)) for op, (ms, n) in found.items()), key=lambda x: -x[1][0])
-
-
-def wall_ms(step, steps: int) -> float:
-    """ms a step of ``steps`` steps queued back to back (one sync at the end), between CUDA events:
-    the kernels plus whatever gaps the launches leave between them."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(steps):
-        step()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / steps
 
 
 def main() -> None:
@@ -153,7 +141,7 @@ def main() -> None:
         opt.step()
 
     total, per_kernel, launches = kernels_of(step, steps=args.steps, warmup=5)  # ms per step
-    wall = wall_ms(step, steps=max(args.steps, 10))
+    wall = timed(step, max(args.steps, 10))  # (steps back to back, one sync: the kernels and the gaps between them)
     families: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
         families[family(name)] += ms

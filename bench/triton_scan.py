@@ -165,8 +165,9 @@ def _rows_kernel(variant: str):
 
 
 # name -> what TILES["bwd_kernel"] gets: default (None) is what starx launches (on an NVIDIA GPU with
-# Gluon: the one-channel-a-lane kernel, rows_smem_h with dt kept and clamped loads); triton is the plain Triton scan_bwd; *_blocks the
-# same summing dB / dC, dA / dD / dbias from per-program partials (the deterministic path), not atomics
+# Gluon: the one-channel-a-lane kernel, rows_smem_h with dt kept and clamped loads); triton is the
+# plain Triton scan_bwd; *_blocks the same summing dB / dC, dA / dD / dbias from per-program
+# partials (the deterministic path), not atomics
 ROWS_VARIANTS = ("rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc", "rows_smem",
                  "rows_smem_noprefetch", "rows_smem_h", "rows_packed_bc",
                  "rows_packed_carry")  # scan_bwd_rows.VARIANTS
@@ -232,15 +233,13 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
             tiles = parse_config(config)
             steps, unroll, stages, maxnreg = tiles["steps"], tiles["unroll"], tiles["stages"], tiles["bwd_maxnreg"]
             ahead, min_len = tiles["fwd_l2_ahead"]
-            fwd, bwd = ("x".join(map(str, tiles[k])) for k in ("fwd", "bwd"))
-            kernels = [("fwd", K.scan_fwd, fwd)] + [
-                (f"bwd {k}", BWD_KERNELS[k]() or ts.default_backward("cuda", False), bwd) for k in bwd_kernels]
-            for kind, launched, tile in kernels:
+            kernels = [("fwd", K.scan_fwd, tiles["fwd"])] + [
+                (f"bwd {k}", BWD_KERNELS[k]() or ts.default_backward("cuda", False), tiles["bwd"]) for k in bwd_kernels]
+            for kind, launched, (bd, warps) in kernels:
                 gluon = isinstance(launched, ts.WithConstants)  # the Gluon backwards
                 fn = launched.kernel if gluon else launched
-                bd, warps = map(int, tile.split("x"))
                 bd = ts._block_channels(d // g, bd)
-                types, values, consts = launch_spec(fn, name, bd, int(steps), unroll, stages)
+                types, values, consts = launch_spec(fn, name, bd, steps, unroll, stages)
                 consts |= getattr(launched, "constants", {})
                 if kind == "fwd":
                     consts["L2_AHEAD"] = ahead if L >= min_len else 0
@@ -301,7 +300,7 @@ def main() -> None:
                 tfwd = lambda u, de, A, B, C, D, z, bi: ts.selective_scan_triton(u, de, A, B, C, D, z, bi, True)  # noqa: E731
                 f, fb = time_pair(tfwd, x, dout)
                 r = dict(row, config=config, bwd_kernel=bwd_kernel, triton_fwd_ms=f, triton_fwdbwd_ms=fb,
-                         registers=dict(ts.REGISTERS), **floor(b, d, L, g, bw, exp_rate, int(steps)))
+                         registers=dict(ts.REGISTERS), **floor(b, d, L, g, bw, exp_rate, steps))
                 if mamba is not None:
                     ref = inputs(b, d, L, g, "first")
                     r["rel_err_vs_mamba"] = rel_errors(tfwd, mfwd, x, dout, ref)
