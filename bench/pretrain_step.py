@@ -29,6 +29,7 @@ than the step consumes hides it completely (FFCV prefetches on its own threads).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import platform
 import statistics
@@ -153,9 +154,17 @@ def main() -> None:
     p.add_argument("--anchor-loop", action="store_true",
                    help="also time the whole STAR-B step in the anchor's loop (same timing code as the anchor)")
     add_bwd_kernel_option(p)
+    p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                   help="set torch._inductor.config KEY (Python literal VALUE) for every model this run compiles, "
+                        "the anchor's too, e.g. combo_kernels=True (repeatable)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     use_bwd_kernel(args.bwd_kernel)
+    import torch._inductor.config as inductor_config
+
+    for item in args.inductor:
+        key, _, value = item.partition("=")
+        setattr(inductor_config, key, ast.literal_eval(value))
 
     peak = matmul_tflops()
     rows = []
@@ -197,7 +206,7 @@ def main() -> None:
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
-            "compile_mode": args.compile_mode, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
+            "compile_mode": args.compile_mode, "inductor": args.inductor, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
             "scan_backward": backward_label(args.bwd_kernel),
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking

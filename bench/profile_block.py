@@ -33,8 +33,8 @@ from starx.models.blocks import SwiGLU, add_norm  # noqa: E402
 from starx.models.mamba import Mamba  # noqa: E402
 
 
-def kernels_of(fn, steps: int = 5, warmup: int = 3) -> tuple[float, dict[str, float], float]:
-    """(ms of CUDA time per call, {kernel: ms per call}, kernels launched per call) of ``steps``
+def kernels_of(fn, steps: int = 5, warmup: int = 3) -> tuple[float, dict[str, float], dict[str, float]]:
+    """(ms of CUDA time per call, {kernel: ms per call}, {kernel: launches per call}) of ``steps``
     calls of fn() after ``warmup``. (Under CUDA graphs each launch still leaves a gap of its own
     between kernels, which the kernel time does not show.)"""
     for _ in range(warmup):
@@ -45,12 +45,12 @@ def kernels_of(fn, steps: int = 5, warmup: int = 3) -> tuple[float, dict[str, fl
             fn()
         torch.cuda.synchronize()
     per: dict[str, float] = defaultdict(float)
-    launches = 0
+    launches: dict[str, float] = defaultdict(float)
     for evt in prof.key_averages():
         if evt.device_type == torch.autograd.DeviceType.CUDA and evt.device_time_total > 0:
             per[evt.key] += evt.device_time_total / 1e3 / steps
-            launches += evt.count
-    return sum(per.values()), per, launches / steps
+            launches[evt.key] += evt.count / steps
+    return sum(per.values()), per, launches
 
 
 def fwd_bwd(module: nn.Module, make_inputs):

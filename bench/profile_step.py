@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--attribute", metavar="REGEX",
                    help="also list the CPU ops (with input shapes) that launched the kernels matching REGEX")
+    p.add_argument("--all", action="store_true", help="also list every kernel with its launches a step")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -140,7 +141,8 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         opt.step()
 
-    total, per_kernel, launches = kernels_of(step, steps=args.steps, warmup=5)  # ms per step
+    total, per_kernel, launches_of = kernels_of(step, steps=args.steps, warmup=5)  # ms per step
+    launches = sum(launches_of.values())
     wall = timed(step, max(args.steps, 10))  # (steps back to back, one sync: the kernels and the gaps between them)
     families: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
@@ -157,6 +159,10 @@ def main() -> None:
     lines += [f"  {fam:32s} {ms:7.2f}  {ms / total:6.1%}" for fam, ms in sorted(families.items(), key=lambda x: -x[1])]
     lines += ["", "top kernels (ms/step):"]
     lines += [f"  {ms:7.2f}  {name[:110]}" for name, ms in sorted(per_kernel.items(), key=lambda x: -x[1])[:30]]
+    if args.all:  # every kernel: the launches are what the gaps between CUDA-graph nodes scale with
+        lines += ["", "every kernel (ms/step, launches/step), most launched first:"]
+        lines += [f"  {per_kernel[name]:7.3f}  {n:5.0f}x  {name[:150]}"
+                  for name, n in sorted(launches_of.items(), key=lambda x: (-x[1], -per_kernel[x[0]]))]
     if args.attribute:
         lines += ["", f"kernels matching {args.attribute!r}, by the CPU op that launched them (ms/step):"]
         lines += [f"  {ms:7.3f}  {n:5d}x  {op[:150]}" for op, (ms, n) in launchers(step, args.attribute, args.steps)]

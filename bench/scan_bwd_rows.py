@@ -1,7 +1,8 @@
 """The one-channel-a-lane scan backward's variants (issue 12): what bench/triton_scan.py --bwd-kernels
 and the GPU tests launch. The kernel itself is starx's default backward on CUDA since 2026-12-01
-(starx/ops/_gluon_scan_kernels.py: rows_smem_h below); its constexprs select the variants that
-lost. Measured: bench/results/scan_bwd_rows_h200.md (session 10) and
+(starx/ops/_gluon_scan_kernels.py: rows_smem_h below, then with KEEP_DT and CLAMP, then with
+pack_bc and CARRY_LAST: starx.ops.triton_scan.default_backward); its constexprs select the variants
+that lost. Measured: bench/results/scan_bwd_rows_h200.md (session 10) and
 bench/results/triton_scan_smem_bwd_h200.jsonl (the shared-memory tile, 2026-12-01).
 
 Session 10's notes on it follow.
@@ -57,12 +58,9 @@ VARIANTS = {
     "rows_smem_noprefetch": WithConstants(scan_bwd_rows, STAGES=1, KEEP_A=False, SMEM_WORK=True, SMEM_DY=True),
     # a_t h_{t-1} alone there (19 KB: 12 an SM, k=4 in one wave): starx's default backward
     "rows_smem_h": WithConstants(scan_bwd_rows, STAGES=2, KEEP_A=False, SMEM_WORK=True, SMEM_DY=False),
-    # session 14 (bench/results/scan_bwd_candidates_h200.txt): starx's default is rows_smem_h with KEEP_DT and
-    # CLAMP (3-4% off the backward at every shape); B and C in fp32 on top of it lost, so only the old default stays
-    # not yet on a GPU (session 14 had no device time left): the default reading bf16 B and C as words of two states
-    "rows_packed_bc": WithConstants(scan_bwd_rows, pack_bc=True, STAGES=2, SMEM_WORK=True, KEEP_DT=True, CLAMP=True),
-    # and its adjoint sweep starting from the recompute sweep's last loads (no reload at each tile's turn; without
-    # the packing the bf16 values kept across the sweeps cost 46 instructions a step more: static model)
-    "rows_packed_carry": WithConstants(scan_bwd_rows, pack_bc=True, STAGES=2, SMEM_WORK=True, KEEP_DT=True, CLAMP=True,
-                                       CARRY_LAST=True),
+    # session 14 (bench/results/scan_bwd_candidates_h200.txt): rows_smem_h with KEEP_DT and CLAMP (3-4% off the
+    # backward at every shape; B and C in fp32 on top of it lost): starx's default until session 15, when reading bf16
+    # B and C packed with the adjoint sweep starting from the recompute sweep's last loads (pack_bc, CARRY_LAST) took
+    # another 3-4% off (bench/results/scan_bwd_packed_carry_h200.txt) and became the default; packing alone lost
+    "rows_keep_dt_clamp": WithConstants(scan_bwd_rows, STAGES=2, SMEM_WORK=True, KEEP_DT=True, CLAMP=True),
 }

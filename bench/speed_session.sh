@@ -30,9 +30,9 @@
 #   ncu_rows        the same for a candidate of bench/scan_bwd_rows.py (ROWS=<variant>, default rows_prefetch)
 #   fmnist_compile  a short fmnist_gpu trial eager and with CUDA graphs (carry .gpu-ffcv and .data instead
 #                   of .gpu-wheels: 64 MiB a call)
-#   bwd_candidates  backward candidates of bench/scan_bwd_rows.py (BWD_CANDS, default rows_packed_bc and
-#                   rows_packed_carry: B and C read as packed words, and with the adjoint sweep starting from the
-#                   recompute sweep's last loads; not yet on a GPU; BWD_CANDS_K selects their tests): the GPU
+#   bwd_candidates  backward candidates of bench/scan_bwd_rows.py (BWD_CANDS, default rows_keep_dt_clamp: the
+#                   default before session 15, without B and C read as packed words and the adjoint sweep starting from the
+#                   recompute sweep's last loads; BWD_CANDS_K selects their tests): the GPU
 #                   tests, then the scan alone at every shape beside the default
 #   fwd_l2          scan_fwd with its L2 prefetch 2 / 4 steps ahead against without, the scan alone at every shape
 #   fwd_unroll      scan_fwd's step loop unrolled twice against once, the scan alone at every shape
@@ -101,9 +101,9 @@ for p in $PARTS; do
         timeout 60 ncu -i "$OUT/$p.ncu-rep" --page details >> "$OUT/$p.txt" 2>&1 ;;
     bwd_candidates)  # (BWD_CANDS: which of them to time)
         part cand_tests 220 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
-            -k "${BWD_CANDS_K:-rows_packed}"
+            -k "${BWD_CANDS_K:-rows_keep_dt_clamp}"
         part cand_scan 300 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
-            --configs 32x1/32x1/8/1x1/168 --bwd-kernels default ${BWD_CANDS:-rows_packed_bc rows_packed_carry} --out "$OUT/cand_scan.jsonl" ;;
+            --configs 32x1/32x1/8/1x1/168 --bwd-kernels default ${BWD_CANDS:-rows_keep_dt_clamp} --out "$OUT/cand_scan.jsonl" ;;
     fwd_l2)  # scan_fwd asking L2 for the inputs 2 / 4 steps ahead (prefetch.global.L2) against not, every shape
         part fwd_l2 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
             --configs 32x1/32x1/8/1x1/168/0 32x1/32x1/8/1x1/168/2 32x1/32x1/8/1x1/168/4 --out "$OUT/fwd_l2.jsonl" ;;
@@ -119,12 +119,12 @@ for p in $PARTS; do
         --out "$OUT/profile_step_k4.txt" ;;
     gaps)  # the k=4 step with CUDA graphs, STAR-B and the anchor: kernel time, launches, and the clock (the gaps)
         part gaps 150 python3 bench/profile_step.py --k 4 --backend triton --compile-mode reduce-overhead --steps 5 \
-            --out "$OUT/profile_step_k4_graphs.txt"
+            --all --out "$OUT/profile_step_k4_graphs.txt"
         part gaps_anchor 100 python3 bench/profile_step.py --k 4 --anchor --compile-mode reduce-overhead --steps 5 \
-            --out "$OUT/profile_step_k4_anchor_graphs.txt" ;;
+            --all --out "$OUT/profile_step_k4_anchor_graphs.txt" ;;
     attribute)  # which ops launch the eager reduce / copy kernels of the compiled k=4 step (no CUDA graphs)
         part attribute 150 python3 bench/profile_step.py --k 4 --backend triton --compile \
-            --attribute "reduce_kernel|elementwise_kernel|copy" --out "$OUT/profile_step_k4_attribute.txt" ;;
+            --attribute "${ATTRIBUTE:-reduce_kernel|elementwise_kernel|copy}" --out "$OUT/profile_step_k4_attribute.txt" ;;
     bc_sum)  # the scan alone, its sums (dB / dC over channel blocks, dA / dD / dbias over sequences) by atomics
         # (default) vs per-program partials; then the conv alone the same two ways
         part bc_sum 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \

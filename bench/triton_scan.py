@@ -165,12 +165,13 @@ def _rows_kernel(variant: str):
 
 
 # name -> what TILES["bwd_kernel"] gets: default (None) is what starx launches (on an NVIDIA GPU with
-# Gluon: the one-channel-a-lane kernel, rows_smem_h with dt kept and clamped loads); triton is the
+# Gluon: the one-channel-a-lane kernel, rows_keep_dt_clamp reading B and C packed, the adjoint sweep
+# starting from the recompute sweep's last loads); triton is the
 # plain Triton scan_bwd; *_blocks the same summing dB / dC, dA / dD / dbias from per-program
 # partials (the deterministic path), not atomics
 ROWS_VARIANTS = ("rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc", "rows_smem",
-                 "rows_smem_noprefetch", "rows_smem_h", "rows_packed_bc",
-                 "rows_packed_carry")  # scan_bwd_rows.VARIANTS
+                 "rows_smem_noprefetch", "rows_smem_h",
+                 "rows_keep_dt_clamp")  # scan_bwd_rows.VARIANTS
 def _scan_bwd():
     from starx.ops._triton_scan_kernels import scan_bwd
 

@@ -286,7 +286,7 @@ def test_the_gluon_backward_is_what_runs_on_this_gpu():
 @TWIN_CASES
 @pytest.mark.parametrize("variant", ["rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc",
                                      "rows_keep_a_f32bc/4warps", "rows_smem", "rows_smem_noprefetch", "rows_smem_h",
-                                     "rows_packed_bc", "rows_packed_carry"])
+                                     "rows_keep_dt_clamp"])
 def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, variant, request, monkeypatch):
     """bench/scan_bwd_rows.py's variants (one channel a lane, in Gluon) through the same launcher;
     /4warps: 128 channels a program (4 warps; dB and dC summed over them in the kernel)."""

@@ -105,7 +105,9 @@ def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_
     """The scan backward starx launches: the Gluon kernel (starx.ops._gluon_scan_kernels, one
     channel a lane, the tile's a_t h_{t-1} in shared memory, dt kept and the loads a step ahead
     clamped: KEEP_DT, CLAMP; 0.80x scan_bwd's time at k=4 on an H200 before those two, which took
-    3-4% more off) on Hopper GPUs where this Triton has Gluon and the program's channels fill whole warps
+    3-4% more off; bf16 B and C read as words of two states where their layout allows, and each
+    tile's adjoint sweep starting from the recompute sweep's last loads: pack_bc, CARRY_LAST,
+    another 3-4% at every STAR shape, bench/results/scan_bwd_packed_carry_h200.txt) on Hopper GPUs where this Triton has Gluon and the program's channels fill whole warps
     with d_state 16 (its layouts' shape), else scan_bwd: Triton's CPU interpreter (which does not
     run Gluon), a Triton older than 3.5, other shapes, and other GPUs, where it was not measured
     (with less shared memory an SM, fewer of its 19 KB programs fit: on an A100, 8 where scan_bwd
@@ -118,7 +120,8 @@ def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_
         from starx.ops._gluon_scan_kernels import scan_bwd_rows
     except Exception:  # no Gluon, or another API: the plain Triton backward
         return scan_bwd
-    return WithConstants(scan_bwd_rows, STAGES=2, SMEM_WORK=True, SMEM_DY=False, KEEP_A=False, KEEP_DT=True, CLAMP=True)
+    return WithConstants(scan_bwd_rows, pack_bc=True, STAGES=2, SMEM_WORK=True, SMEM_DY=False, KEEP_A=False,
+                         KEEP_DT=True, CLAMP=True, CARRY_LAST=True)
 
 
 def _default_backward_on(device: torch.device, channels: int = 32, d_state: int = 16):
