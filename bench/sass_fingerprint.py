@@ -41,8 +41,9 @@ def main() -> None:
         for key, v in zip(("HAS_BIAS", "SOFTPLUS", "HAS_RESET", "HAS_Z", "ATOMIC_SUMS"), case):
             if key in consts:
                 consts[key] = bool(v)
-        if gluon:  # launched as starx launches it on a Hopper GPU
-            consts |= ts.default_backward("cuda", False).constants
+        if gluon:  # launched as starx launches it on a Hopper GPU (B and C packed where it may: k=4's are)
+            default = ts.default_backward("cuda", False)
+            consts |= default.constants | ({"PACKED_BC": True} if default.pack_bc else {})
         sass, regs, spills = S.compile_sass(fn, types, values, consts, 1, gluon=gluon)
         print(name, *case, regs, spills, fingerprint(sass), flush=True)
 
