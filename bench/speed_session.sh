@@ -39,8 +39,9 @@
 #   smem_bwd        the rows backward with its work buffer in shared memory (bench/scan_bwd_rows.py): tests, timing
 #   profile_step    the compiled STAR-B k=4 step kernel by kernel
 #   gaps            the k=4 step and the anchor's with CUDA graphs: kernel time, kernel launches and time by the
-#                   clock, whose difference is the gaps between kernels (not yet run: 2026-12-01)
-#   attribute       the same, with the CPU op (and shapes) behind each reduce / copy kernel
+#                   clock, whose difference is the gaps between kernels, and every kernel with its launches a step
+#   attribute       the compiled k=4 step without CUDA graphs, with the CPU op (and shapes) behind each kernel
+#                   matching ATTRIBUTE (a regex; default the reduce / copy kernels; "." for every kernel)
 #   bc_sum          the scan alone with dB / dC summed by atomics (the default) and by per-block partials
 #   scan_configs    the scan alone at every STAR shape for the kept tiles and candidates (a forward of
 #                   2 warps a program for k=8, whose 768 one-warp programs leave half of each SM idle)
