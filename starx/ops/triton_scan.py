@@ -107,8 +107,9 @@ def default_backward(device_type: str, interpreted: bool, channels: int = 32, d_
     clamped: KEEP_DT, CLAMP; 0.80x scan_bwd's time at k=4 on an H200 before those two, which took
     3-4% more off; bf16 B and C read as words of two states where their layout allows, and each
     tile's adjoint sweep starting from the recompute sweep's last loads: pack_bc, CARRY_LAST,
-    another 3-4% at every STAR shape, bench/results/scan_bwd_packed_carry_h200.txt) on Hopper GPUs where this Triton has Gluon and the program's channels fill whole warps
-    with d_state 16 (its layouts' shape), else scan_bwd: Triton's CPU interpreter (which does not
+    another 3-4% at every STAR shape, bench/results/scan_bwd_packed_carry_h200.txt) on Hopper
+    GPUs where this Triton has Gluon and the program's channels fill whole warps with d_state 16
+    (its layouts' shape), else scan_bwd: Triton's CPU interpreter (which does not
     run Gluon), a Triton older than 3.5, other shapes, and other GPUs, where it was not measured
     (with less shared memory an SM, fewer of its 19 KB programs fit: on an A100, 8 where scan_bwd
     fits 12)."""
