@@ -26,9 +26,9 @@ p.add_argument("--layout", default="last")
 p.add_argument("--config", default=None, help="as bench/triton_scan.py's --configs (parse_config)")
 add_bwd_kernel_option(p)
 args = p.parse_args()
-use_bwd_kernel(args.bwd_kernel)
 if args.config:
     ts.TILES.update(parse_config(args.config))
+use_bwd_kernel(args.bwd_kernel, args.fast_log or ts.TILES["fast_log"])
 b, d, L, g = SHAPES[args.shape]
 x = [t.requires_grad_() if t.is_floating_point() else t for t in inputs(b, d, L, g, args.layout)]
 for _ in range(2):

@@ -63,4 +63,8 @@ VARIANTS = {
     # B and C packed with the adjoint sweep starting from the recompute sweep's last loads (pack_bc, CARRY_LAST) took
     # another 3-4% off (bench/results/scan_bwd_packed_carry_h200.txt) and became the default; packing alone lost
     "rows_keep_dt_clamp": WithConstants(scan_bwd_rows, STAGES=2, SMEM_WORK=True, KEEP_DT=True, CLAMP=True),
+    # session 15, CPU-checked only (no device time left): starx's default with B_t and C_t loaded in their own step
+    # instead of a step ahead (the same words in every lane: L1 hits), dropping their loop-carried copies
+    "rows_bc_in_step": WithConstants(scan_bwd_rows, pack_bc=True, STAGES=2, SMEM_WORK=True, KEEP_DT=True, CLAMP=True,
+                                     CARRY_LAST=True, BC_IN_STEP=True),
 }

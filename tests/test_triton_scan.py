@@ -41,11 +41,24 @@ def test_interpreted_triton_scan_matches_the_sequential_reference():
     results = _interpreted("kernel")
     assert {r["case"] for r in results} == {"plain", "channel_last", "no_gate_skip_bias_softplus", "two_groups",
                                             "two_groups_two_blocks_each", "block_partials", "reset",
-                                            "tile_boundary_64", "d_state_16_full_tile"}
+                                            "tile_boundary_64", "d_state_16_full_tile", "fast_log"}
     for r in results:
         assert len(r["errors"]) >= 6
         for name, err in r["errors"].items():
             assert err < 1e-5, f"{r['case']} {name}: rel err {err:.2e}"
+
+
+@needs_triton
+def test_interpreted_softplus_is_fp32_accurate_both_ways():
+    """softplus and its slope as the kernels compute them (_softplus_slope), Goldberg's log1p
+    (FAST_LOG 0) and the series / log2 blend (2, the precise log2 standing in for the GPU's
+    approximate one), element by element against fp64 from -30 to 30: within what computing e^v
+    as exp2(v log2 e) in fp32 allows (1.7e-6 at v = -30). A coefficient of the series off by 0.05
+    reads 1e-4."""
+    (r,) = _interpreted("softplus")
+    assert set(r["errors"]) == {"softplus_0", "slope_0", "softplus_2", "slope_2"}
+    for name, err in r["errors"].items():
+        assert err < 3e-6, f"{name}: rel err {err:.2e}"
 
 
 def _gluon_error() -> str | None:
@@ -69,7 +82,7 @@ def test_interpreted_gluon_backward_matches_the_sequential_reference():
     results = _interpreted("gluon")
     assert {r["case"] for r in results if r["variant"] == "default"} == {
         "plain", "channel_last", "no_gate_skip_bias_softplus", "reset", "two_groups_two_blocks_each",
-        "block_partials", "tile_boundary_48", "bf16_bc"}
+        "block_partials", "tile_boundary_48", "bf16_bc", "fast_log"}
     assert {r["variant"] for r in results} == {"default", *VARIANTS}
     for r in results:
         assert len(r["errors"]) >= 6
@@ -259,15 +272,19 @@ def _scan_and_grads(inputs, backend, reset=None):
                          ids=["k1", "k4", "k8", "finetune4dir"])
 @DTYPES
 @RESETS
-@pytest.mark.parametrize("bwd", ["default", "scan_bwd"])
+@pytest.mark.parametrize("bwd", ["default", "scan_bwd", "default/fast_log", "scan_bwd/fast_log"])
 def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, bwd, request, monkeypatch):
     """default: the backward starx launches here (the Gluon kernel); scan_bwd: the plain Triton
-    backward it falls back to without Gluon."""
+    backward it falls back to without Gluon; /fast_log: softplus by the series / approximate
+    log2 blend in the forward and the backward (TILES["fast_log"], a candidate)."""
     from starx.ops import triton_scan as ts
     from starx.ops._triton_scan_kernels import scan_bwd
 
+    bwd, _, fast_log = bwd.partition("/")
     if bwd == "scan_bwd":
         monkeypatch.setitem(ts.TILES, "bwd_kernel", scan_bwd)
+    if fast_log:
+        monkeypatch.setitem(ts.TILES, "fast_log", True)
     _matches_the_twin(shape, dtype, reset, request)
 
 
@@ -286,7 +303,7 @@ def test_the_gluon_backward_is_what_runs_on_this_gpu():
 @TWIN_CASES
 @pytest.mark.parametrize("variant", ["rows", "rows_prefetch", "rows_keep_a", "rows_f32bc", "rows_keep_a_f32bc",
                                      "rows_keep_a_f32bc/4warps", "rows_smem", "rows_smem_noprefetch", "rows_smem_h",
-                                     "rows_keep_dt_clamp"])
+                                     "rows_keep_dt_clamp", "rows_bc_in_step"])
 def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, variant, request, monkeypatch):
     """bench/scan_bwd_rows.py's variants (one channel a lane, in Gluon) through the same launcher;
     /4warps: 128 channels a program (4 warps; dB and dC summed over them in the kernel)."""

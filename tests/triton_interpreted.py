@@ -3,7 +3,7 @@ Triton is imported: tests/test_triton_scan.py starts this file in a subprocess) 
 JSON line per case: the largest relative error of the output and each gradient against the
 sequential fp64 reference, or of the channel-last mixers against the torch-twin mixers.
 
-    TRITON_INTERPRET=1 python tests/triton_interpreted.py {kernel|gluon|mixer}
+    TRITON_INTERPRET=1 python tests/triton_interpreted.py {kernel|gluon|softplus|mixer}
 
 ``gluon``: the Gluon backward, run by the interpreter through tests/gluon_interpreted.py.
 """
@@ -18,8 +18,11 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 before
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 from starx.ops import triton_scan as ts  # noqa: E402
+from starx.ops._triton_scan_kernels import _softplus_slope  # noqa: E402
 
 
 def reference(u, delta, A, B, C, D, z, bias, softplus, reset):
@@ -42,12 +45,15 @@ def reference(u, delta, A, B, C, D, z, bias, softplus, reset):
 
 
 def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplus=True, reset=False,
-                channel_last=False, tiles=((4, 1), (4, 1), 8), sums="atomic", bc_bf16=False) -> dict:
-    ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2], sums=sums)
+                channel_last=False, tiles=((4, 1), (4, 1), 8), sums="atomic", bc_bf16=False, fast_log=False,
+                dt=(0.5, 0.0)) -> dict:
+    """``fast_log``: softplus by the series and log2 blend (TILES["fast_log"]); ``dt``: (scale,
+    shift) of the raw dt values, so that softplus sees both sides of the blend."""
+    ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2], sums=sums, fast_log=fast_log)
     gen = torch.Generator().manual_seed(L * 7 + d + g)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
     b = 2
-    u, delta, z = r(b, d, L), 0.5 * r(b, d, L), r(b, d, L)
+    u, delta, z = r(b, d, L), dt[0] * r(b, d, L) + dt[1], r(b, d, L)
     A = -torch.rand(d, n, generator=gen) * 2 - 0.1
     B, C = r(b, g, n, L), r(b, g, n, L)
     D, bias_ = r(d), 0.3 * r(d)
@@ -74,6 +80,29 @@ def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplu
     for name, got, want in zip(names, grads, refs):
         if want is not None:
             errors[name] = rel(got, want.grad)
+    return errors
+
+
+@triton.jit
+def softplus_kernel(v_ptr, sp_ptr, slope_ptr, n, FAST_LOG: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    sp, slope = _softplus_slope(tl.load(v_ptr + i, mask=i < n), FAST_LOG)
+    tl.store(sp_ptr + i, sp, mask=i < n)
+    tl.store(slope_ptr + i, slope, mask=i < n)
+
+
+def softplus_cases() -> dict:
+    """The largest relative error of softplus and of its slope (sigmoid) from _softplus_slope,
+    each FAST_LOG the interpreter runs (0: Goldberg's log1p; 2: the series / log2 blend), over
+    pre-activations from -30 to 30, element by element against fp64."""
+    v = torch.linspace(-30, 30, 6001)
+    want_sp, want_slope = F.softplus(v.double()), torch.sigmoid(v.double())
+    errors = {}
+    for mode in (0, 2):
+        sp, slope = torch.empty_like(v), torch.empty_like(v)
+        softplus_kernel[(-(-v.numel() // 1024),)](v, sp, slope, v.numel(), FAST_LOG=mode, BLOCK=1024)
+        errors[f"softplus_{mode}"] = ((sp.double() - want_sp).abs() / want_sp).max().item()
+        errors[f"slope_{mode}"] = ((slope.double() - want_slope).abs() / want_slope).max().item()
     return errors
 
 
@@ -120,6 +149,9 @@ KERNEL_CASES = {
     "reset": {"reset": True},
     "tile_boundary_64": {"L": 64, "d": 16, "tiles": ((8, 1), (8, 1), 16)},
     "d_state_16_full_tile": {"L": 40, "d": 64, "n": 16, "tiles": ((32, 1), (32, 1), 16)},
+    # softplus' series / log2 blend (the precise log2 in its place: the interpreter has no approximate
+    # one), with the pre-activations spread over both sides of e^v = 1/8 and past the linear branch
+    "fast_log": {"channel_last": True, "fast_log": True, "dt": (6.0, -3.0)},
 }
 
 # The Gluon backward (starx's on Hopper GPUs) in tests/gluon_interpreted.py's interpreter shim: one
@@ -134,6 +166,7 @@ GLUON_CASES = {
     "block_partials": {"g": 2, "d": 128, "sums": "blocks"},
     "tile_boundary_48": {"L": 48, "reset": True, "tiles": ((32, 1), (32, 1), 16)},
     "bf16_bc": {"channel_last": True, "reset": True, "bc_bf16": True},  # (where PACKED_BC applies)
+    "fast_log": {"channel_last": True, "fast_log": True, "dt": (6.0, -3.0)},
 }
 
 
@@ -165,5 +198,7 @@ if __name__ == "__main__":
     elif sys.argv[1] == "gluon":
         for case, variant, errors in gluon_cases():
             print(json.dumps({"case": case, "variant": variant, "errors": errors}), flush=True)
+    elif sys.argv[1] == "softplus":
+        print(json.dumps({"case": "softplus", "errors": softplus_cases()}), flush=True)
     else:
         print(json.dumps({"case": "mixers", "errors": mixer_cases()}), flush=True)

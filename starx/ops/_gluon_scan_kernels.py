@@ -59,15 +59,26 @@ def _get(p, ok, CLAMP: gl.constexpr, other: gl.constexpr = 0.0):
 @gluon.jit
 def _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cn, su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n,
                sz_l, sz_d, ok, HAS_Z: gl.constexpr, HAS_RESET: gl.constexpr, CLAMP: gl.constexpr = False,
-               HAS_DT: gl.constexpr = True, PACKED_BC: gl.constexpr = False):  # fmt: skip
-    """Step t's inputs as stored (see _get); without HAS_DT, u stands in for dt (not loaded)."""
+               HAS_DT: gl.constexpr = True, PACKED_BC: gl.constexpr = False, HAS_BC: gl.constexpr = True):  # fmt: skip
+    """Step t's inputs as stored (see _get); without HAS_DT, u stands in for dt (not loaded), and
+    without HAS_BC for B_t and C_t (loaded in their step instead: _load_bc)."""
     u = _get(u_0 + t * su_l + cd * su_d, ok, CLAMP)
     dt = _get(dt_0 + t * sdt_l + cd * sdt_d, ok, CLAMP) if HAS_DT else u
-    Bt = _get(B_0 + t * sB_l + cn * sB_n, ok, CLAMP, 0 if PACKED_BC else 0.0)
-    Ct = _get(C_0 + t * sC_l + cn * sC_n, ok, CLAMP, 0 if PACKED_BC else 0.0)
+    if HAS_BC:
+        Bt = _get(B_0 + t * sB_l + cn * sB_n, ok, CLAMP, 0 if PACKED_BC else 0.0)
+        Ct = _get(C_0 + t * sC_l + cn * sC_n, ok, CLAMP, 0 if PACKED_BC else 0.0)
+    else:
+        Bt = u
+        Ct = u
     z = _get(z_0 + t * sz_l + cd * sz_d, ok, CLAMP) if HAS_Z else u
     r = _get(r_0 + t, ok, CLAMP, 0) if HAS_RESET else 0
     return u, dt, Bt, Ct, z, r
+
+
+@gluon.jit
+def _load_bc(B_0, C_0, t, cn, sB_l, sB_n, sC_l, sC_n):
+    """B_t and C_t as stored (every lane reads the same words: from L1 once a warp of the SM has)."""
+    return gl.load(B_0 + t * sB_l + cn * sB_n), gl.load(C_0 + t * sC_l + cn * sC_n)
 
 
 @gluon.jit
@@ -96,7 +107,7 @@ def scan_bwd_rows(
     HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr, KEEP_A: gl.constexpr = False,
     ATOMIC_SUMS: gl.constexpr = False, SMEM_WORK: gl.constexpr = True, SMEM_DY: gl.constexpr = False,
     KEEP_DT: gl.constexpr = False, CLAMP: gl.constexpr = False, PACKED_BC: gl.constexpr = False,
-    CARRY_LAST: gl.constexpr = False,
+    CARRY_LAST: gl.constexpr = False, BC_IN_STEP: gl.constexpr = False, FAST_LOG: gl.constexpr = 0,
 ):  # fmt: skip
     """scan_bwd's two sweeps a tile, one channel a lane: BD = 32 x the warps of the launch (more
     warps a program: fewer per-block dB / dC partials for torch to sum). STAGES >= 2 loads
@@ -115,9 +126,13 @@ def scan_bwd_rows(
     converted where used: a shift or a mask a value, not a byte move and a shift. CARRY_LAST (with
     CLAMP and the prefetch): the adjoint sweep starts from the recompute sweep's last loads a step
     ahead, which the clamp made the tile's last step, instead of loading that step again (dt's
-    kept values and dy still come from the work buffer)."""
+    kept values and dy still come from the work buffer). BC_IN_STEP (with the prefetch): B_t and C_t
+    loaded in their own step, not a step ahead: the same words for every lane, so after the SM's
+    first warp an L1 hit, and no loop-carried copies of them (16 moves a recompute step). FAST_LOG:
+    softplus' log as the forward took it (starx.ops._triton_scan_kernels._softplus_slope)."""
     PREFETCH: gl.constexpr = STAGES >= 2
     REUSE: gl.constexpr = CARRY_LAST and CLAMP and PREFETCH
+    BC_AHEAD: gl.constexpr = not (BC_IN_STEP and PREFETCH)  # B_t, C_t among the loads a step ahead
     W: gl.constexpr = BD // 32  # warps
     ROW: gl.constexpr = gl.BlockedLayout([1, N], [32, 1], [W, 1], [1, 0])  # a channel's states in its lane
     CH: gl.constexpr = gl.SliceLayout(1, ROW)  # one channel a lane
@@ -186,7 +201,7 @@ def scan_bwd_rows(
             ok = steps > 0
             nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t0, cd, cbc, su_l, su_d, sdt_l,
                                                  sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z, HAS_RESET,
-                                                 CLAMP, PACKED_BC=PACKED_BC)
+                                                 CLAMP, PACKED_BC=PACKED_BC, HAS_BC=BC_AHEAD)
             ng = _get(g_0 + t0 * sg_l + cd * sg_d, ok, CLAMP)
         for i in range(0, steps):  # forward through the tile: dz, dy, dC; keeps a_t h_{t-1} and dy
             t = t0 + i
@@ -196,23 +211,25 @@ def scan_bwd_rows(
                 tn = t0 + gl.minimum(i + 1, steps - 1) if CLAMP else t + 1
                 nu, ndt, nB, nC, nz, nr = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, tn, cd, cbc, su_l, su_d,
                                                      sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, ok, HAS_Z,
-                                                     HAS_RESET, CLAMP, PACKED_BC=PACKED_BC)
+                                                     HAS_RESET, CLAMP, PACKED_BC=PACKED_BC, HAS_BC=BC_AHEAD)
                 ng = _get(g_0 + tn * sg_l + cd * sg_d, ok, CLAMP)
             else:
                 u, dt, Bt, Ct, z, r = _load_step(u_0, dt_0, B_0, C_0, z_0, r_0, t, cd, cbc, su_l, su_d, sdt_l, sdt_d,
                                                  sB_l, sB_n, sC_l, sC_n, sz_l, sz_d, True, HAS_Z, HAS_RESET, PACKED_BC=PACKED_BC)
                 dout = gl.load(g_0 + t * sg_l + cd * sg_d)
+            if not BC_AHEAD:
+                Bt, Ct = _load_bc(B_0, C_0, t, cbc, sB_l, sB_n, sC_l, sC_n)
             u = u.to(gl.float32)
             Bt = _bc_f32(Bt, PACKED_BC, N, ST)
             Ct = _bc_f32(Ct, PACKED_BC, N, ST)
             dout = dout.to(gl.float32)
             if KEEP_DT:
-                dt, slope = _step_dt_slope(dt, bias, HAS_BIAS, SOFTPLUS)
+                dt, slope = _step_dt_slope(dt, bias, HAS_BIAS, SOFTPLUS, FAST_LOG)
                 gl.store(w_dt + i * BD + lane, dt)
                 if SOFTPLUS:
                     gl.store(w_sl + i * BD + lane, slope)
             else:
-                _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS)
+                _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS, FAST_LOG)
             a = _decay(dt, A2, r, HAS_RESET)
             ah = a * h
             h = ah + gl.expand_dims(dt * u, 1) * gl.expand_dims(Bt, 0)
@@ -244,7 +261,7 @@ def scan_bwd_rows(
             if not REUSE:  # (else nu, nB, nC, nr and ndt already hold step `last`: the clamped loads ahead)
                 nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, last, cd, cbc, su_l, su_d, sdt_l,
                                                     sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False, HAS_RESET,
-                                                    CLAMP, not KEEP_DT, PACKED_BC=PACKED_BC)
+                                                    CLAMP, not KEEP_DT, PACKED_BC=PACKED_BC, HAS_BC=BC_AHEAD)
             if KEEP_DT:
                 ndt = _get(w_dt + (steps - 1) * BD + lane, ok, CLAMP)
                 nsl = _get(w_sl + (steps - 1) * BD + lane, ok, CLAMP) if SOFTPLUS else 1.0
@@ -274,7 +291,7 @@ def scan_bwd_rows(
                 tp = t0 + i if CLAMP else t - 1
                 nu, ndt, nB, nC, _, nr = _load_step(u_0, dt_0, B_0, C_0, u_0, r_0, tp, cd, cbc, su_l, su_d,
                                                     sdt_l, sdt_d, sB_l, sB_n, sC_l, sC_n, su_l, su_d, ok, False,
-                                                    HAS_RESET, CLAMP, not KEEP_DT, PACKED_BC=PACKED_BC)
+                                                    HAS_RESET, CLAMP, not KEEP_DT, PACKED_BC=PACKED_BC, HAS_BC=BC_AHEAD)
                 if KEEP_DT:
                     ndt = _get(w_dt + i * BD + lane, ok, CLAMP)
                     nsl = _get(w_sl + i * BD + lane, ok, CLAMP) if SOFTPLUS else 1.0
@@ -298,13 +315,15 @@ def scan_bwd_rows(
             if KEEP_DT and not PREFETCH:
                 raw = gl.load(w_dt + (steps - 1 - j) * BD + lane)
                 slope = gl.load(w_sl + (steps - 1 - j) * BD + lane) if SOFTPLUS else 1.0
+            if not BC_AHEAD:
+                Bt, Ct = _load_bc(B_0, C_0, t, cbc, sB_l, sB_n, sC_l, sC_n)
             u = u.to(gl.float32)
             Bt = _bc_f32(Bt, PACKED_BC, N, ST)
             Ct = _bc_f32(Ct, PACKED_BC, N, ST)
             if KEEP_DT:  # (kept by the recompute sweep: raw is dt_t itself)
                 dt = raw
             else:
-                raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS)
+                raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS, FAST_LOG)
             g = carry + gl.expand_dims(dy, 1) * gl.expand_dims(Ct, 0)  # dL/dh_t
             q = g * ah  # g_t a_t h_{t-1}: dL/d(dt_t A) per state
             gB = gl.sum(g * gl.expand_dims(Bt, 0), axis=1)

@@ -71,8 +71,11 @@ def triton_error() -> str | None:
 # "fwd_l2_ahead": (steps ahead, from which sequence length) of scan_fwd's L2 prefetch (_l2_ahead):
 # on the H200 it took k=4's forward 0.400 -> 0.365 ms and k=8's 0.725 -> 0.542, and slowed the
 # shorter k=1 (128 steps) and fine-tune (197) shapes, hence 512 (bench/results/triton_scan_fwd_l2_prefetch_h200.txt).
+# "fast_log": softplus' log1p by a series for small arguments and the GPU's approximate log2 otherwise
+# (_softplus_slope's FAST_LOG), in the forward and both backwards; CPU-checked, not yet timed or GPU-tested
+# (2026-12-01, session 15), so off.
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
-         "sums": "atomic", "fwd_l2_ahead": (2, 512)}
+         "sums": "atomic", "fwd_l2_ahead": (2, 512), "fast_log": False}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -220,6 +223,14 @@ def _l2_ahead(u: Tensor, L: int) -> int:
     return ahead
 
 
+def _fast_log(u: Tensor) -> int:
+    """The kernels' FAST_LOG: 0 unless TILES["fast_log"]; 1 on NVIDIA GPUs; 2 (the same series,
+    the precise log2) in Triton's CPU interpreter and on ROCm, which have no approximate log2 call."""
+    if not TILES["fast_log"]:
+        return 0
+    return 2 if u.device.type != "cuda" or torch.version.hip or os.environ.get("TRITON_INTERPRET") == "1" else 1
+
+
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: bool, save_states: bool):
     """Launch the forward kernel: (out (b, d, l) in u's dtype and layout, states
     (b, tiles, d, n) fp32, or an empty tensor without save_states). B, C: (b, g, n, l), any strides."""
@@ -239,7 +250,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
         *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(out), *_bgln(B), *_bgln(C), sr_b,
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, SAVE_STATES=save_states,
-        UNROLL=TILES["unroll"], STAGES=TILES["stages"], L2_AHEAD=_l2_ahead(u, L), num_warps=warps,
+        UNROLL=TILES["unroll"], STAGES=TILES["stages"], L2_AHEAD=_l2_ahead(u, L), FAST_LOG=_fast_log(u),
+        num_warps=warps,
     )  # fmt: skip
     REGISTERS["fwd"] = getattr(kernel, "n_regs", None)
     return out, states
@@ -286,7 +298,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         *_bdl(du), dB.stride(0), dB.stride(2), work.stride(1),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
-        ATOMIC_SUMS=atomic, num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]), **packed,
+        ATOMIC_SUMS=atomic, FAST_LOG=_fast_log(u), num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]), **packed,
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     if atomic:
