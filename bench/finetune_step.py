@@ -46,7 +46,7 @@ def main() -> None:
     add_bwd_kernel_option(p)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    use_bwd_kernel(args.bwd_kernel, args.fast_log)
+    use_bwd_kernel(args.bwd_kernel, args.fast_math)
     modes = [None if m in (None, "none", "eager") else m for m in args.compile_mode]
     rows = []
     for mode in modes:
@@ -61,7 +61,7 @@ def main() -> None:
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "triton": status["triton"], "mamba_ssm": status["mamba_ssm"],
             "causal_conv1d": status["causal_conv1d"], "batch": args.batch, "bwd_kernel": args.bwd_kernel,
-            "scan_backward": backward_label(args.bwd_kernel, args.fast_log),
+            "scan_backward": backward_label(args.bwd_kernel, args.fast_math),
             "command": " ".join(["python"] + sys.argv)}
     print(json.dumps(info))
     print(f"{'model':<32} {'compile':>16} {'img/s':>8} {'x timm ViT-B':>12}")

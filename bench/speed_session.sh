@@ -34,8 +34,9 @@
 #                   default before session 15, without B and C read as packed words and the adjoint sweep starting from the
 #                   recompute sweep's last loads; BWD_CANDS_K selects their tests): the GPU
 #                   tests, then the scan alone at every shape beside the default
-#   fast_log_bc     session 15's candidates (CPU-checked only): softplus by a series and the approximate log2
-#                   (TILES["fast_log"]; --fast-log in the step benchmarks) and rows_bc_in_step: GPU tests, the scan alone
+#   fast_math_bc    session 15's candidates (CPU-checked only): softplus and the gate's sigmoid with the GPU's
+#                   approximate log2 and divides (TILES["fast_math"]: in the backward, or in both; --fast-math in the
+#                   step benchmarks) and rows_bc_in_step: GPU tests, the scan alone
 #   fwd_l2          scan_fwd with its L2 prefetch 2 / 4 steps ahead against without, the scan alone at every shape
 #   fwd_unroll      scan_fwd's step loop unrolled twice against once, the scan alone at every shape
 #   smem_bwd        the rows backward with its work buffer in shared memory (bench/scan_bwd_rows.py): tests, timing
@@ -107,12 +108,13 @@ for p in $PARTS; do
             -k "${BWD_CANDS_K:-rows_keep_dt_clamp}"
         part cand_scan 300 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
             --configs 32x1/32x1/8/1x1/168 --bwd-kernels default ${BWD_CANDS:-rows_keep_dt_clamp} --out "$OUT/cand_scan.jsonl" ;;
-    fast_log_bc)  # session 15's CPU-checked candidates: softplus' series / approximate log2 (TILES fast_log, forward
-        # and backward) and the backward loading B_t, C_t in their step (rows_bc_in_step): GPU tests, then the scan alone
+    fast_math_bc)  # session 15's CPU-checked candidates: fast math (TILES fast_math: backward, or forward and backward)
+        # and the backward loading B_t, C_t in their step (rows_bc_in_step): GPU tests, then the scan alone
         part flb_tests 280 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_scan.py \
-            -k "fast_log or rows_bc_in_step"
+            -k "fast_math or rows_bc_in_step"
         part flb_scan 240 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
-            --configs 32x1/32x1/8/1x1/168 32x1/32x1/8/1x1/168/-/1 --bwd-kernels default rows_bc_in_step \
+            --configs 32x1/32x1/8/1x1/168 32x1/32x1/8/1x1/168/-/b 32x1/32x1/8/1x1/168/-/fb \
+            --bwd-kernels default rows_bc_in_step \
             --out "$OUT/flb_scan.jsonl" ;;
     fwd_l2)  # scan_fwd asking L2 for the inputs 2 / 4 steps ahead (prefetch.global.L2) against not, every shape
         part fwd_l2 150 python3 bench/triton_scan.py --shapes k4 k1 k8 ft4dir --layouts last \
@@ -169,11 +171,11 @@ for p in $PARTS; do
             --configs 32x1/64x2/8/1x1/168 32x1/128x4/8/1x1/168 32x1/32x1/4/1x1/168 32x1/128x4/4/1x1/168 \
             --bwd-kernels rows_f32bc rows_keep_a_f32bc --out "$OUT/rows_scan_warps.jsonl" ;;
     rows_steps)  # the whole steps with the candidate ROWS (ROWS: the variant the scan said, default rows;
-        # FAST_LOG=1: with softplus' series / approximate log2 too)
+        # FAST_MATH=bwd or fwd+bwd: with fast math in those kernels too)
         part rows_finetune 200 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
-            --compile-mode default --bwd-kernel "${ROWS:-rows}" ${FAST_LOG:+--fast-log} --out "$OUT/finetune_step_rows.json"
+            --compile-mode default --bwd-kernel "${ROWS:-rows}" ${FAST_MATH:+--fast-math "$FAST_MATH"} --out "$OUT/finetune_step_rows.json"
         part rows_pretrain 300 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --bwd-kernel "${ROWS:-rows}" ${FAST_LOG:+--fast-log} \
+            --compile-mode reduce-overhead --steps 24 --bwd-kernel "${ROWS:-rows}" ${FAST_MATH:+--fast-math "$FAST_MATH"} \
             --out "$OUT/pretrain_step_k4_rows.json" ;;
     *) echo "[speed] unknown part $p" >&2; exit 2 ;;
     esac

@@ -152,7 +152,7 @@ def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 
     consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
                   UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_SUMS=True, SMEM_WORK=False, SMEM_DY=True,
                   KEEP_A=False, KEEP_DT=False, CLAMP=False, L2_AHEAD=0, PACKED_BC=False, CARRY_LAST=False,
-                  BC_IN_STEP=False, FAST_LOG=0)
+                  BC_IN_STEP=False, FAST_MATH=0)
     types = {n: "*bf16" if n in BF16_ARGS else "*i8" if n == "reset_ptr" else "*fp32"
              for n in fn.arg_names if n.endswith("_ptr")}
     return (types, {n: v for n, v in values.items() if n in fn.arg_names},
@@ -195,31 +195,32 @@ def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:
                         "scan_bwd), triton_blocks (the same, dB / dC "
                         "summed from per-block partials, as under deterministic algorithms) or a candidate of "
                         "bench/scan_bwd_rows.py")
-    p.add_argument("--fast-log", action="store_true",
-                   help="softplus by the series / approximate log2 blend in the scan's forward and backward "
-                        "(TILES['fast_log'], a candidate)")
+    p.add_argument("--fast-math", default="", choices=["", "bwd", "fwd+bwd"],
+                   help="the scan kernels that compute softplus and the gate's sigmoid with the GPU's approximate "
+                        "log2 and divides (TILES['fast_math'], a candidate; default none)")
 
 
-def backward_label(name: str, fast_log: bool = False) -> str:
-    """What --bwd-kernel ``name`` (and --fast-log) launches, in words (for the benchmarks' records)."""
-    return (ts.backward_name() if name == "default" else name) + (", fast_log" if fast_log else "")
+def backward_label(name: str, fast_math: str = "") -> str:
+    """What --bwd-kernel ``name`` (and --fast-math) launches, in words (for the benchmarks' records)."""
+    return (ts.backward_name() if name == "default" else name) + (f", fast_math {fast_math}" if fast_math else "")
 
 
-def use_bwd_kernel(name: str, fast_log: bool = False) -> None:
-    """Launch the backward kernel ``name`` from now on in this process (BWD_KERNELS), and softplus
-    by the series / approximate log2 blend in the forward and backward with ``fast_log``."""
-    ts.TILES.update(bwd_tiles(name), fast_log=fast_log)
+def use_bwd_kernel(name: str, fast_math: str = "") -> None:
+    """Launch the backward kernel ``name`` from now on in this process (BWD_KERNELS), with fast
+    math in the kernels ``fast_math`` names (TILES["fast_math"])."""
+    ts.TILES.update(bwd_tiles(name), fast_math=fast_math)
 
 
 DEFAULT_TILES = dict(ts.TILES)
 
 
 def parse_config(config: str) -> dict:
-    """The TILES entries of a --configs string, FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/MAXNREG[/L2[/FAST_LOG]]]]:
+    """The TILES entries of a --configs string, FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/MAXNREG[/L2[/FAST_MATH]]]]:
     forward and backward channels x warps a program, steps a tile, scan_fwd's unroll and stages,
     the backward's register cap ('-': none), scan_fwd's L2 prefetch distance at every length (0:
-    off; '-': starx's, by length), softplus' series / approximate log2 blend (1) or not (0). An absent field keeps starx's
-    default (DEFAULT_TILES; the L2 prefetch's is by length)."""
+    off; '-': starx's, by length), fast math (TILES["fast_math"]) in the backward (b), both (fb) or
+    neither (0). An absent field keeps starx's default (DEFAULT_TILES; the L2 prefetch's is by
+    length)."""
     fwd, bwd, steps, *rest = config.split("/")
     d = DEFAULT_TILES
     unroll, stages = map(int, rest[0].split("x")) if rest else (d["unroll"], d["stages"])
@@ -227,7 +228,7 @@ def parse_config(config: str) -> dict:
     return dict(fwd=tuple(map(int, fwd.split("x"))), bwd=tuple(map(int, bwd.split("x"))), steps=int(steps),
                 unroll=unroll, stages=stages, bwd_maxnreg=maxnreg,
                 fwd_l2_ahead=(int(rest[2]), 0) if len(rest) > 2 and rest[2] != "-" else d["fwd_l2_ahead"],
-                fast_log=bool(int(rest[3])) if len(rest) > 3 else d["fast_log"])
+                fast_math={"0": "", "b": "bwd", "fb": "fwd+bwd"}[rest[3]] if len(rest) > 3 else d["fast_math"])
 
 
 def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",)) -> None:
@@ -251,7 +252,7 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
                 consts |= getattr(launched, "constants", {})
                 if kind == "fwd":
                     consts["L2_AHEAD"] = ahead if L >= min_len else 0
-                consts["FAST_LOG"] = int(tiles["fast_log"])  # (as launched on an NVIDIA GPU)
+                consts["FAST_MATH"] = int(kind.split()[0] in tiles["fast_math"].split("+"))  # (as on an NVIDIA GPU)
                 if getattr(launched, "fp32_bc", False):
                     types |= {"B_ptr": "*fp32", "C_ptr": "*fp32"}
                 if getattr(launched, "pack_bc", False):  # (x_proj's bf16 output at STAR shapes packs)
@@ -274,7 +275,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES))
     p.add_argument("--configs", nargs="+", default=["32x1/32x1/16/1x1"],
-                   help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG[/FWD_L2_AHEAD[/FAST_LOG]]]] (parse_config)")
+                   help="FBDxFW/BBDxBW/STEPS[/UNROLLxSTAGES[/BWD_MAXNREG[/FWD_L2_AHEAD[/FAST_MATH]]]] (parse_config)")
     p.add_argument("--layouts", nargs="+", default=["first", "last"], choices=["first", "last"])
     p.add_argument("--out", type=Path)
     p.add_argument("--bwd-kernels", nargs="+", default=["default"], choices=list(BWD_KERNELS),

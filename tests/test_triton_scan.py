@@ -41,7 +41,8 @@ def test_interpreted_triton_scan_matches_the_sequential_reference():
     results = _interpreted("kernel")
     assert {r["case"] for r in results} == {"plain", "channel_last", "no_gate_skip_bias_softplus", "two_groups",
                                             "two_groups_two_blocks_each", "block_partials", "reset",
-                                            "tile_boundary_64", "d_state_16_full_tile", "fast_log"}
+                                            "tile_boundary_64", "d_state_16_full_tile", "fast_math",
+                                            "fast_math_bwd"}
     for r in results:
         assert len(r["errors"]) >= 6
         for name, err in r["errors"].items():
@@ -51,7 +52,7 @@ def test_interpreted_triton_scan_matches_the_sequential_reference():
 @needs_triton
 def test_interpreted_softplus_is_fp32_accurate_both_ways():
     """softplus and its slope as the kernels compute them (_softplus_slope), Goldberg's log1p
-    (FAST_LOG 0) and the series / log2 blend (2, the precise log2 standing in for the GPU's
+    (FAST_MATH 0) and the series / log2 blend (2, the precise log2 standing in for the GPU's
     approximate one), element by element against fp64 from -30 to 30: within what computing e^v
     as exp2(v log2 e) in fp32 allows (1.7e-6 at v = -30). A coefficient of the series off by 0.05
     reads 1e-4."""
@@ -82,7 +83,7 @@ def test_interpreted_gluon_backward_matches_the_sequential_reference():
     results = _interpreted("gluon")
     assert {r["case"] for r in results if r["variant"] == "default"} == {
         "plain", "channel_last", "no_gate_skip_bias_softplus", "reset", "two_groups_two_blocks_each",
-        "block_partials", "tile_boundary_48", "bf16_bc", "fast_log"}
+        "block_partials", "tile_boundary_48", "bf16_bc", "fast_math"}
     assert {r["variant"] for r in results} == {"default", *VARIANTS}
     for r in results:
         assert len(r["errors"]) >= 6
@@ -272,19 +273,19 @@ def _scan_and_grads(inputs, backend, reset=None):
                          ids=["k1", "k4", "k8", "finetune4dir"])
 @DTYPES
 @RESETS
-@pytest.mark.parametrize("bwd", ["default", "scan_bwd", "default/fast_log", "scan_bwd/fast_log"])
+@pytest.mark.parametrize("bwd", ["default", "scan_bwd", "default/fast_math", "default/fast_math_bwd", "scan_bwd/fast_math"])
 def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, bwd, request, monkeypatch):
     """default: the backward starx launches here (the Gluon kernel); scan_bwd: the plain Triton
-    backward it falls back to without Gluon; /fast_log: softplus by the series / approximate
-    log2 blend in the forward and the backward (TILES["fast_log"], a candidate)."""
+    backward it falls back to without Gluon; /fast_math (forward and backward), /fast_math_bwd
+    (the backward alone): softplus and the gate's sigmoid with the GPU's approximate log2 and
+    divides (TILES["fast_math"], a candidate)."""
     from starx.ops import triton_scan as ts
     from starx.ops._triton_scan_kernels import scan_bwd
 
-    bwd, _, fast_log = bwd.partition("/")
+    bwd, _, fast_math = bwd.partition("/")
     if bwd == "scan_bwd":
         monkeypatch.setitem(ts.TILES, "bwd_kernel", scan_bwd)
-    if fast_log:
-        monkeypatch.setitem(ts.TILES, "fast_log", True)
+    monkeypatch.setitem(ts.TILES, "fast_math", {"": "", "fast_math": "fwd+bwd", "fast_math_bwd": "bwd"}[fast_math])
     _matches_the_twin(shape, dtype, reset, request)
 
 

@@ -45,11 +45,11 @@ def reference(u, delta, A, B, C, D, z, bias, softplus, reset):
 
 
 def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplus=True, reset=False,
-                channel_last=False, tiles=((4, 1), (4, 1), 8), sums="atomic", bc_bf16=False, fast_log=False,
+                channel_last=False, tiles=((4, 1), (4, 1), 8), sums="atomic", bc_bf16=False, fast_math="",
                 dt=(0.5, 0.0)) -> dict:
-    """``fast_log``: softplus by the series and log2 blend (TILES["fast_log"]); ``dt``: (scale,
-    shift) of the raw dt values, so that softplus sees both sides of the blend."""
-    ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2], sums=sums, fast_log=fast_log)
+    """``fast_math``: the kernels computing softplus by the series and log2 blend (TILES["fast_math"]);
+    ``dt``: (scale, shift) of the raw dt values, so that softplus sees both sides of the blend."""
+    ts.TILES.update(fwd=tiles[0], bwd=tiles[1], steps=tiles[2], sums=sums, fast_math=fast_math)
     gen = torch.Generator().manual_seed(L * 7 + d + g)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
     b = 2
@@ -84,23 +84,23 @@ def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplu
 
 
 @triton.jit
-def softplus_kernel(v_ptr, sp_ptr, slope_ptr, n, FAST_LOG: tl.constexpr, BLOCK: tl.constexpr):
+def softplus_kernel(v_ptr, sp_ptr, slope_ptr, n, FAST_MATH: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    sp, slope = _softplus_slope(tl.load(v_ptr + i, mask=i < n), FAST_LOG)
+    sp, slope = _softplus_slope(tl.load(v_ptr + i, mask=i < n), FAST_MATH)
     tl.store(sp_ptr + i, sp, mask=i < n)
     tl.store(slope_ptr + i, slope, mask=i < n)
 
 
 def softplus_cases() -> dict:
     """The largest relative error of softplus and of its slope (sigmoid) from _softplus_slope,
-    each FAST_LOG the interpreter runs (0: Goldberg's log1p; 2: the series / log2 blend), over
+    each FAST_MATH the interpreter runs (0: Goldberg's log1p; 2: the series / log2 blend), over
     pre-activations from -30 to 30, element by element against fp64."""
     v = torch.linspace(-30, 30, 6001)
     want_sp, want_slope = F.softplus(v.double()), torch.sigmoid(v.double())
     errors = {}
     for mode in (0, 2):
         sp, slope = torch.empty_like(v), torch.empty_like(v)
-        softplus_kernel[(-(-v.numel() // 1024),)](v, sp, slope, v.numel(), FAST_LOG=mode, BLOCK=1024)
+        softplus_kernel[(-(-v.numel() // 1024),)](v, sp, slope, v.numel(), FAST_MATH=mode, BLOCK=1024)
         errors[f"softplus_{mode}"] = ((sp.double() - want_sp).abs() / want_sp).max().item()
         errors[f"slope_{mode}"] = ((slope.double() - want_slope).abs() / want_slope).max().item()
     return errors
@@ -151,7 +151,8 @@ KERNEL_CASES = {
     "d_state_16_full_tile": {"L": 40, "d": 64, "n": 16, "tiles": ((32, 1), (32, 1), 16)},
     # softplus' series / log2 blend (the precise log2 in its place: the interpreter has no approximate
     # one), with the pre-activations spread over both sides of e^v = 1/8 and past the linear branch
-    "fast_log": {"channel_last": True, "fast_log": True, "dt": (6.0, -3.0)},
+    "fast_math": {"channel_last": True, "fast_math": "fwd+bwd", "dt": (6.0, -3.0)},
+    "fast_math_bwd": {"channel_last": True, "fast_math": "bwd", "dt": (6.0, -3.0)},  # (the forward's dt exact)
 }
 
 # The Gluon backward (starx's on Hopper GPUs) in tests/gluon_interpreted.py's interpreter shim: one
@@ -166,7 +167,7 @@ GLUON_CASES = {
     "block_partials": {"g": 2, "d": 128, "sums": "blocks"},
     "tile_boundary_48": {"L": 48, "reset": True, "tiles": ((32, 1), (32, 1), 16)},
     "bf16_bc": {"channel_last": True, "reset": True, "bc_bf16": True},  # (where PACKED_BC applies)
-    "fast_log": {"channel_last": True, "fast_log": True, "dt": (6.0, -3.0)},
+    "fast_math": {"channel_last": True, "fast_math": "fwd+bwd", "dt": (6.0, -3.0)},
 }
 
 

@@ -107,7 +107,7 @@ def scan_bwd_rows(
     HAS_RESET: gl.constexpr, UNROLL: gl.constexpr, STAGES: gl.constexpr, KEEP_A: gl.constexpr = False,
     ATOMIC_SUMS: gl.constexpr = False, SMEM_WORK: gl.constexpr = True, SMEM_DY: gl.constexpr = False,
     KEEP_DT: gl.constexpr = False, CLAMP: gl.constexpr = False, PACKED_BC: gl.constexpr = False,
-    CARRY_LAST: gl.constexpr = False, BC_IN_STEP: gl.constexpr = False, FAST_LOG: gl.constexpr = 0,
+    CARRY_LAST: gl.constexpr = False, BC_IN_STEP: gl.constexpr = False, FAST_MATH: gl.constexpr = 0,
 ):  # fmt: skip
     """scan_bwd's two sweeps a tile, one channel a lane: BD = 32 x the warps of the launch (more
     warps a program: fewer per-block dB / dC partials for torch to sum). STAGES >= 2 loads
@@ -128,8 +128,8 @@ def scan_bwd_rows(
     ahead, which the clamp made the tile's last step, instead of loading that step again (dt's
     kept values and dy still come from the work buffer). BC_IN_STEP (with the prefetch): B_t and C_t
     loaded in their own step, not a step ahead: the same words for every lane, so after the SM's
-    first warp an L1 hit, and no loop-carried copies of them (16 moves a recompute step). FAST_LOG:
-    softplus' log as the forward took it (starx.ops._triton_scan_kernels._softplus_slope)."""
+    first warp an L1 hit, and no loop-carried copies of them (16 moves a recompute step). FAST_MATH:
+    softplus and the gate's sigmoid as starx.ops._triton_scan_kernels._softplus_slope says."""
     PREFETCH: gl.constexpr = STAGES >= 2
     REUSE: gl.constexpr = CARRY_LAST and CLAMP and PREFETCH
     BC_AHEAD: gl.constexpr = not (BC_IN_STEP and PREFETCH)  # B_t, C_t among the loads a step ahead
@@ -224,12 +224,12 @@ def scan_bwd_rows(
             Ct = _bc_f32(Ct, PACKED_BC, N, ST)
             dout = dout.to(gl.float32)
             if KEEP_DT:
-                dt, slope = _step_dt_slope(dt, bias, HAS_BIAS, SOFTPLUS, FAST_LOG)
+                dt, slope = _step_dt_slope(dt, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
                 gl.store(w_dt + i * BD + lane, dt)
                 if SOFTPLUS:
                     gl.store(w_sl + i * BD + lane, slope)
             else:
-                _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS, FAST_LOG)
+                _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             a = _decay(dt, A2, r, HAS_RESET)
             ah = a * h
             h = ah + gl.expand_dims(dt * u, 1) * gl.expand_dims(Bt, 0)
@@ -238,7 +238,7 @@ def scan_bwd_rows(
                 y = gl.sum(h * gl.expand_dims(Ct, 0), axis=1)
                 if HAS_D:
                     y += Dv * u
-                sz = _sigmoid(z)
+                sz = _sigmoid(z, FAST_MATH)
                 gl.store(dz_0 + t * sdu_l + cd * sdu_d,
                          (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty))
                 dy = dout * z * sz
@@ -323,7 +323,7 @@ def scan_bwd_rows(
             if KEEP_DT:  # (kept by the recompute sweep: raw is dt_t itself)
                 dt = raw
             else:
-                raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS, FAST_LOG)
+                raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             g = carry + gl.expand_dims(dy, 1) * gl.expand_dims(Ct, 0)  # dL/dh_t
             q = g * ah  # g_t a_t h_{t-1}: dL/d(dt_t A) per state
             gB = gl.sum(g * gl.expand_dims(Bt, 0), axis=1)
@@ -334,7 +334,7 @@ def scan_bwd_rows(
                 dD_acc += dy * u
             dA_acc += q * gl.expand_dims(dt, 1)
             if SOFTPLUS:
-                ddt = ddt * (slope if KEEP_DT else _sigmoid(raw))
+                ddt = ddt * (slope if KEEP_DT else _sigmoid(raw, FAST_MATH))
             if HAS_BIAS:
                 dbias_acc += ddt
             gl.store(du_0 + t * sdu_l + cd * sdu_d, du.to(du_ptr.dtype.element_ty))

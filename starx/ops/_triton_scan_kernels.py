@@ -23,58 +23,71 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
-def _softplus_slope(v, FAST_LOG: tl.constexpr = 0):
+def _div(a, b, FAST_MATH: tl.constexpr = 0):
+    """a / b: the fast full-range reciprocal (tl.math.fdiv), or with FAST_MATH 1 the GPU's
+    approximate divide (__fdividef: 0 where b > 2^126, where every caller's quotient is below
+    fp32's smallest normal or unused)."""
+    if FAST_MATH == 1:
+        return libdevice.fast_dividef(a, b)
+    return tl.math.fdiv(a, b)
+
+
+@triton.jit
+def _softplus_slope(v, FAST_MATH: tl.constexpr = 0):
     """(log(1 + e^v), its slope sigmoid(v)), sharing e^v; these run once per channel and step,
-    beside the per-state work. FAST_LOG 0: log1p's accuracy for small e^v from the precise log2
-    (Goldberg's trick: about 40 instructions). FAST_LOG 1: log1p(e) by its series where e < 1/8
+    beside the per-state work. FAST_MATH 0: log1p's accuracy for small e^v from the precise log2
+    (Goldberg's trick: about 40 instructions). FAST_MATH 1: log1p(e) by its series where e < 1/8
     (8 terms: relative error < 1e-8), else ln 2 x the GPU's approximate log2 of 1 + e (one MUFU.LG2:
-    absolute error 2^-22.6, relative < 1e-6 for 1 + e >= 9/8). FAST_LOG 2: the same with the
-    precise log2 (what Triton's CPU interpreter, which has no approximate log2, can check)."""
+    absolute error 2^-22.6, relative < 1e-6 for 1 + e >= 9/8), and approximate divides (_div).
+    The approximate log2 alone, tried before, lost fp32 accuracy where e^v is small: the series
+    is what keeps it there (bench/README.md, "lg2.approx (reverted)"). FAST_MATH 2: the series
+    with the precise log2 and divides (what Triton's CPU interpreter, which has neither
+    approximation, can check)."""
     e = tl.exp2(v * LOG2E)
     w = 1.0 + e
-    if FAST_LOG:
+    if FAST_MATH:
         x = tl.minimum(e, 0.125)  # (the series where it is kept; no overflow where it is not)
         series = x * (1.0 + x * (-0.5 + x * (1 / 3 + x * (-0.25 + x * (0.2 + x * (-1 / 6 + x * (1 / 7 - x * 0.125)))))))
-        lg = libdevice.fast_log2f(w) if FAST_LOG == 1 else tl.log2(w)
+        lg = libdevice.fast_log2f(w) if FAST_MATH == 1 else tl.log2(w)
         lp = tl.where(e < 0.125, series, lg * LN2)
     else:
         lp = tl.where(w == 1.0, e, tl.log2(w) * LN2 * tl.math.fdiv(e, w - 1.0))
     small = v <= 20.0
-    return tl.where(small, lp, v), tl.where(small, tl.math.fdiv(e, w), 1.0)
+    return tl.where(small, lp, v), tl.where(small, _div(e, w, FAST_MATH), 1.0)
 
 
 @triton.jit
-def _softplus(v, FAST_LOG: tl.constexpr = 0):
-    sp, _ = _softplus_slope(v, FAST_LOG)  # (the slope's instructions are dead code here: not emitted)
+def _softplus(v, FAST_MATH: tl.constexpr = 0):
+    sp, _ = _softplus_slope(v, FAST_MATH)  # (the slope's instructions are dead code here: not emitted)
     return sp
 
 
 @triton.jit
-def _sigmoid(v):
-    return tl.math.fdiv(1.0, 1.0 + tl.exp2(-v * LOG2E))
+def _sigmoid(v, FAST_MATH: tl.constexpr = 0):
+    return _div(1.0, 1.0 + tl.exp2(-v * LOG2E), FAST_MATH)
 
 
 @triton.jit
-def _step_dt(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_LOG: tl.constexpr = 0):
+def _step_dt(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr = 0):
     """(the pre-activation, dt_t) in fp32 from the stored dt: plus the channel's bias, through
     softplus (the backward needs the pre-activation for softplus' derivative)."""
     raw = raw.to(tl.float32)
     if HAS_BIAS:
         raw += bias
     if SOFTPLUS:
-        return raw, _softplus(raw, FAST_LOG)
+        return raw, _softplus(raw, FAST_MATH)
     return raw, raw
 
 
 @triton.jit
-def _step_dt_slope(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_LOG: tl.constexpr = 0):
+def _step_dt_slope(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr = 0):
     """(dt_t, d dt_t / d pre-activation) in fp32 from the stored dt: what a backward needs of the
     step's dt when it keeps these instead of recomputing them (the slope is 1 without softplus)."""
     raw = raw.to(tl.float32)
     if HAS_BIAS:
         raw += bias
     if SOFTPLUS:
-        return _softplus_slope(raw, FAST_LOG)
+        return _softplus_slope(raw, FAST_MATH)
     return raw, raw * 0.0 + 1.0  # (a tensor like the other return's; the callers use it only with softplus)
 
 
@@ -126,14 +139,14 @@ def scan_fwd(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_RESET: tl.constexpr, SAVE_STATES: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr,
-    L2_AHEAD: tl.constexpr = 0, FAST_LOG: tl.constexpr = 0,
+    L2_AHEAD: tl.constexpr = 0, FAST_MATH: tl.constexpr = 0,
 ):  # fmt: skip
     """One program: BD channels of sequence b, all L steps, the (BD, N) state in registers.
     With SAVE_STATES, the state after every T-th step goes to state_ptr (b, tiles, d, n), fp32.
     L2_AHEAD > 0: each step also asks L2 for the inputs L2_AHEAD steps ahead (clamped to the last
     step), so that the one-step-ahead loads find them there: a load from DRAM takes longer than a
     step (bench/results/ncu_scan_fwd_h200_k4_*: the loop waits on them at its back edge).
-    FAST_LOG: softplus' log as _softplus_slope says (the backward is launched with the same)."""
+    FAST_MATH: softplus and the gate's sigmoid as _softplus_slope says."""
     b = tl.program_id(1).to(tl.int64)
     d0 = tl.program_id(0) * BD
     cd = d0 + tl.arange(0, BD)  # this program's channels
@@ -176,14 +189,14 @@ def scan_fwd(
             if HAS_Z:
                 _prefetch_l2(z_p + ahead * sz_l + d0 * sz_d)
         u = u.to(tl.float32)
-        _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS, FAST_LOG)
+        _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
         h = _decay(dt, A2, r, HAS_RESET) * h + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
         y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1)
         if HAS_D:
             y += Dv * u
         if HAS_Z:
             z = z.to(tl.float32)
-            y = y * z * _sigmoid(z)
+            y = y * z * _sigmoid(z, FAST_MATH)
         tl.store(o_p + cd * so_d, y.to(out_ptr.dtype.element_ty))
         o_p += so_l
         if SAVE_STATES:
@@ -203,7 +216,7 @@ def scan_bwd(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_RESET: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, ATOMIC_SUMS: tl.constexpr = False,
-    FAST_LOG: tl.constexpr = 0,
+    FAST_MATH: tl.constexpr = 0,
 ):  # fmt: skip
     """Walks the tiles of T steps from the last. A forward sweep over the tile restarts from the
     state the forward saved before it and computes what needs the state h_t but not the adjoint
@@ -278,7 +291,7 @@ def scan_bwd(
             ng = tl.load(g_p + cd * sg_d, mask=ok, other=0.0)
             u = u.to(tl.float32)
             dout = dout.to(tl.float32)
-            _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS, FAST_LOG)
+            _, dt = _step_dt(dt, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             ah = _decay(dt, A2, r, HAS_RESET) * h
             h = ah + (dt * u)[:, None] * Bt.to(tl.float32)[None, :]
             if HAS_Z:
@@ -286,7 +299,7 @@ def scan_bwd(
                 y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1)
                 if HAS_D:
                     y += Dv * u
-                sz = _sigmoid(z)
+                sz = _sigmoid(z, FAST_MATH)
                 tl.store(dz_p + cd * sdu_d, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty))
                 dy = dout * z * sz
             else:
@@ -318,7 +331,7 @@ def scan_bwd(
             nah = tl.load(w_h + i * BD * N + tile, mask=ok, other=0.0)
             u = u.to(tl.float32)
             Bt = Bt.to(tl.float32)
-            raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS, FAST_LOG)
+            raw, dt = _step_dt(raw, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             g = carry + dy[:, None] * Ct.to(tl.float32)[None, :]  # dL/dh_t
             q = g * ah  # g_t a_t h_{t-1}: dL/d(dt_t A) per state
             dtu = dt * u
@@ -330,7 +343,7 @@ def scan_bwd(
                 dD_acc += dy * u
             dA_acc += q * dt[:, None]
             if SOFTPLUS:
-                ddt = ddt * _sigmoid(raw)
+                ddt = ddt * _sigmoid(raw, FAST_MATH)
             if HAS_BIAS:
                 dbias_acc += ddt
             tl.store(du_p + cd * sdu_d, du.to(du_ptr.dtype.element_ty))

@@ -71,11 +71,13 @@ def triton_error() -> str | None:
 # "fwd_l2_ahead": (steps ahead, from which sequence length) of scan_fwd's L2 prefetch (_l2_ahead):
 # on the H200 it took k=4's forward 0.400 -> 0.365 ms and k=8's 0.725 -> 0.542, and slowed the
 # shorter k=1 (128 steps) and fine-tune (197) shapes, hence 512 (bench/results/triton_scan_fwd_l2_prefetch_h200.txt).
-# "fast_log": softplus' log1p by a series for small arguments and the GPU's approximate log2 otherwise
-# (_softplus_slope's FAST_LOG), in the forward and both backwards; CPU-checked, not yet timed or GPU-tested
-# (2026-12-01, session 15), so off.
+# "fast_math": the kernels ("fwd", "bwd", "fwd+bwd"; "" none) that compute softplus and the gate's
+# sigmoid with the GPU's approximate log2 and divides and log1p's series (_softplus_slope's FAST_MATH).
+# CPU-checked, not yet timed or GPU-tested (2026-12-01, session 15), so none. The backward alone is
+# an option because the approximate log2 once made the forward slower (bench/README.md); a backward
+# whose dt differs from the forward's in the last bits recomputes the states as closely.
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
-         "sums": "atomic", "fwd_l2_ahead": (2, 512), "fast_log": False}
+         "sums": "atomic", "fwd_l2_ahead": (2, 512), "fast_math": ""}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
@@ -223,10 +225,11 @@ def _l2_ahead(u: Tensor, L: int) -> int:
     return ahead
 
 
-def _fast_log(u: Tensor) -> int:
-    """The kernels' FAST_LOG: 0 unless TILES["fast_log"]; 1 on NVIDIA GPUs; 2 (the same series,
-    the precise log2) in Triton's CPU interpreter and on ROCm, which have no approximate log2 call."""
-    if not TILES["fast_log"]:
+def _fast_math(u: Tensor, kernel: str) -> int:
+    """FAST_MATH for ``kernel`` ("fwd" or "bwd"): 0 unless TILES["fast_math"] names it; 1 on
+    NVIDIA GPUs; 2 (the series, with the precise log2 and divides) in Triton's CPU interpreter and
+    on ROCm, which have no such approximations to call."""
+    if kernel not in TILES["fast_math"].split("+"):
         return 0
     return 2 if u.device.type != "cuda" or torch.version.hip or os.environ.get("TRITON_INTERPRET") == "1" else 1
 
@@ -250,7 +253,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
         *_bdl(u), *_bdl(delta), *_bdl(zz), *_bdl(out), *_bgln(B), *_bgln(C), sr_b,
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, SAVE_STATES=save_states,
-        UNROLL=TILES["unroll"], STAGES=TILES["stages"], L2_AHEAD=_l2_ahead(u, L), FAST_LOG=_fast_log(u),
+        UNROLL=TILES["unroll"], STAGES=TILES["stages"], L2_AHEAD=_l2_ahead(u, L), FAST_MATH=_fast_math(u, "fwd"),
         num_warps=warps,
     )  # fmt: skip
     REGISTERS["fwd"] = getattr(kernel, "n_regs", None)
@@ -298,7 +301,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         *_bdl(du), dB.stride(0), dB.stride(2), work.stride(1),
         N=n, BD=bd, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, HAS_RESET=reset is not None, UNROLL=TILES["unroll"], STAGES=TILES["stages"],
-        ATOMIC_SUMS=atomic, FAST_LOG=_fast_log(u), num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]), **packed,
+        ATOMIC_SUMS=atomic, FAST_MATH=_fast_math(u, "bwd"), num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]), **packed,
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     if atomic:
