@@ -252,7 +252,7 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
                 consts |= getattr(launched, "constants", {})
                 if kind == "fwd":
                     consts["L2_AHEAD"] = ahead if L >= min_len else 0
-                consts["FAST_MATH"] = int(kind.split()[0] in tiles["fast_math"].split("+"))  # (as on an NVIDIA GPU)
+                consts["FAST_MATH"] = int(ts.fast_math_in(kind.split()[0], tiles["fast_math"]))  # (as on an NVIDIA GPU)
                 if getattr(launched, "fp32_bc", False):
                     types |= {"B_ptr": "*fp32", "C_ptr": "*fp32"}
                 if getattr(launched, "pack_bc", False):  # (x_proj's bf16 output at STAR shapes packs)

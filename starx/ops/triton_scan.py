@@ -220,18 +220,29 @@ def _l2_ahead(u: Tensor, L: int) -> int:
     which length), 0 (off) for shorter sequences, off the GPU, and in Triton's CPU interpreter
     (which cannot run the prefetch's inline PTX)."""
     ahead, min_len = TILES["fwd_l2_ahead"]
-    if L < min_len or u.device.type != "cuda" or torch.version.hip or os.environ.get("TRITON_INTERPRET") == "1":
+    if L < min_len or not _nvidia_compiled(u):
         return 0
     return ahead
+
+
+def _nvidia_compiled(u: Tensor) -> bool:
+    """Whether the kernels for ``u`` compile for an NVIDIA GPU, so may use its own instructions
+    (inline PTX, libdevice's approximations): not off the GPU, on ROCm, or in Triton's CPU interpreter."""
+    return u.device.type == "cuda" and not torch.version.hip and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def fast_math_in(kernel: str, setting: str) -> bool:
+    """Whether a TILES["fast_math"] ``setting`` ("", "bwd", "fwd+bwd", ...) names ``kernel`` ("fwd" or "bwd")."""
+    return kernel in setting.split("+")
 
 
 def _fast_math(u: Tensor, kernel: str) -> int:
     """FAST_MATH for ``kernel`` ("fwd" or "bwd"): 0 unless TILES["fast_math"] names it; 1 on
     NVIDIA GPUs; 2 (the series, with the precise log2 and divides) in Triton's CPU interpreter and
     on ROCm, which have no such approximations to call."""
-    if kernel not in TILES["fast_math"].split("+"):
+    if not fast_math_in(kernel, TILES["fast_math"]):
         return 0
-    return 2 if u.device.type != "cuda" or torch.version.hip or os.environ.get("TRITON_INTERPRET") == "1" else 1
+    return 1 if _nvidia_compiled(u) else 2
 
 
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: bool, save_states: bool):
