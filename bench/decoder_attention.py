@@ -30,19 +30,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from starx.models import create_model  # noqa: E402
+from starx.ops import span_attention as span_ops  # noqa: E402
+from starx.ops.span_attention import span_attention  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
 from starx.train.stages import model_kwargs  # noqa: E402
 
 
-def star_b_mask(k: int) -> tuple[torch.Tensor, int, int]:
-    """(mask (T, encoder tokens), decoder heads, head dim) of STAR-B at k images a sequence."""
+def star_b_mask(k: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """(mask (T, encoder tokens), its spans (T, 2), decoder heads, head dim) of STAR-B at k images a sequence."""
     overrides = [f"model.seq_multiplier={k}", "model.backend=torch"] + (["model.separator=none"] if k == 1 else [])
     cfg = load_spec(ROOT / "specs/star_base_in1k.yaml", overrides)
     model = create_model(cfg.model.name, **model_kwargs(cfg))
-    return model.mask, model.cfg.decoder_heads, model.cfg.decoder_dim // model.cfg.decoder_heads
+    return model.mask, model.spans, model.cfg.decoder_heads, model.cfg.decoder_dim // model.cfg.decoder_heads
 
 
-def masked_attention(q, k, v, mask, impl: str):
+def masked_attention(q, k, v, mask, impl: str, spans=None):
+    if impl == "span":
+        return span_attention(q, k, v, spans, mask, "triton")
     if impl.startswith("sdpa"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     block = 64 if impl == "flex_64" else 128  # the BlockMask's tile: 64 skips more of the masked pairs
@@ -53,9 +57,15 @@ def masked_attention(q, k, v, mask, impl: str):
 
 
 # sdpa: the backend torch picks (what the decoder runs); sdpa_cudnn / sdpa_efficient: that backend forced;
-# flex: FlexAttention, 128 x 128 tiles; flex_64: 64 x 64 tiles
+# flex: FlexAttention, 128 x 128 tiles; flex_64: 64 x 64 tiles; span: starx's span attention kernels
+# (starx.ops.span_attention, what the decoder runs on the triton backend), once for each --span-tiles
 IMPLS = {"sdpa": None, "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION, "sdpa_efficient": SDPBackend.EFFICIENT_ATTENTION,
-         "flex": None, "flex_64": None}
+         "flex": None, "flex_64": None, "span": None}
+
+
+def span_tiles(config: str) -> dict:
+    """TILES of starx.ops.span_attention from FWD/DQ/DKDV, each BMxBNxWARPSxSTAGES."""
+    return dict(zip(("fwd", "dq", "dkdv"), (tuple(map(int, c.split("x"))) for c in config.split("/"))))
 
 
 def timed(fn, q, k, v, dout, reps: int = 20) -> float:
@@ -77,15 +87,18 @@ def main() -> None:
     p.add_argument("--k", type=int, nargs="+", default=[4, 1, 8])
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--impls", nargs="+", default=["sdpa", "flex"], choices=list(IMPLS))
+    p.add_argument("--span-tiles", nargs="+", default=["default"],
+                   help="tiles of the span kernels to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES ('default': starx's)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    default_tiles = dict(span_ops.TILES)
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "command": " ".join(["python"] + sys.argv)}
     print(json.dumps(info))
     rows = []
     for k in args.k:
-        mask, heads, dh = star_b_mask(k)
-        mask = mask.cuda()
+        mask, spans, heads, dh = star_b_mask(k)
+        mask, spans = mask.cuda(), spans.cuda()
         b, (nq, nk) = args.images // k, mask.shape
         torch.manual_seed(0)
         q, kk, v = (torch.randn(b, heads, n, dh, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -96,9 +109,14 @@ def main() -> None:
         out_ref.backward(dout.float())
         row = {"k": k, "sequences": b, "heads": heads, "head_dim": dh, "queries": nq, "keys": nk,
                "mask_density": round(mask.float().mean().item(), 3)}
-        for impl in args.impls:
+        runs = [(impl, None) for impl in args.impls if impl != "span"]
+        runs += [("span", t) for t in args.span_tiles] if "span" in args.impls else []
+        for impl, tiles in runs:
             torch._dynamo.reset()
-            compiled = torch.compile(lambda a, b_, c, m=mask, i=impl: masked_attention(a, b_, c, m, i))
+            if tiles is not None:
+                span_ops.TILES.update(default_tiles if tiles == "default" else span_tiles(tiles))
+            name = impl if tiles is None else f"span[{tiles}]"
+            compiled = torch.compile(lambda a, b_, c, m=mask, i=impl, s=spans: masked_attention(a, b_, c, m, i, s))
 
             def fn(a, b_, c, compiled=compiled, backend=IMPLS[impl]):
                 # (active while it compiles too: the backend is chosen when the graph is traced)
@@ -106,9 +124,9 @@ def main() -> None:
                     return compiled(a, b_, c)
 
             try:
-                row[f"{impl}_ms"] = round(timed(fn, q, kk, v, dout), 4)
+                row[f"{name}_ms"] = round(timed(fn, q, kk, v, dout), 4)
             except Exception as e:  # noqa: BLE001 (a backend that refuses these shapes: say so, go on)
-                row[f"{impl}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                row[f"{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                 continue
             for t in (q, kk, v):
                 t.grad = None
@@ -116,9 +134,9 @@ def main() -> None:
             out.backward(dout)
             errs = [(out.float() - out_ref).abs().max()] + [(t.grad.float() - r.grad).abs().max() for t, r in
                                                             zip((q, kk, v), ref)]
-            row[f"{impl}_max_err"] = round(max(e.item() for e in errs), 5)
+            row[f"{name}_max_err"] = round(max(e.item() for e in errs), 5)
             if impl != "sdpa" and "sdpa_ms" in row:
-                row[f"{impl}_over_sdpa"] = round(row[f"{impl}_ms"] / row["sdpa_ms"], 3)
+                row[f"{name}_over_sdpa"] = round(row[f"{name}_ms"] / row["sdpa_ms"], 3)
         rows.append(row)
         print(json.dumps(row))
     if args.out:

@@ -61,7 +61,7 @@ def main() -> None:
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "triton": status["triton"], "mamba_ssm": status["mamba_ssm"],
             "causal_conv1d": status["causal_conv1d"], "batch": args.batch, "bwd_kernel": args.bwd_kernel,
-            "scan_backward": backward_label(args.bwd_kernel, args.fast_math),
+            "scan_backward": backward_label(args.bwd_kernel),
             "command": " ".join(["python"] + sys.argv)}
     print(json.dumps(info))
     print(f"{'model':<32} {'compile':>16} {'img/s':>8} {'x timm ViT-B':>12}")

@@ -207,7 +207,7 @@ def main() -> None:
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
             "compile_mode": args.compile_mode, "inductor": args.inductor, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
-            "scan_backward": backward_label(args.bwd_kernel, args.fast_math),
+            "scan_backward": backward_label(args.bwd_kernel),
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking
     info.update(mamba_ssm=status["mamba_ssm"], causal_conv1d=status["causal_conv1d"], scan_config=status["scan_config"],

@@ -28,7 +28,7 @@ add_bwd_kernel_option(p)
 args = p.parse_args()
 if args.config:
     ts.TILES.update(parse_config(args.config))
-use_bwd_kernel(args.bwd_kernel, args.fast_math or ts.TILES["fast_math"])  # (--fast-math, else the config's)
+use_bwd_kernel(args.bwd_kernel, args.fast_math)  # (--fast-math, else the config's)
 b, d, L, g = SHAPES[args.shape]
 x = [t.requires_grad_() if t.is_floating_point() else t for t in inputs(b, d, L, g, args.layout)]
 for _ in range(2):

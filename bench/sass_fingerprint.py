@@ -1,7 +1,7 @@
 """Did a refactor of the scan kernels change what runs on the GPU? A fingerprint of the sm_90 SASS
 of scan_fwd, scan_bwd and the Gluon scan_bwd_rows at the k=4 launch (bench/triton_scan.py's
-launch_spec), under constexpr combinations that cover every branch (dt bias, softplus, resets,
-gate, atomic sums); no GPU needed. Identical fingerprints before and after a change mean identical
+launch_spec), with starx's fast math setting (TILES["fast_math"]), under constexpr combinations that cover every
+branch (dt bias, softplus, resets, gate, atomic sums); no GPU needed. Identical fingerprints before and after a change mean identical
 instructions, so the GPU tests and timings recorded for the old code hold for the new.
 
     PYTHONPATH=/path/to/triton-3.6:$PWD python bench/sass_fingerprint.py > before.txt
@@ -41,6 +41,7 @@ def main() -> None:
         for key, v in zip(("HAS_BIAS", "SOFTPLUS", "HAS_RESET", "HAS_Z", "ATOMIC_SUMS"), case):
             if key in consts:
                 consts[key] = bool(v)
+        consts["FAST_MATH"] = int(ts.fast_math_in("fwd" if name == "scan_fwd" else "bwd", ts.TILES["fast_math"]))
         if gluon:  # launched as starx launches it on a Hopper GPU (B and C packed where it may: k=4's are)
             default = ts.default_backward("cuda", False)
             consts |= default.constants | ({"PACKED_BC": True} if default.pack_bc else {})

@@ -8,7 +8,8 @@
 #
 # Parts (default: the first two, ~8 minutes on a cold machine, where compiling STAR-B and the anchor
 # at two k took 240 s on 2026-11-30; a part cut by its box leaves what it wrote):
-#   gpu_tests       the GPU tests of the Triton scan and conv (no kernel change is measured before they pass)
+#   gpu_tests       the GPU tests of the Triton scan, conv and span attention (no kernel change is measured before
+#                   they pass)
 #   pretrain_k4_k1  STAR-B pretraining step vs the causal ViT-B anchor, reduce-overhead, k = 4 and 1, and
 #                   STAR-B's encoder blocks alone timed as the anchor is (--encoder)
 #   rows_bwd        the backward candidate of bench/scan_bwd_rows.py (one channel a lane, Gluon): its GPU
@@ -17,6 +18,8 @@
 #   rows_warps      the best variants with 2 and 4 warps a program, and with 4-step tiles
 #   rows_steps      the fine-tuning step (compiled) and the k=4 pretraining step with that candidate
 #   pretrain_k4     the pretraining step at k = 4 alone, beside the anchor
+#   span_attention  the decoder's span attention kernels: GPU tests, then one block's attention against SDPA at
+#                   every k (SPAN_TILES: more tiles to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES)
 #   decoder_attention ARM's decoder attention alone: SDPA (each backend) with the dense mask vs FlexAttention
 #                   (128 and 64 tiles), k = 4 and 8
 #   pretrain_k2_k8  the same at k = 2 and 8
@@ -76,9 +79,14 @@ for p in $PARTS; do
     case $p in
     gpu_tests)  # (+ the loader's GPU buffers test where FFCV was carried)
         part gpu_tests 280 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_scan.py \
-            tests/test_triton_conv.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
+            tests/test_triton_conv.py tests/test_span_attention.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
     pretrain_k4) part pretrain_k4 200 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4.json" ;;
+    span_attention)  # the decoder's span attention kernels: GPU tests, then one block's attention against SDPA
+        # at every k, for starx's tiles and those in SPAN_TILES (FWD/DQ/DKDV, each BMxBNxWARPSxSTAGES)
+        part span_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_span_attention.py
+        part span_time 200 python3 bench/decoder_attention.py --k 4 1 8 --impls sdpa span \
+            --span-tiles default ${SPAN_TILES:-} --out "$OUT/span_attention.jsonl" ;;
     decoder_attention) part decoder_attention 150 python3 bench/decoder_attention.py --k 4 8 \
         --impls sdpa sdpa_cudnn sdpa_efficient flex flex_64 --out "$OUT/decoder_attention.jsonl" ;;
     pretrain_k4_k1) part pretrain_k4_k1 300 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \

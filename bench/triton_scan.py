@@ -195,20 +195,26 @@ def add_bwd_kernel_option(p: argparse.ArgumentParser) -> None:
                         "scan_bwd), triton_blocks (the same, dB / dC "
                         "summed from per-block partials, as under deterministic algorithms) or a candidate of "
                         "bench/scan_bwd_rows.py")
-    p.add_argument("--fast-math", default="", choices=["", "bwd", "fwd+bwd"],
+    p.add_argument("--fast-math", default=None, choices=list(FAST_MATH_SETTINGS),
                    help="the scan kernels that compute softplus and the gate's sigmoid with the GPU's approximate "
-                        "log2 and divides (TILES['fast_math'], a candidate; default none)")
+                        "log2 and divides (TILES['fast_math']; default starx's, fwd+bwd; none: the precise ones)")
 
 
-def backward_label(name: str, fast_math: str = "") -> str:
-    """What --bwd-kernel ``name`` (and --fast-math) launches, in words (for the benchmarks' records)."""
-    return (ts.backward_name() if name == "default" else name) + (f", fast_math {fast_math}" if fast_math else "")
+# --fast-math's settings: TILES["fast_math"] of each
+FAST_MATH_SETTINGS = {"none": "", "bwd": "bwd", "fwd": "fwd", "fwd+bwd": "fwd+bwd"}
 
 
-def use_bwd_kernel(name: str, fast_math: str = "") -> None:
+def backward_label(name: str) -> str:
+    """What --bwd-kernel ``name`` launches, with the fast math now set, in words (for the benchmarks' records)."""
+    return (ts.backward_name() if name == "default" else name) + f", fast_math {ts.TILES['fast_math'] or 'none'}"
+
+
+def use_bwd_kernel(name: str, fast_math: str | None = None) -> None:
     """Launch the backward kernel ``name`` from now on in this process (BWD_KERNELS), with fast
-    math in the kernels ``fast_math`` names (TILES["fast_math"])."""
-    ts.TILES.update(bwd_tiles(name), fast_math=fast_math)
+    math in the kernels --fast-math ``fast_math`` names (FAST_MATH_SETTINGS; None: as set)."""
+    ts.TILES.update(bwd_tiles(name))
+    if fast_math is not None:
+        ts.TILES["fast_math"] = FAST_MATH_SETTINGS[fast_math]
 
 
 DEFAULT_TILES = dict(ts.TILES)

@@ -273,19 +273,21 @@ def _scan_and_grads(inputs, backend, reset=None):
                          ids=["k1", "k4", "k8", "finetune4dir"])
 @DTYPES
 @RESETS
-@pytest.mark.parametrize("bwd", ["default", "scan_bwd", "default/fast_math", "default/fast_math_bwd", "scan_bwd/fast_math"])
+@pytest.mark.parametrize("bwd", ["default", "scan_bwd", "default/precise", "default/fast_math_bwd", "scan_bwd/precise"])
 def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, bwd, request, monkeypatch):
     """default: the backward starx launches here (the Gluon kernel); scan_bwd: the plain Triton
-    backward it falls back to without Gluon; /fast_math (forward and backward), /fast_math_bwd
-    (the backward alone): softplus and the gate's sigmoid with the GPU's approximate log2 and
-    divides (TILES["fast_math"], a candidate)."""
+    backward it falls back to without Gluon. Both as starx launches them, with softplus and the
+    gate's sigmoid on the GPU's approximate log2 and divides in forward and backward
+    (TILES["fast_math"]); /precise: with the precise ones; /fast_math_bwd: approximate in the
+    backward alone."""
     from starx.ops import triton_scan as ts
     from starx.ops._triton_scan_kernels import scan_bwd
 
     bwd, _, fast_math = bwd.partition("/")
     if bwd == "scan_bwd":
         monkeypatch.setitem(ts.TILES, "bwd_kernel", scan_bwd)
-    monkeypatch.setitem(ts.TILES, "fast_math", {"": "", "fast_math": "fwd+bwd", "fast_math_bwd": "bwd"}[fast_math])
+    if fast_math:
+        monkeypatch.setitem(ts.TILES, "fast_math", {"precise": "", "fast_math_bwd": "bwd"}[fast_math])
     _matches_the_twin(shape, dtype, reset, request)
 
 

@@ -3,9 +3,10 @@ Triton is imported: tests/test_triton_scan.py starts this file in a subprocess) 
 JSON line per case: the largest relative error of the output and each gradient against the
 sequential fp64 reference, or of the channel-last mixers against the torch-twin mixers.
 
-    TRITON_INTERPRET=1 python tests/triton_interpreted.py {kernel|gluon|softplus|mixer}
+    TRITON_INTERPRET=1 python tests/triton_interpreted.py {kernel|gluon|softplus|mixer|span}
 
 ``gluon``: the Gluon backward, run by the interpreter through tests/gluon_interpreted.py.
+``span``: the decoder's span attention (starx.ops.span_attention) against fp64 SDPA with the mask.
 """
 
 from __future__ import annotations
@@ -171,6 +172,46 @@ GLUON_CASES = {
 }
 
 
+def staircase(queries: int, keys: int, cluster: int, own_from: int | None) -> torch.Tensor:
+    """Spans as the decoder's: clusters of ``cluster`` queries reading the keys before their
+    cluster's, from key 0 (cross-image) or, from query row ``own_from`` on, from key 10 (own image)."""
+    rows = torch.arange(queries)
+    hi = (3 + cluster * (rows // cluster)).clamp(max=keys)
+    lo = torch.where(rows >= own_from, 10, 0) if own_from is not None else torch.zeros_like(rows)
+    return torch.stack([lo, hi], 1).to(torch.int32)
+
+
+def span_case(*, queries=37, keys=45, d=16, cluster=4, own_from=None, tiles=16) -> dict:
+    """The largest relative error of the span kernels' output and gradients (fp16: the interpreter
+    has no bf16 tl.dot) against fp64 SDPA with the same mask."""
+    from starx.ops import span_attention as sa
+
+    spans = staircase(queries, keys, cluster, own_from)
+    sa.check_spans(spans, keys)
+    sa.TILES.update(fwd=(tiles, tiles, 4, 1), dq=(tiles, tiles, 4, 1), dkdv=(tiles, tiles, 4, 1))
+    gen = torch.Generator().manual_seed(queries + keys)
+    b, h = 2, 2
+    q = torch.randn(b, queries, h, d, generator=gen).transpose(1, 2).half()  # heads of a Linear's output
+    k, v = torch.randn(b, keys, 2, h, d, generator=gen).permute(2, 0, 3, 1, 4).half()
+    o, lse = sa.attention_forward(q, k, v, spans)
+    do = torch.randn(o.shape, generator=gen).half()
+    grads = sa.attention_backward(q, k, v, o, lse, do, spans)
+    ref_in = [t.double().requires_grad_() for t in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*ref_in, attn_mask=sa.spans_to_mask(spans, keys))
+    ref.backward(do.double())
+    rel = lambda a, r: ((a.double() - r).abs().max() / r.abs().max()).item()  # noqa: E731
+    return {"o": rel(o, ref), **{f"d{n}": rel(g, t.grad) for n, g, t in zip("qkv", grads, ref_in)}}
+
+
+# one tile row of BM queries reads one key range: cases at and across the tiles' edges
+SPAN_CASES = {
+    "cross_image": {},
+    "own_image": {"own_from": 20},  # lo steps up mid-way, inside a query tile
+    "one_tile": {"queries": 12, "keys": 14, "tiles": 16},  # rows and keys past the ends, masked
+    "cluster_across_tiles": {"queries": 40, "keys": 48, "cluster": 6, "d": 32},
+}
+
+
 def gluon_cases():
     """(case, variant, errors): starx's default Gluon backward in every case, and each candidate of
     bench/scan_bwd_rows.py (the ones the GPU tests check) in the reset case, or in bf16_bc where
@@ -199,6 +240,9 @@ if __name__ == "__main__":
     elif sys.argv[1] == "gluon":
         for case, variant, errors in gluon_cases():
             print(json.dumps({"case": case, "variant": variant, "errors": errors}), flush=True)
+    elif sys.argv[1] == "span":
+        for case, kwargs in SPAN_CASES.items():
+            print(json.dumps({"case": case, "errors": span_case(**kwargs)}), flush=True)
     elif sys.argv[1] == "softplus":
         print(json.dumps({"case": "softplus", "errors": softplus_cases()}), flush=True)
     else:

@@ -12,6 +12,7 @@ from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor
 
 from starx.ops import add_layer_norm
+from starx.ops.span_attention import span_attention
 
 
 def patchify(images: Tensor, p: int) -> Tensor:
@@ -86,38 +87,40 @@ class MambaMLPBlock(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention of queries over encoder features, with a boolean mask (True = may attend)."""
+    """Multi-head attention of queries over encoder features, query i reading the keys
+    [spans[i, 0], spans[i, 1]) (``mask``: the same as a dense boolean mask, True = may attend).
+    ``backend`` picks the attention's path (starx.ops.span_attention)."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, backend: str = "auto"):
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.backend = num_heads, backend
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, dim * 2)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, q: Tensor, kv: Tensor, mask: Tensor, spans: Tensor) -> Tensor:
         B, Nq, C = q.shape
         h = self.num_heads
         q = self.q(q).view(B, Nq, h, C // h).transpose(1, 2)
         k, v = self.kv(kv).view(B, kv.shape[1], 2, h, C // h).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = span_attention(q, k, v, spans, mask, self.backend)
         return self.proj(out.transpose(1, 2).reshape(B, Nq, C))
 
 
 class DecoderBlock(nn.Module):
     """ARM's decoder block: q + attn(LN(q), LN(kv)), then q + MLP(LN(q)) (GELU, ratio 4)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, backend: str = "auto"):
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
-        self.attn = CrossAttention(dim, num_heads)
+        self.attn = CrossAttention(dim, num_heads, backend)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
-        q = q + self.attn(self.norm_q(q), self.norm_kv(kv), mask)
+    def forward(self, q: Tensor, kv: Tensor, mask: Tensor, spans: Tensor) -> Tensor:
+        q = q + self.attn(self.norm_q(q), self.norm_kv(kv), mask, spans)
         return q + self.mlp(self.norm2(q))
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from starx.models.config import Geometry, STARConfig
+from starx.ops.span_attention import check_spans, spans_to_mask
 
 
 def cluster_order(grid_h: int, grid_w: int, c: int) -> Tensor:
@@ -37,7 +38,8 @@ class SequenceLayout:
     order: Tensor  # (N,) raster index of each cluster-ordered patch
     target_index: Tensor  # (T,) index into the k*N cluster-ordered image patches of a sequence
     target_raster: Tensor  # (T,) raster index (within its image) of each target patch
-    mask: Tensor  # (T, encoder_tokens) bool, True where a target's query may read an encoder token
+    spans: Tensor  # (T, 2) int32: the encoder tokens [lo, hi) a target's query may read (both ends non-decreasing)
+    mask: Tensor  # (T, encoder_tokens) bool, True where a target's query may read an encoder token (of spans)
 
     @property
     def sep_len(self) -> int:  # S
@@ -80,8 +82,7 @@ def build_layout(cfg: STARConfig) -> SequenceLayout:
     seg = geo.segment_tokens
     num_tokens = geo.encoder_tokens
     order = cluster_order(*geo.grid, cfg.cluster_size)
-    index, raster, rows = [], [], []
-    key_pos = torch.arange(num_tokens)
+    index, raster, spans = [], [], []
     for i in range(k):
         lo = 0 if cfg.decoder_cross_image else i * seg
         for j in range(N // P):
@@ -91,7 +92,9 @@ def build_layout(cfg: STARConfig) -> SequenceLayout:
             patches = torch.arange(j * P, (j + 1) * P)
             index.append(i * N + patches)
             raster.append(order[patches])
-            rows.append(((key_pos >= lo) & (key_pos < start)).expand(P, num_tokens))
+            spans.append(torch.tensor([[lo, start]], dtype=torch.int32).expand(P, 2))
     if not index:
         raise ValueError("this layout has no targets (one image, one cluster, no separator)")
-    return SequenceLayout(geo, order, torch.cat(index), torch.cat(raster), torch.cat(rows))
+    spans = torch.cat(spans)
+    check_spans(spans, num_tokens)  # (the kernels' assumption: a tile of rows reads one range of keys)
+    return SequenceLayout(geo, order, torch.cat(index), torch.cat(raster), spans, spans_to_mask(spans, num_tokens))

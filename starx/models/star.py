@@ -97,8 +97,9 @@ class STARPretrain(nn.Module):
         self.ar_token = nn.Parameter(torch.zeros(1, 1, Dd))
         self.register_buffer("dec_pos", sincos_2d(Dd, gh, gw)[layout.target_raster], persistent=False)
         self.register_buffer("mask", layout.mask, persistent=False)
+        self.register_buffer("spans", layout.spans, persistent=False)
         self.register_buffer("target_index", layout.target_index, persistent=False)
-        self.dec_blocks = nn.ModuleList(DecoderBlock(Dd, cfg.decoder_heads) for _ in range(m))
+        self.dec_blocks = nn.ModuleList(DecoderBlock(Dd, cfg.decoder_heads, backend=cfg.backend) for _ in range(m))
         self.ar_norm = nn.LayerNorm(Dd)
         self.ar_pred = nn.Linear(Dd, cfg.patch_pixels)
 
@@ -181,7 +182,7 @@ class STARPretrain(nn.Module):
         kvs = self.enc2dec(torch.cat(normed, dim=-1)).chunk(len(self.dec_blocks), dim=-1)
         q = (self.ar_token + self.dec_pos).expand(feats[0].shape[0], -1, -1)
         for block, kv in zip(self.dec_blocks, kvs):
-            q = block(q, kv, self.mask)
+            q = block(q, kv, self.mask, self.spans)
         return self.ar_pred(self.ar_norm(q))
 
     def targets(self, images: Tensor) -> Tensor:

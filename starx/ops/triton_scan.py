@@ -73,11 +73,13 @@ def triton_error() -> str | None:
 # shorter k=1 (128 steps) and fine-tune (197) shapes, hence 512 (bench/results/triton_scan_fwd_l2_prefetch_h200.txt).
 # "fast_math": the kernels ("fwd", "bwd", "fwd+bwd"; "" none) that compute softplus and the gate's
 # sigmoid with the GPU's approximate log2 and divides and log1p's series (_softplus_slope's FAST_MATH).
-# CPU-checked, not yet timed or GPU-tested (2026-12-01, session 15), so none. The backward alone is
-# an option because the approximate log2 once made the forward slower (bench/README.md); a backward
-# whose dt differs from the forward's in the last bits recomputes the states as closely.
+# Both kernels: on the H200, scan forward + backward 1.36 -> 1.30 ms a layer at k=4, 2.12 -> 2.04 at
+# k=8, 3.17 -> 3.04 at the fine-tune shape; whole steps k=4 0.718 -> 0.729x, fine-tune 0.474 -> 0.489x
+# (bench/results/triton_scan_fast_math_h200.txt, bench/README.md, session 16). "" restores the precise
+# log2 and divides; "bwd" the backward alone (a backward whose dt differs from the forward's in the
+# last bits recomputes the states as closely).
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
-         "sums": "atomic", "fwd_l2_ahead": (2, 512), "fast_math": ""}
+         "sums": "atomic", "fwd_l2_ahead": (2, 512), "fast_math": "fwd+bwd"}
 REGISTERS: dict[str, int | None] = {}  # registers per thread of the last launch of each kernel (bench/)
 
 
