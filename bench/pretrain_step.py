@@ -46,6 +46,7 @@ from bench.anchors import causal_vit_images_per_s, time_steps  # noqa: E402
 from bench.triton_scan import add_bwd_kernel_option, backward_label, use_bwd_kernel  # noqa: E402
 from starx.models import create_model  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
+from starx.ops import span_attention as span_ops  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
 from starx.train.dist import DistInfo  # noqa: E402
 from starx.train.loop import run_fixed_steps  # noqa: E402
@@ -157,9 +158,13 @@ def main() -> None:
     p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                    help="set torch._inductor.config KEY (Python literal VALUE) for every model this run compiles, "
                         "the anchor's too, e.g. combo_kernels=True (repeatable)")
+    p.add_argument("--decoder-attention", default="span", choices=["span", "sdpa"],
+                   help="the decoder's attention on the triton backend: starx's span kernels (starx.ops.span_attention, "
+                        "the default) or SDPA with the dense mask (as before 2026-12-01)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     use_bwd_kernel(args.bwd_kernel, args.fast_math)
+    span_ops.USE_KERNELS = args.decoder_attention == "span"
     import torch._inductor.config as inductor_config
 
     for item in args.inductor:
@@ -207,6 +212,7 @@ def main() -> None:
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
             "compile_mode": args.compile_mode, "inductor": args.inductor, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
+            "decoder_attention": args.decoder_attention,
             "scan_backward": backward_label(args.bwd_kernel),
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking

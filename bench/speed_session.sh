@@ -20,6 +20,7 @@
 #   pretrain_k4     the pretraining step at k = 4 alone, beside the anchor
 #   span_attention  the decoder's span attention kernels: GPU tests, then one block's attention against SDPA at
 #                   every k (SPAN_TILES: more tiles to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES)
+#   span_steps      whole pretraining steps, k=4 with SDPA in the decoder against every k with the span kernels
 #   decoder_attention ARM's decoder attention alone: SDPA (each backend) with the dense mask vs FlexAttention
 #                   (128 and 64 tiles), k = 4 and 8
 #   pretrain_k2_k8  the same at k = 2 and 8
@@ -82,6 +83,11 @@ for p in $PARTS; do
             tests/test_triton_conv.py tests/test_span_attention.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
     pretrain_k4) part pretrain_k4 200 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4.json" ;;
+    span_steps)  # whole pretraining steps: k=4 with SDPA in the decoder, then every k with the span kernels
+        part span_steps_sdpa 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
+            --compile-mode reduce-overhead --steps 24 --decoder-attention sdpa --out "$OUT/pretrain_step_k4_sdpa.json"
+        part span_steps 330 python3 bench/pretrain_step.py --k 4 1 2 8 --backend triton --compile \
+            --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_all_k_span.json" ;;
     span_attention)  # the decoder's span attention kernels: GPU tests, then one block's attention against SDPA
         # at every k, for starx's tiles and those in SPAN_TILES (FWD/DQ/DKDV, each BMxBNxWARPSxSTAGES)
         part span_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_span_attention.py

@@ -33,6 +33,69 @@ def _load_rows(ptr, rows, n_rows, stride, d, D: tl.constexpr):
 
 
 @triton.jit
+def _key_runs(lo, hi, rows, NQ, NK, BN: tl.constexpr):
+    """The key blocks a tile of rows reads, as three runs [a, b) [b, c) [c, end) of block starts:
+    the middle one inside every row's span (no masking), the outer ones straddling an edge."""
+    valid = rows < NQ
+    first = tl.min(tl.where(valid, lo, NK))  # the tile's keys: [first, end)
+    end = tl.max(hi)
+    a = (first // BN) * BN
+    lo_max = tl.max(tl.where(valid, lo, 0))
+    hi_min = tl.min(tl.where(valid, hi, NK))
+    b = tl.minimum(tl.maximum(((lo_max + BN - 1) // BN) * BN, a), end)
+    c = tl.minimum(tl.maximum((hi_min // BN) * BN, b), end)
+    return a, b, c, end
+
+
+@triton.jit
+def _fwd_block(q, k_base, v_base, n0, sk_n, sv_n, NK, lo, hi, m_i, l_i, acc, scale_log2e, d,
+               D: tl.constexpr, BN: tl.constexpr, MASKED: tl.constexpr):
+    """One key block of the online softmax: (m_i, l_i, acc) updated."""
+    cols = n0 + tl.arange(0, BN)
+    k = _load_rows(k_base, cols, NK, sk_n, d, D)
+    v = _load_rows(v_base, cols, NK, sv_n, d, D)
+    s = tl.dot(q, tl.trans(k)) * scale_log2e
+    if MASKED:
+        inside = (cols[None, :] >= lo[:, None]) & (cols[None, :] < hi[:, None])
+        s = tl.where(inside, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # (a row with no key yet: nothing to rescale)
+    p = tl.exp2(s - m_ref[:, None])
+    alpha = tl.exp2(m_i - m_ref)
+    return m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+
+
+@triton.jit
+def _dq_block(q, do, k_base, v_base, n0, sk_n, sv_n, NK, lo, hi, lse, delta, dq, scale_log2e, d,
+              D: tl.constexpr, BN: tl.constexpr, MASKED: tl.constexpr):
+    cols = n0 + tl.arange(0, BN)
+    k = _load_rows(k_base, cols, NK, sk_n, d, D)
+    v = _load_rows(v_base, cols, NK, sv_n, d, D)
+    p = tl.exp2(tl.dot(q, tl.trans(k)) * scale_log2e - lse[:, None])
+    if MASKED:
+        p = tl.where((cols[None, :] >= lo[:, None]) & (cols[None, :] < hi[:, None]), p, 0.0)
+    ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+    return dq + tl.dot(ds.to(k.dtype), k)
+
+
+@triton.jit
+def _dkdv_block(k, v, cols, q_base, do_base, m0, sq_m, sdo_m, span_ptr, lse_ptr, delta_ptr, NQ, dk, dv,
+                scale_log2e, d, D: tl.constexpr, BM: tl.constexpr, MASKED: tl.constexpr):
+    rows = m0 + tl.arange(0, BM)
+    q = _load_rows(q_base, rows, NQ, sq_m, d, D)
+    do = _load_rows(do_base, rows, NQ, sdo_m, d, D)
+    lse = tl.load(lse_ptr + rows, mask=rows < NQ, other=0.0)
+    delta = tl.load(delta_ptr + rows, mask=rows < NQ, other=0.0)
+    p_t = tl.exp2(tl.dot(k, tl.trans(q)) * scale_log2e - lse[None, :])  # (BN, BM): transposed
+    if MASKED:
+        lo, hi = _row_spans(span_ptr, rows, NQ)
+        p_t = tl.where((cols[:, None] >= lo[None, :]) & (cols[:, None] < hi[None, :]), p_t, 0.0)
+    dv += tl.dot(p_t.to(do.dtype), do)
+    ds_t = p_t * (tl.dot(v, tl.trans(do)) - delta[None, :])
+    return dk + tl.dot(ds_t.to(q.dtype), q), dv
+
+
+@triton.jit
 def span_attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, span_ptr,
                   sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_m,
                   H, NQ, NK, scale_log2e,
@@ -43,28 +106,19 @@ def span_attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, span_ptr,
     rows = pid_m * BM + tl.arange(0, BM)
     d = tl.arange(0, D)
     lo, hi = _row_spans(span_ptr, rows, NQ)
-    first = tl.min(tl.where(rows < NQ, lo, NK))  # the tile's keys: [first, last)
-    last = tl.max(hi)
     q = _load_rows(q_ptr + b * sq_b + h * sq_h, rows, NQ, sq_m, d, D)
     k_base, v_base = k_ptr + b * sk_b + h * sk_h, v_ptr + b * sv_b + h * sv_h
 
     m_i = tl.full((BM,), float("-inf"), tl.float32)
     l_i = tl.zeros((BM,), tl.float32)
     acc = tl.zeros((BM, D), tl.float32)
-    for n0 in range((first // BN) * BN, last, BN):
-        cols = n0 + tl.arange(0, BN)
-        k = _load_rows(k_base, cols, NK, sk_n, d, D)
-        v = _load_rows(v_base, cols, NK, sv_n, d, D)
-        s = tl.dot(q, tl.trans(k)) * scale_log2e
-        inside = (cols[None, :] >= lo[:, None]) & (cols[None, :] < hi[:, None])
-        s = tl.where(inside, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # (a row with no key yet: nothing to rescale)
-        p = tl.exp2(s - m_ref[:, None])
-        alpha = tl.exp2(m_i - m_ref)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+    a, b_, c, end = _key_runs(lo, hi, rows, NQ, NK, BN)
+    for n0 in range(a, b_, BN):
+        m_i, l_i, acc = _fwd_block(q, k_base, v_base, n0, sk_n, sv_n, NK, lo, hi, m_i, l_i, acc, scale_log2e, d, D, BN, True)
+    for n0 in range(b_, c, BN):
+        m_i, l_i, acc = _fwd_block(q, k_base, v_base, n0, sk_n, sv_n, NK, lo, hi, m_i, l_i, acc, scale_log2e, d, D, BN, False)
+    for n0 in range(c, end, BN):
+        m_i, l_i, acc = _fwd_block(q, k_base, v_base, n0, sk_n, sv_n, NK, lo, hi, m_i, l_i, acc, scale_log2e, d, D, BN, True)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # (an empty span reads zeros)
     o = acc / l_safe[:, None]
     out = (rows < NQ)[:, None] & (d < D)[None, :]
@@ -84,8 +138,6 @@ def span_attn_bwd_dq(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr, dq_
     rows = pid_m * BM + tl.arange(0, BM)
     d = tl.arange(0, D)
     lo, hi = _row_spans(span_ptr, rows, NQ)
-    first = tl.min(tl.where(rows < NQ, lo, NK))
-    last = tl.max(hi)
     q = _load_rows(q_ptr + b * sq_b + h * sq_h, rows, NQ, sq_m, d, D)
     do = _load_rows(do_ptr + b * sdo_b + h * sdo_h, rows, NQ, sdo_m, d, D)
     o = _load_rows(o_ptr + b * so_b + h * so_h, rows, NQ, so_m, d, D)
@@ -95,16 +147,13 @@ def span_attn_bwd_dq(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr, dq_
     k_base, v_base = k_ptr + b * sk_b + h * sk_h, v_ptr + b * sv_b + h * sv_h
 
     dq = tl.zeros((BM, D), tl.float32)
-    for n0 in range((first // BN) * BN, last, BN):
-        cols = n0 + tl.arange(0, BN)
-        k = _load_rows(k_base, cols, NK, sk_n, d, D)
-        v = _load_rows(v_base, cols, NK, sv_n, d, D)
-        s = tl.dot(q, tl.trans(k)) * scale_log2e
-        inside = (cols[None, :] >= lo[:, None]) & (cols[None, :] < hi[:, None])
-        p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v))
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k)
+    a, b_, c, end = _key_runs(lo, hi, rows, NQ, NK, BN)
+    for n0 in range(a, b_, BN):
+        dq = _dq_block(q, do, k_base, v_base, n0, sk_n, sv_n, NK, lo, hi, lse, delta, dq, scale_log2e, d, D, BN, True)
+    for n0 in range(b_, c, BN):
+        dq = _dq_block(q, do, k_base, v_base, n0, sk_n, sv_n, NK, lo, hi, lse, delta, dq, scale_log2e, d, D, BN, False)
+    for n0 in range(c, end, BN):
+        dq = _dq_block(q, do, k_base, v_base, n0, sk_n, sv_n, NK, lo, hi, lse, delta, dq, scale_log2e, d, D, BN, True)
     out = (rows < NQ)[:, None] & (d < D)[None, :]
     tl.store(dq_ptr + b * sdq_b + h * sdq_h + rows[:, None] * sdq_m + d[None, :],
              (dq * scale).to(dq_ptr.dtype.element_ty), mask=out)
@@ -115,9 +164,9 @@ def span_attn_bwd_dkdv(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, 
                        sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sdo_b, sdo_h, sdo_m,
                        sdk_b, sdk_h, sdk_n, sdv_b, sdv_h, sdv_n,
                        H, NQ, NK, scale_log2e, scale,
-                       D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+                       D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, TILES_Q: tl.constexpr):
     """One program: dk and dv of BN keys of one (sequence, head), summed over the query tiles
-    whose spans reach them (the others are skipped whole)."""
+    whose spans reach them (the others are skipped whole). TILES_Q: a power of two >= the query tiles."""
     pid_n, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     cols = pid_n * BN + tl.arange(0, BN)
@@ -127,23 +176,35 @@ def span_attn_bwd_dkdv(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, 
     v = _load_rows(v_ptr + b * sv_b + h * sv_h, cols, NK, sv_n, d, D)
     q_base, do_base = q_ptr + b * sq_b + h * sq_h, do_ptr + b * sdo_b + h * sdo_h
 
+    # the query tiles whose spans reach these keys, from each tile's first and last spans (the ends
+    # are non-decreasing): a contiguous run of tiles, walked without a branch (which would stop
+    # the loop's loads from being pipelined)
+    tiles = tl.arange(0, TILES_Q)
+    starts = tiles * BM
+    first_lo = tl.load(span_ptr + starts * 2, mask=starts < NQ, other=NK)
+    last_hi = tl.load(span_ptr + (tl.minimum(starts + BM, NQ) - 1) * 2 + 1, mask=starts < NQ, other=0)
+    first_hi = tl.load(span_ptr + starts * 2 + 1, mask=starts < NQ, other=0)
+    last_lo = tl.load(span_ptr + (tl.minimum(starts + BM, NQ) - 1) * 2, mask=starts < NQ, other=NK)
+    reach = (last_hi > n0) & (first_lo < n0 + BN)
+    m_first = tl.min(tl.where(reach, starts, NQ))
+    end = tl.max(tl.where(reach, starts + BM, 0))
+    # and among them those whose every row reads every one of these keys (no masking)
+    full = reach & (first_hi >= n0 + BN) & (last_lo <= n0) & (starts + BM <= NQ)
+    b_ = tl.minimum(tl.maximum(tl.min(tl.where(full, starts, NQ)), m_first), end)
+    c = tl.minimum(tl.maximum(tl.max(tl.where(full, starts + BM, 0)), b_), end)
+
     dk = tl.zeros((BN, D), tl.float32)
     dv = tl.zeros((BN, D), tl.float32)
-    for m0 in range(0, NQ, BM):
-        rows = m0 + tl.arange(0, BM)
-        lo, hi = _row_spans(span_ptr, rows, NQ)
-        if (tl.max(hi) > n0) & (tl.min(tl.where(rows < NQ, lo, NK)) < n0 + BN):
-            q = _load_rows(q_base, rows, NQ, sq_m, d, D)
-            do = _load_rows(do_base, rows, NQ, sdo_m, d, D)
-            lse = tl.load(lse_ptr + bh * NQ + rows, mask=rows < NQ, other=0.0)
-            delta = tl.load(delta_ptr + bh * NQ + rows, mask=rows < NQ, other=0.0)
-            s_t = tl.dot(k, tl.trans(q)) * scale_log2e  # (BN, BM): scores transposed
-            inside = (cols[:, None] >= lo[None, :]) & (cols[:, None] < hi[None, :])
-            p_t = tl.where(inside, tl.exp2(s_t - lse[None, :]), 0.0)
-            dv += tl.dot(p_t.to(do.dtype), do)
-            dp_t = tl.dot(v, tl.trans(do))
-            ds_t = p_t * (dp_t - delta[None, :])
-            dk += tl.dot(ds_t.to(q.dtype), q)
+    lse_row, delta_row = lse_ptr + bh * NQ, delta_ptr + bh * NQ
+    for m0 in range(m_first, b_, BM):
+        dk, dv = _dkdv_block(k, v, cols, q_base, do_base, m0, sq_m, sdo_m, span_ptr, lse_row, delta_row, NQ, dk, dv,
+                             scale_log2e, d, D, BM, True)
+    for m0 in range(b_, c, BM):
+        dk, dv = _dkdv_block(k, v, cols, q_base, do_base, m0, sq_m, sdo_m, span_ptr, lse_row, delta_row, NQ, dk, dv,
+                             scale_log2e, d, D, BM, False)
+    for m0 in range(c, end, BM):
+        dk, dv = _dkdv_block(k, v, cols, q_base, do_base, m0, sq_m, sdo_m, span_ptr, lse_row, delta_row, NQ, dk, dv,
+                             scale_log2e, d, D, BM, True)
     out = (cols < NK)[:, None] & (d < D)[None, :]
     tl.store(dk_ptr + b * sdk_b + h * sdk_h + cols[:, None] * sdk_n + d[None, :],
              (dk * scale).to(dk_ptr.dtype.element_ty), mask=out)

@@ -27,8 +27,9 @@ from torch import Tensor
 
 # Per program: (query rows BM, keys BN, warps, pipeline stages) of the forward, of the backward's
 # dq kernel and of its dk / dv kernel.
-TILES = {"fwd": (128, 64, 8, 2), "dq": (64, 64, 4, 2), "dkdv": (64, 64, 4, 2)}
+TILES = {"fwd": (64, 128, 4, 2), "dq": (64, 128, 4, 2), "dkdv": (128, 128, 8, 2)}
 HEAD_DIMS = (16, 32, 64, 128)  # the head sizes the kernels take (tl.dot's tiles: powers of two)
+USE_KERNELS = True  # False: SDPA with the mask everywhere (bench/ compares the two in one process)
 
 
 def spans_to_mask(spans: Tensor, keys: int) -> Tensor:
@@ -102,8 +103,12 @@ def attention_backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, 
     bm, bn, warps, stages = TILES["dkdv"]
     span_attn_bwd_dkdv[(triton_cdiv(NK, bn), B * H)](
         q, k, v, do, lse, delta, dk, dv, spans, *_bhmd(q), *_bhmd(k), *_bhmd(v), *_bhmd(do), *_bhmd(dk), *_bhmd(dv),
-        *consts, D=D, BM=bm, BN=bn, num_warps=warps, num_stages=stages)
+        *consts, D=D, BM=bm, BN=bn, TILES_Q=_pow2(triton_cdiv(NQ, bm)), num_warps=warps, num_stages=stages)
     return dq, dk, dv
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -164,7 +169,7 @@ def span_attention(q: Tensor, k: Tensor, v: Tensor, spans: Tensor, mask: Tensor,
     the tensors (fp32 keeps SDPA: tl.dot would round its inputs to tf32)."""
     from starx.ops._kernels import scan_backend
 
-    if kernels_take(q, k, v) and scan_backend(backend, q) == "triton":
+    if USE_KERNELS and kernels_take(q, k, v) and scan_backend(backend, q) == "triton":
         return span_attn_fwd(_unit_d(q), _unit_d(k), _unit_d(v), spans)[0]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
