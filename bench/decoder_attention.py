@@ -82,6 +82,19 @@ def timed(fn, q, k, v, dout, reps: int = 20) -> float:
     return start.elapsed_time(end) / reps
 
 
+def kernel_times(fn, q, k, v, dout, reps: int = 5) -> dict[str, float]:
+    """ms per forward + backward of each GPU kernel fn launches (torch.profiler), largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn(q, k, v).backward(dout)
+        torch.cuda.synchronize()
+    times = {e.key[:60]: round(e.device_time_total / 1000 / reps, 4) for e in prof.key_averages()
+             if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time_total > 0}
+    return dict(sorted(times.items(), key=lambda kv: -kv[1])[:8])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, nargs="+", default=[4, 1, 8])
@@ -89,9 +102,12 @@ def main() -> None:
     p.add_argument("--impls", nargs="+", default=["sdpa", "flex"], choices=list(IMPLS))
     p.add_argument("--span-tiles", nargs="+", default=["default"],
                    help="tiles of the span kernels to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES ('default': starx's)")
+    p.add_argument("--profile", action="store_true",
+                   help="also print each implementation's kernels with their GPU time per forward + backward")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     default_tiles = dict(span_ops.TILES)
+    span_ops.MIN_KEYS = 0  # (the kernels at every k: this times them, not starx's choice between them and SDPA)
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "command": " ".join(["python"] + sys.argv)}
     print(json.dumps(info))
@@ -128,6 +144,8 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001 (a backend that refuses these shapes: say so, go on)
                 row[f"{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                 continue
+            if args.profile:
+                row[f"{name}_kernels"] = kernel_times(fn, q, kk, v, dout)
             for t in (q, kk, v):
                 t.grad = None
             out = fn(q, kk, v)

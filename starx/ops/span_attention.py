@@ -30,6 +30,12 @@ from torch import Tensor
 TILES = {"fwd": (64, 128, 4, 2), "dq": (64, 128, 4, 2), "dkdv": (128, 128, 8, 2)}
 HEAD_DIMS = (16, 32, 64, 128)  # the head sizes the kernels take (tl.dot's tiles: powers of two)
 USE_KERNELS = True  # False: SDPA with the mask everywhere (bench/ compares the two in one process)
+# The kernels run for at least this many keys. On the H200 (2026-12-01) one STAR-B decoder block's
+# attention forward + backward took 1.21-1.26 ms against SDPA's 1.61 at k=8 (1264 keys), but
+# 1.04-1.10 against 0.97 at k=4 (624) and 1.09-1.15 against 0.83 at k=1 (128); whole steps with
+# the kernels at every k: k=8 0.694 -> 0.715x, k=4 0.731 -> 0.727x, k=1 0.704 -> 0.696x
+# (bench/results/span_attention_h200.jsonl, pretrain_step_h200_all_k_span.json).
+MIN_KEYS = 1024
 
 
 def spans_to_mask(spans: Tensor, keys: int) -> Tensor:
@@ -165,13 +171,14 @@ def span_attention(q: Tensor, k: Tensor, v: Tensor, spans: Tensor, mask: Tensor,
 
     q (b, h, NQ, d), k / v (b, h, NK, d); spans (NQ, 2) int32 as check_spans wants (checked once,
     where they are built); mask = spans_to_mask(spans, NK), which the twin (SDPA) reads. The
-    kernels run where ``backend`` resolves to triton (starx.ops.scan_backend) and kernels_take
-    the tensors (fp32 keeps SDPA: tl.dot would round its inputs to tf32)."""
+    kernels run where ``backend`` resolves to triton (starx.ops.scan_backend), kernels_take the
+    tensors (fp32 keeps SDPA: tl.dot would round its inputs to tf32) and there are MIN_KEYS keys
+    or more (below, SDPA is faster)."""
     from starx.ops._kernels import scan_backend
 
-    if USE_KERNELS and kernels_take(q, k, v) and scan_backend(backend, q) == "triton":
+    if USE_KERNELS and k.shape[2] >= MIN_KEYS and kernels_take(q, k, v) and scan_backend(backend, q) == "triton":
         return span_attn_fwd(_unit_d(q), _unit_d(k), _unit_d(v), spans)[0]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-__all__ = ["HEAD_DIMS", "TILES", "check_spans", "kernels_take", "span_attention", "spans_to_mask"]
+__all__ = ["HEAD_DIMS", "MIN_KEYS", "TILES", "check_spans", "kernels_take", "span_attention", "spans_to_mask"]
