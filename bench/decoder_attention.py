@@ -117,11 +117,15 @@ def main() -> None:
         mask, spans = mask.cuda(), spans.cuda()
         b, (nq, nk) = args.images // k, mask.shape
         torch.manual_seed(0)
-        q, kk, v = (torch.randn(b, heads, n, dh, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        # the leaves laid out (sequence, token, head, d) as the heads of the decoder's Linear outputs, each
+        # implementation reading them as (sequence, head, token, d) views: gradients in another layout than
+        # that one cost a copy, as in the model (earlier runs, with contiguous (b, h, n, d) leaves, charged
+        # the span kernels a 0.23 ms copy into that layout that the decoder does not run)
+        q, kk, v = (torch.randn(b, n, heads, dh, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                     for n in (nq, nk, nk))
         dout = torch.randn(b, heads, nq, dh, device="cuda", dtype=torch.bfloat16)
         ref = [t.detach().float().requires_grad_() for t in (q, kk, v)]
-        out_ref = masked_attention(*ref, mask, "sdpa")
+        out_ref = masked_attention(*(t.transpose(1, 2) for t in ref), mask, "sdpa")
         out_ref.backward(dout.float())
         row = {"k": k, "sequences": b, "heads": heads, "head_dim": dh, "queries": nq, "keys": nk,
                "mask_density": round(mask.float().mean().item(), 3)}
@@ -132,7 +136,8 @@ def main() -> None:
             if tiles is not None:
                 span_ops.TILES.update(default_tiles if tiles == "default" else span_tiles(tiles))
             name = impl if tiles is None else f"span[{tiles}]"
-            compiled = torch.compile(lambda a, b_, c, m=mask, i=impl, s=spans: masked_attention(a, b_, c, m, i, s))
+            compiled = torch.compile(lambda a, b_, c, m=mask, i=impl, s=spans: masked_attention(
+                a.transpose(1, 2), b_.transpose(1, 2), c.transpose(1, 2), m, i, s))
 
             def fn(a, b_, c, compiled=compiled, backend=IMPLS[impl]):
                 # (active while it compiles too: the backend is chosen when the graph is traced)
