@@ -74,8 +74,9 @@ def triton_error() -> str | None:
 # "fast_math": the kernels ("fwd", "bwd", "fwd+bwd"; "" none) that compute softplus and the gate's
 # sigmoid with the GPU's approximate log2 and divides and log1p's series (_softplus_slope's FAST_MATH).
 # Both kernels: on the H200, scan forward + backward 1.36 -> 1.30 ms a layer at k=4, 2.12 -> 2.04 at
-# k=8, 3.17 -> 3.04 at the fine-tune shape; whole steps k=4 0.718 -> 0.729x, fine-tune 0.474 -> 0.489x
-# (bench/results/triton_scan_fast_math_h200.txt, bench/README.md, session 16). "" restores the precise
+# k=8, 3.17 -> 3.04 at the fine-tune shape; whole steps k=4 0.718 -> 0.729x (within the run to run
+# spread), fine-tune 0.474 -> 0.489x (bench/results/triton_scan_fast_math_h200.txt, bench/README.md,
+# session 16). "" restores the precise
 # log2 and divides; "bwd" the backward alone (a backward whose dt differs from the forward's in the
 # last bits recomputes the states as closely).
 TILES = {"fwd": (32, 1), "bwd": (32, 1), "steps": 8, "unroll": 1, "stages": 1, "bwd_maxnreg": 168, "bwd_kernel": None,
