@@ -55,8 +55,9 @@ class ModelSpec:
     # not see each other, the control for cross-image context (backend triton, torch or auto)
     state_reset: bool = False
     norm_pix_loss: bool = True  # targets normalised per patch (ARM)
-    # auto (on GPU triton, else cuda; torch on CPU) | triton (starx's Triton scan) | cuda
-    # (mamba-ssm kernels) | torch (pure-PyTorch twin)
+    # auto (on GPU triton, else cuda; torch on CPU) | triton (starx's Triton scan and conv, and
+    # its span attention in the decoder from 1024 encoder tokens) | cuda (mamba-ssm kernels) |
+    # torch (pure-PyTorch twin)
     backend: Backend = Backend.auto
 
 
