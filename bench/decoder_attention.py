@@ -95,6 +95,31 @@ def kernel_times(fn, q, k, v, dout, reps: int = 5) -> dict[str, float]:
     return dict(sorted(times.items(), key=lambda kv: -kv[1])[:8])
 
 
+def span_sass(k: int, configs: list[str]) -> None:
+    """Registers, spilled bytes and SASS instructions of each span kernel compiled for sm_90 at STAR-B's
+    k (bench/sass.py; no GPU needed: use the device's Triton, as bench/sass_fingerprint.py says)."""
+    from bench import sass as S
+    from starx.ops import _span_attention_kernels as K
+
+    mask, _, heads, dh = star_b_mask(k)
+    nq, nk = mask.shape
+    for config in configs:
+        tiles = dict(span_ops.TILES) if config == "default" else span_tiles(config)
+        for kind, fn in (("fwd", K.span_attn_fwd), ("dq", K.span_attn_bwd_dq), ("dkdv", K.span_attn_bwd_dkdv)):
+            bm, bn, warps, _ = tiles[kind]
+            types = {n: "*i32" if n == "span_ptr" else "*fp32" if n in ("lse_ptr", "delta_ptr") else "*bf16"
+                     for n in fn.arg_names if n.endswith("_ptr")} | {"scale_log2e": "fp32", "scale": "fp32"}
+            # strides as the decoder's Linear outputs lay the heads out: (sequence, token, head, d)
+            values = {n: {"b": nk * heads * dh, "h": dh}.get(n.rsplit("_", 1)[-1], heads * dh)
+                      for n in fn.arg_names if n.startswith("s") and n[1:2] in "qkvod" and "_" in n}
+            values |= {"H": heads, "NQ": nq, "NK": nk}
+            consts = {"D": dh, "BM": bm, "BN": bn} | ({"TILES_Q": span_ops._pow2(-(-nq // bm))} if kind == "dkdv" else {})
+            sass, regs, spills = S.compile_sass(fn, types, values, consts, warps)
+            count = sum(1 for line in sass.splitlines() if "/*" in line and "*/" in line)
+            print(f"k={k} {config:>40} {kind:>5} {bm}x{bn}x{warps}: {regs} registers, {spills} bytes spilled, "
+                  f"{count} instructions", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, nargs="+", default=[4, 1, 8])
@@ -104,8 +129,14 @@ def main() -> None:
                    help="tiles of the span kernels to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES ('default': starx's)")
     p.add_argument("--profile", action="store_true",
                    help="also print each implementation's kernels with their GPU time per forward + backward")
+    p.add_argument("--sass", action="store_true",
+                   help="no timing: each --span-tiles' kernels compiled for sm_90, their registers and spills (no GPU)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    if args.sass:
+        for k in args.k:
+            span_sass(k, args.span_tiles)
+        return
     default_tiles = dict(span_ops.TILES)
     span_ops.MIN_KEYS = 0  # (the kernels at every k: this times them, not starx's choice between them and SDPA)
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
