@@ -106,7 +106,7 @@ def span_sass(k: int, configs: list[str]) -> None:
     for config in configs:
         tiles = dict(span_ops.TILES) if config == "default" else span_tiles(config)
         for kind, fn in (("fwd", K.span_attn_fwd), ("dq", K.span_attn_bwd_dq), ("dkdv", K.span_attn_bwd_dkdv)):
-            bm, bn, warps, _ = tiles[kind]
+            bm, bn, warps, stages = tiles[kind]
             types = {n: "*i32" if n == "span_ptr" else "*fp32" if n in ("lse_ptr", "delta_ptr") else "*bf16"
                      for n in fn.arg_names if n.endswith("_ptr")} | {"scale_log2e": "fp32", "scale": "fp32"}
             # strides as the decoder's Linear outputs lay the heads out: (sequence, token, head, d)
@@ -114,9 +114,9 @@ def span_sass(k: int, configs: list[str]) -> None:
                       for n in fn.arg_names if n.startswith("s") and n[1:2] in "qkvod" and "_" in n}
             values |= {"H": heads, "NQ": nq, "NK": nk}
             consts = {"D": dh, "BM": bm, "BN": bn} | ({"TILES_Q": span_ops._pow2(-(-nq // bm))} if kind == "dkdv" else {})
-            sass, regs, spills = S.compile_sass(fn, types, values, consts, warps)
+            sass, regs, spills = S.compile_sass(fn, types, values, consts, warps, num_stages=stages)
             count = sum(1 for line in sass.splitlines() if "/*" in line and "*/" in line)
-            print(f"k={k} {config:>40} {kind:>5} {bm}x{bn}x{warps}: {regs} registers, {spills} bytes spilled, "
+            print(f"k={k} {config:>40} {kind:>5} {bm}x{bn}x{warps}x{stages}: {regs} registers, {spills} bytes spilled, "
                   f"{count} instructions", flush=True)
 
 

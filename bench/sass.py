@@ -22,7 +22,7 @@ MIX = ("FFMA", "FMUL", "FADD", "MUFU", "SHFL", "BAR", "STS", "LDS", "LDG", "STG"
 
 
 def compile_sass(fn, types: dict[str, str], values: dict[str, int], constexprs: dict, num_warps: int,
-                 maxnreg: int | None = None, gluon: bool = False) -> tuple[str, int, int]:
+                 maxnreg: int | None = None, gluon: bool = False, num_stages: int | None = None) -> tuple[str, int, int]:
     """(SASS, registers, spilled bytes) of ``fn`` (a Triton kernel, or with ``gluon`` a Gluon one)
     compiled for sm_90.
 
@@ -48,7 +48,8 @@ def compile_sass(fn, types: dict[str, str], values: dict[str, int], constexprs: 
             sig[name] = "i32"
             if values[name] % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    options = {"num_warps": num_warps} | ({"maxnreg": maxnreg} if maxnreg else {})
+    options = ({"num_warps": num_warps} | ({"maxnreg": maxnreg} if maxnreg else {})
+               | ({"num_stages": num_stages} if num_stages else {}))  # (None: Triton's default, as a launch without it)
     cc = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 64), options=options)
     tools = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
