@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.anchors import causal_vit_images_per_s, time_steps  # noqa: E402
+from bench.decoder_attention import span_tiles  # noqa: E402
 from bench.triton_scan import add_bwd_kernel_option, backward_label, use_bwd_kernel  # noqa: E402
 from starx.models import create_model  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
@@ -161,10 +162,19 @@ def main() -> None:
     p.add_argument("--decoder-attention", default="span", choices=["span", "sdpa"],
                    help="the decoder's attention on the triton backend: starx's span kernels (starx.ops.span_attention, "
                         "the default) or SDPA with the dense mask (as before 2026-12-01)")
+    p.add_argument("--span-min-keys", type=int, default=None,
+                   help="run the span kernels from this many encoder tokens on (starx.ops.span_attention.MIN_KEYS; "
+                        "default starx's)")
+    p.add_argument("--span-tiles", default=None,
+                   help="the span kernels' tiles, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES (default starx's)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     use_bwd_kernel(args.bwd_kernel, args.fast_math)
     span_ops.USE_KERNELS = args.decoder_attention == "span"
+    if args.span_min_keys is not None:
+        span_ops.MIN_KEYS = args.span_min_keys
+    if args.span_tiles:
+        span_ops.TILES.update(span_tiles(args.span_tiles))
     import torch._inductor.config as inductor_config
 
     for item in args.inductor:
@@ -212,7 +222,8 @@ def main() -> None:
             "torch": torch.__version__, "python": platform.python_version(), "bf16_matmul_tflops": round(peak, 1),
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
             "compile_mode": args.compile_mode, "inductor": args.inductor, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
-            "decoder_attention": args.decoder_attention,
+            "decoder_attention": args.decoder_attention, "span_min_keys": span_ops.MIN_KEYS,
+            "span_tiles": span_ops.TILES,
             "scan_backward": backward_label(args.bwd_kernel),
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking

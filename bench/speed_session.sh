@@ -20,6 +20,7 @@
 #   pretrain_k4     the pretraining step at k = 4 alone, beside the anchor
 #   span_attention  the decoder's span attention kernels: GPU tests, then one block's attention against SDPA at
 #                   every k (SPAN_TILES: more tiles to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES)
+#   span_k4         whole k=4 steps with the span kernels (SPAN_STEP_TILES: their tiles) against SDPA
 #   span_steps      whole pretraining steps, k=4 with SDPA in the decoder against every k with the span kernels
 #   decoder_attention ARM's decoder attention alone: SDPA (each backend) with the dense mask vs FlexAttention
 #                   (128 and 64 tiles), k = 4 and 8
@@ -88,6 +89,13 @@ for p in $PARTS; do
             --compile-mode reduce-overhead --steps 24 --decoder-attention sdpa --out "$OUT/pretrain_step_k4_sdpa.json"
         part span_steps 330 python3 bench/pretrain_step.py --k 4 1 2 8 --backend triton --compile \
             --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_all_k_span.json" ;;
+    span_k4)  # the span kernels at k=4 (SPAN_STEP_TILES: their tiles, default starx's): whole steps with them from
+        # 0 keys on, against SDPA in the same call
+        part span_k4_sdpa 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
+            --compile-mode reduce-overhead --steps 24 --decoder-attention sdpa --out "$OUT/pretrain_step_k4_sdpa.json"
+        part span_k4 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile --compile-mode reduce-overhead \
+            --steps 24 --span-min-keys 0 ${SPAN_STEP_TILES:+--span-tiles "$SPAN_STEP_TILES"} \
+            --out "$OUT/pretrain_step_k4_span.json" ;;
     span_attention)  # the decoder's span attention kernels: GPU tests, then one block's attention against SDPA
         # at every k, for starx's tiles and those in SPAN_TILES (FWD/DQ/DKDV, each BMxBNxWARPSxSTAGES)
         part span_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_span_attention.py
