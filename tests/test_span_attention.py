@@ -45,6 +45,13 @@ def test_the_layouts_spans_are_its_mask(separator, k, cross):
     assert bool((lay.spans[:, 0] > 0).any()) == (not cross and k > 1)  # own image only: spans start later
 
 
+def test_a_layout_builds_on_the_meta_device():
+    """Models built on the meta device (to load a checkpoint into) build their layout there too."""
+    with torch.device("meta"):
+        lay = build_layout(STARConfig(img_size=32, patch_size=4, cluster_size=2, seq_multiplier=2))
+    assert lay.spans.is_meta and lay.mask.shape == (lay.num_targets, lay.num_tokens)
+
+
 @pytest.mark.parametrize("spans,keys,message", [
     (torch.tensor([[0, 3], [0, 2]]), 5, "int32"),
     (torch.tensor([[0, 3], [0, 2]], dtype=torch.int32), 5, "non-decreasing"),
