@@ -10,7 +10,8 @@ Hopper: 0.97 ms forward + backward for one STAR-B k=4 decoder block on the H200,
 TFLOP/s of the full product; bench/decoder_attention.py). The Triton kernels here
 (starx/ops/_span_attention_kernels.py) read, per tile of query rows, only the keys its spans
 cover. FlexAttention with the same mask as a BlockMask was slower than SDPA at k=4 and 1
-(bench/README.md), hence a kernel of our own.
+(bench/README.md), hence a kernel of our own. On the H200 it is faster than SDPA from about a
+thousand keys (STAR's k=8) and not yet below (MIN_KEYS).
 
 ``span_attention`` is the entry point: the kernels for bf16 / fp16 CUDA tensors under the
 ``triton`` / ``auto`` backends, SDPA with the dense mask (the twin) otherwise. The ops are torch
@@ -26,7 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # Per program: (query rows BM, keys BN, warps, pipeline stages) of the forward, of the backward's
-# dq kernel and of its dk / dv kernel.
+# dq kernel and of its dk / dv kernel: the tiles the whole steps were timed with. The dk / dv tile
+# spills 488 bytes for sm_90 (bench/results/span_attention_sass_session16.txt); 64 x 128 x 8 warps
+# and 64 x 64 x 4 do not, and are the next to time.
 TILES = {"fwd": (64, 128, 4, 2), "dq": (64, 128, 4, 2), "dkdv": (128, 128, 8, 2)}
 HEAD_DIMS = (16, 32, 64, 128)  # the head sizes the kernels take (tl.dot's tiles: powers of two)
 USE_KERNELS = True  # False: SDPA with the mask everywhere (bench/ compares the two in one process)
