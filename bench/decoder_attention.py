@@ -98,6 +98,8 @@ def kernel_times(fn, q, k, v, dout, reps: int = 5) -> dict[str, float]:
 def span_sass(k: int, configs: list[str]) -> None:
     """Registers, spilled bytes and SASS instructions of each span kernel compiled for sm_90 at STAR-B's
     k (bench/sass.py; no GPU needed: use the device's Triton, as bench/sass_fingerprint.py says)."""
+    import triton
+
     from bench import sass as S
     from starx.ops import _span_attention_kernels as K
 
@@ -113,7 +115,7 @@ def span_sass(k: int, configs: list[str]) -> None:
             values = {n: {"b": nk * heads * dh, "h": dh}.get(n.rsplit("_", 1)[-1], heads * dh)
                       for n in fn.arg_names if n.startswith("s") and n[1:2] in "qkvod" and "_" in n}
             values |= {"H": heads, "NQ": nq, "NK": nk}
-            consts = {"D": dh, "BM": bm, "BN": bn} | ({"TILES_Q": span_ops._pow2(-(-nq // bm))} if kind == "dkdv" else {})
+            consts = {"D": dh, "BM": bm, "BN": bn} | ({"TILES_Q": triton.next_power_of_2(triton.cdiv(nq, bm))} if kind == "dkdv" else {})
             sass, regs, spills = S.compile_sass(fn, types, values, consts, warps, num_stages=stages)
             count = sum(1 for line in sass.splitlines() if "/*" in line and "*/" in line)
             print(f"k={k} {config:>40} {kind:>5} {bm}x{bn}x{warps}x{stages}: {regs} registers, {spills} bytes spilled, "

@@ -96,17 +96,24 @@ def _dkdv_block(k, v, cols, q_base, do_base, m0, sq_m, sdo_m, span_ptr, lse_ptr,
 
 
 @triton.jit
-def span_attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, span_ptr,
-                  sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_m,
-                  H, NQ, NK, scale_log2e,
-                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-    """One program: BM query rows of one (sequence, head). o in q's dtype; lse (b, h, NQ) fp32, base 2."""
+def _query_tile(span_ptr, q_ptr, sq_b, sq_h, sq_m, H, NQ, BM: tl.constexpr, D: tl.constexpr):
+    """What a program of BM query rows of one (sequence, head) starts from: (bh, b, h, rows, d,
+    lo, hi, q) for grid (query tiles, sequences x heads)."""
     pid_m, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     rows = pid_m * BM + tl.arange(0, BM)
     d = tl.arange(0, D)
     lo, hi = _row_spans(span_ptr, rows, NQ)
-    q = _load_rows(q_ptr + b * sq_b + h * sq_h, rows, NQ, sq_m, d, D)
+    return bh, b, h, rows, d, lo, hi, _load_rows(q_ptr + b * sq_b + h * sq_h, rows, NQ, sq_m, d, D)
+
+
+@triton.jit
+def span_attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, span_ptr,
+                  sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_m,
+                  H, NQ, NK, scale_log2e,
+                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    """One program: BM query rows of one (sequence, head). o in q's dtype; lse (b, h, NQ) fp32, base 2."""
+    bh, b, h, rows, d, lo, hi, q = _query_tile(span_ptr, q_ptr, sq_b, sq_h, sq_m, H, NQ, BM, D)
     k_base, v_base = k_ptr + b * sk_b + h * sk_h, v_ptr + b * sv_b + h * sv_h
 
     m_i = tl.full((BM,), float("-inf"), tl.float32)
@@ -133,12 +140,7 @@ def span_attn_bwd_dq(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr, dq_
                      H, NQ, NK, scale_log2e, scale,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
     """One program: dq of BM query rows of one (sequence, head); stores their delta for span_attn_bwd_dkdv."""
-    pid_m, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    rows = pid_m * BM + tl.arange(0, BM)
-    d = tl.arange(0, D)
-    lo, hi = _row_spans(span_ptr, rows, NQ)
-    q = _load_rows(q_ptr + b * sq_b + h * sq_h, rows, NQ, sq_m, d, D)
+    bh, b, h, rows, d, lo, hi, q = _query_tile(span_ptr, q_ptr, sq_b, sq_h, sq_m, H, NQ, BM, D)
     do = _load_rows(do_ptr + b * sdo_b + h * sdo_h, rows, NQ, sdo_m, d, D)
     o = _load_rows(o_ptr + b * so_b + h * so_h, rows, NQ, so_m, d, D)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)

@@ -81,6 +81,8 @@ def _unit_d(t: Tensor) -> Tensor:
 
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, spans: Tensor) -> tuple[Tensor, Tensor]:
     """Launch the forward kernel: (o (b, h, NQ, d) in q's dtype, lse (b, h, NQ) fp32 in base 2)."""
+    import triton
+
     from starx.ops._span_attention_kernels import span_attn_fwd
 
     B, H, NQ, NK, D = _dims(q, k)
@@ -88,7 +90,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, spans: Tensor) -> tuple[T
     lse = q.new_empty(B, H, NQ, dtype=torch.float32)
     bm, bn, warps, stages = TILES["fwd"]
     scale = 1.0 / math.sqrt(D)
-    span_attn_fwd[(triton_cdiv(NQ, bm), B * H)](
+    span_attn_fwd[(triton.cdiv(NQ, bm), B * H)](
         q, k, v, o, lse, spans, *_bhmd(q), *_bhmd(k), *_bhmd(v), *_bhmd(o), H, NQ, NK, scale * math.log2(math.e),
         D=D, BM=bm, BN=bn, num_warps=warps, num_stages=stages)
     return o, lse
@@ -97,6 +99,8 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, spans: Tensor) -> tuple[T
 def attention_backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, do: Tensor,
                        spans: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Launch the backward kernels: (dq, dk, dv) in q's dtype."""
+    import triton
+
     from starx.ops._span_attention_kernels import span_attn_bwd_dkdv, span_attn_bwd_dq
 
     B, H, NQ, NK, D = _dims(q, k)
@@ -106,22 +110,15 @@ def attention_backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, 
     scale = 1.0 / math.sqrt(D)
     consts = (H, NQ, NK, scale * math.log2(math.e), scale)
     bm, bn, warps, stages = TILES["dq"]
-    span_attn_bwd_dq[(triton_cdiv(NQ, bm), B * H)](
+    span_attn_bwd_dq[(triton.cdiv(NQ, bm), B * H)](
         q, k, v, o, do, lse, delta, dq, spans, *_bhmd(q), *_bhmd(k), *_bhmd(v), *_bhmd(o), *_bhmd(do), *_bhmd(dq),
         *consts, D=D, BM=bm, BN=bn, num_warps=warps, num_stages=stages)
     bm, bn, warps, stages = TILES["dkdv"]
-    span_attn_bwd_dkdv[(triton_cdiv(NK, bn), B * H)](
+    span_attn_bwd_dkdv[(triton.cdiv(NK, bn), B * H)](
         q, k, v, do, lse, delta, dk, dv, spans, *_bhmd(q), *_bhmd(k), *_bhmd(v), *_bhmd(do), *_bhmd(dk), *_bhmd(dv),
-        *consts, D=D, BM=bm, BN=bn, TILES_Q=_pow2(triton_cdiv(NQ, bm)), num_warps=warps, num_stages=stages)
+        *consts, D=D, BM=bm, BN=bn, TILES_Q=triton.next_power_of_2(triton.cdiv(NQ, bm)), num_warps=warps,
+        num_stages=stages)
     return dq, dk, dv
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @torch.library.custom_op("starx::span_attn_fwd", mutates_args=())
