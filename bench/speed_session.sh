@@ -20,6 +20,8 @@
 #   pretrain_k4     the pretraining step at k = 4 alone, beside the anchor
 #   span_attention  the decoder's span attention kernels: GPU tests, then one block's attention against SDPA at
 #                   every k (SPAN_TILES: more tiles to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES)
+#   span_tests      the span attention GPU tests alone
+#   steps_all_k     whole pretraining steps at k = 4 1 2 8 with starx's defaults, beside the anchor
 #   span_k4         whole k=4 steps with the span kernels (SPAN_STEP_TILES: their tiles) against SDPA
 #   span_steps      whole pretraining steps, k=4 with SDPA in the decoder against every k with the span kernels
 #   decoder_attention ARM's decoder attention alone: SDPA (each backend) with the dense mask vs FlexAttention
@@ -96,6 +98,9 @@ for p in $PARTS; do
         part span_k4 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile --compile-mode reduce-overhead \
             --steps 24 --span-min-keys 0 ${SPAN_STEP_TILES:+--span-tiles "$SPAN_STEP_TILES"} \
             --out "$OUT/pretrain_step_k4_span.json" ;;
+    span_tests) part span_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_span_attention.py ;;
+    steps_all_k) part steps_all_k 330 python3 bench/pretrain_step.py --k 4 1 2 8 --backend triton --compile \
+        --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_all_k.json" ;;
     span_attention)  # the decoder's span attention kernels: GPU tests, then one block's attention against SDPA
         # at every k, for starx's tiles and those in SPAN_TILES (FWD/DQ/DKDV, each BMxBNxWARPSxSTAGES)
         part span_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_span_attention.py

@@ -142,6 +142,9 @@ def use_cuda_kernels(backend: str, *tensors: torch.Tensor | None) -> bool:
     return on_cuda and torch.cuda.is_available() and _load()[0] is not None
 
 
+# (a constant to torch.compile: dynamo calls it once while tracing instead of tracing through
+# triton_error's lru_cache, which it warns about at every compile)
+@torch.compiler.assume_constant_result
 def _triton_error() -> str | None:
     from starx.ops.triton_scan import triton_error
 

@@ -10,8 +10,8 @@ Hopper: 0.97 ms forward + backward for one STAR-B k=4 decoder block on the H200,
 TFLOP/s of the full product; bench/decoder_attention.py). The Triton kernels here
 (starx/ops/_span_attention_kernels.py) read, per tile of query rows, only the keys its spans
 cover. FlexAttention with the same mask as a BlockMask was slower than SDPA at k=4 and 1
-(bench/README.md), hence a kernel of our own. On the H200 it is faster than SDPA from about a
-thousand keys (STAR's k=8) and not yet below (MIN_KEYS).
+(bench/README.md), hence a kernel of our own. On the H200 whole steps are faster with them from STAR's
+k=4 (624 keys); below that SDPA stays (MIN_KEYS).
 
 ``span_attention`` is the entry point: the kernels for bf16 / fp16 CUDA tensors under the
 ``triton`` / ``auto`` backends, SDPA with the dense mask (the twin) otherwise. The ops are torch
@@ -27,18 +27,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # Per program: (query rows BM, keys BN, warps, pipeline stages) of the forward, of the backward's
-# dq kernel and of its dk / dv kernel: the tiles the whole steps were timed with. The dk / dv tile
-# spills 488 bytes for sm_90 (bench/results/span_attention_sass_session16.txt); 64 x 128 x 8 warps
-# and 64 x 64 x 4 do not, and are the next to time.
-TILES = {"fwd": (64, 128, 4, 2), "dq": (64, 128, 4, 2), "dkdv": (128, 128, 8, 2)}
+# dq kernel and of its dk / dv kernel. 64 x 64 x 4 warps everywhere timed fastest of five tile sets at
+# k = 4 and 8 on the H200 (2026-12-01: one decoder block's attention forward + backward, k=4 1.10 ms
+# against 1.20 for session 16's 64x128 / 64x128 / 128x128x8, whose dk / dv tile spilled 488 bytes;
+# k=8 0.98 against 1.14; bench/results/span_attention_tiles_h200.jsonl).
+TILES = {"fwd": (64, 64, 4, 2), "dq": (64, 64, 4, 2), "dkdv": (64, 64, 4, 2)}
 HEAD_DIMS = (16, 32, 64, 128)  # the head sizes the kernels take (tl.dot's tiles: powers of two)
 USE_KERNELS = True  # False: SDPA with the mask everywhere (bench/ compares the two in one process)
-# The kernels run for at least this many keys. On the H200 (2026-12-01) one STAR-B decoder block's
-# attention forward + backward took 1.21-1.26 ms against SDPA's 1.61 at k=8 (1264 keys), but
-# 1.04-1.10 against 0.97 at k=4 (624) and 1.09-1.15 against 0.83 at k=1 (128); whole steps with
-# the kernels at every k: k=8 0.694 -> 0.715x, k=4 0.731 -> 0.727x, k=1 0.704 -> 0.696x
-# (bench/results/span_attention_h200.jsonl, pretrain_step_h200_all_k_span.json).
-MIN_KEYS = 1024
+# The kernels run for at least this many keys (SDPA below). On the H200 (2026-12-01), with the tiles
+# above, whole k=4 steps (624 keys) went 0.724 -> 0.737x of the anchor with them
+# (bench/results/pretrain_step_h200_k4_span_tiles64.json); at k=1 (128 keys) one block's attention
+# took 1.24 ms against SDPA's 0.79; k=2 (304 keys) was not timed alone.
+MIN_KEYS = 512
 
 
 def spans_to_mask(spans: Tensor, keys: int) -> Tensor:
