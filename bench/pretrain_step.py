@@ -46,7 +46,6 @@ from bench.anchors import causal_vit_images_per_s, time_steps  # noqa: E402
 from bench.decoder_attention import span_tiles  # noqa: E402
 from bench.triton_scan import add_bwd_kernel_option, backward_label, use_bwd_kernel  # noqa: E402
 from starx.models import create_model  # noqa: E402
-from starx.models.blocks import SwiGLU  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
 from starx.ops import span_attention as span_ops  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
@@ -168,11 +167,8 @@ def main() -> None:
                         "default starx's)")
     p.add_argument("--span-tiles", default=None,
                    help="the span kernels' tiles, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES (default starx's)")
-    p.add_argument("--swiglu", default="one_gemm", choices=["one_gemm", "two_gemms"],
-                   help="the SwiGLU's w1 and w2 as one GEMM over their stacked weights (starx's default) or two")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    SwiGLU.ONE_GEMM = args.swiglu == "one_gemm"
     use_bwd_kernel(args.bwd_kernel, args.fast_math)
     span_ops.USE_KERNELS = args.decoder_attention == "span"
     if args.span_min_keys is not None:
@@ -227,7 +223,7 @@ def main() -> None:
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
             "compile_mode": args.compile_mode, "inductor": args.inductor, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
             "decoder_attention": args.decoder_attention, "span_min_keys": span_ops.MIN_KEYS,
-            "span_tiles": span_ops.TILES, "swiglu": args.swiglu,
+            "span_tiles": span_ops.TILES,
             "scan_backward": backward_label(args.bwd_kernel),
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking

@@ -22,8 +22,8 @@
 #                   every k (SPAN_TILES: more tiles to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES)
 #   span_tests      the span attention GPU tests alone
 #   steps_all_k     whole pretraining steps at k = 4 1 2 8 with starx's defaults, beside the anchor
-#   swiglu_k4       whole k=4 steps with SwiGLU's w1 / w2 as two GEMMs, then as one (starx's default)
-#   span_k2         whole k=2 steps with SDPA in the decoder (starx's choice there), then with the span kernels
+#   span_k2         whole k=2 steps with SDPA in the decoder (starx's choice there before 2026-12-01 21:30 UTC),
+#                   then with the span kernels
 #   span_k4         whole k=4 steps with the span kernels (SPAN_STEP_TILES: their tiles) against SDPA
 #   span_steps      whole pretraining steps, k=4 with SDPA in the decoder against every k with the span kernels
 #   decoder_attention ARM's decoder attention alone: SDPA (each backend) with the dense mask vs FlexAttention
@@ -100,14 +100,9 @@ for p in $PARTS; do
         part span_k4 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile --compile-mode reduce-overhead \
             --steps 24 --span-min-keys 0 ${SPAN_STEP_TILES:+--span-tiles "$SPAN_STEP_TILES"} \
             --out "$OUT/pretrain_step_k4_span.json" ;;
-    swiglu_k4)
-        part swiglu_two_gemms 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --swiglu two_gemms --out "$OUT/pretrain_step_k4_swiglu_two.json"
-        part swiglu_one_gemm 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --swiglu one_gemm --out "$OUT/pretrain_step_k4_swiglu_one.json" ;;
     span_k2)
         part span_k2_sdpa 150 python3 bench/pretrain_step.py --k 2 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k2_sdpa.json"
+            --compile-mode reduce-overhead --steps 24 --span-min-keys 100000 --out "$OUT/pretrain_step_k2_sdpa.json"
         part span_k2 150 python3 bench/pretrain_step.py --k 2 --backend triton --compile \
             --compile-mode reduce-overhead --steps 24 --span-min-keys 0 --out "$OUT/pretrain_step_k2_span.json" ;;
     span_tests) part span_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_span_attention.py ;;

@@ -18,7 +18,7 @@ from starx.models import (
     list_models,
     load_pretrained,
 )
-from starx.models.blocks import PatchEmbed, SwiGLU, patchify
+from starx.models.blocks import PatchEmbed, patchify
 from starx.models.layout import build_layout, cluster_order
 from starx.models.mamba import column_order, direction_orders
 from starx.models.star import decoder_taps
@@ -218,28 +218,6 @@ def test_patch_embed_is_its_conv_as_a_matmul():
     (wm, bm) = torch.autograd.grad(out, (embed.proj.weight, embed.proj.bias), g)
     torch.testing.assert_close(wm, wc, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(bm, bc, rtol=1e-5, atol=1e-5)
-
-
-def test_swiglu_one_gemm_is_arms_two_linears(monkeypatch):
-    """SwiGLU's w1 and w2 as one GEMM over their stacked weights compute ARM's
-    w3(silu(w1 x) * w2 x): same output, same gradients to x and every parameter, the parameters
-    still named w1 / w2 / w3 (fp64, so only the arithmetic is compared)."""
-    torch.manual_seed(0)
-    mlp = SwiGLU(24, 40).double()
-    for p in mlp.parameters():
-        nn.init.normal_(p)
-    x = torch.randn(2, 5, 24, dtype=torch.float64, requires_grad=True)
-    arm = mlp.w3(F.silu(mlp.w1(x)) * mlp.w2(x))
-    assert SwiGLU.ONE_GEMM
-    out = mlp(x)
-    torch.testing.assert_close(out, arm)
-    g = torch.randn_like(out)
-    leaves = (x, *mlp.parameters())
-    for got, want in zip(torch.autograd.grad(out, leaves, g), torch.autograd.grad(arm, leaves, g)):
-        torch.testing.assert_close(got, want)
-    assert sorted(mlp.state_dict()) == sorted(f"w{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias"))
-    monkeypatch.setattr(SwiGLU, "ONE_GEMM", False)
-    torch.testing.assert_close(mlp(x), arm)
 
 
 def test_block_stream_is_plain_prenorm_residual():

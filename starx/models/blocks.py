@@ -43,14 +43,7 @@ class PatchEmbed(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """w3(silu(w1 x) * w2 x), ARM's MLP (names w1, w2, w3).
-
-    w1 and w2 run as one GEMM over their stacked weights (``ONE_GEMM``): one (d -> 2 hidden)
-    product forward, and backward one weight gradient and one input gradient of twice the
-    depth instead of two products whose outputs are then summed (bench/pretrain_step.py
-    --swiglu compares the two). The parameters stay w1 / w2, as ARM's checkpoints name them."""
-
-    ONE_GEMM = True
+    """w3(silu(w1 x) * w2 x), ARM's MLP (names w1, w2, w3)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -59,12 +52,7 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.ONE_GEMM:
-            return self.w3(F.silu(self.w1(x)) * self.w2(x))
-        weight = torch.cat([self.w1.weight, self.w2.weight])
-        bias = None if self.w1.bias is None else torch.cat([self.w1.bias, self.w2.bias])
-        gate, value = F.linear(x, weight, bias).chunk(2, dim=-1)
-        return self.w3(F.silu(gate) * value)
+        return self.w3(F.silu(self.w1(x)) * self.w2(x))
 
 
 def add_norm(norm: nn.LayerNorm, x: Tensor, residual: Tensor | None, backend: str, prenorm: bool = True):

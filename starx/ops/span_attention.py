@@ -11,7 +11,7 @@ TFLOP/s of the full product; bench/decoder_attention.py). The Triton kernels her
 (starx/ops/_span_attention_kernels.py) read, per tile of query rows, only the keys its spans
 cover. FlexAttention with the same mask as a BlockMask was slower than SDPA at k=4 and 1
 (bench/README.md), hence a kernel of our own. On the H200 whole steps are faster with them from STAR's
-k=4 (624 keys); below that SDPA stays (MIN_KEYS).
+k=2 (304 keys); at k=1 SDPA stays (MIN_KEYS).
 
 ``span_attention`` is the entry point: the kernels for bf16 / fp16 CUDA tensors under the
 ``triton`` / ``auto`` backends, SDPA with the dense mask (the twin) otherwise. The ops are torch
@@ -35,10 +35,11 @@ TILES = {"fwd": (64, 64, 4, 2), "dq": (64, 64, 4, 2), "dkdv": (64, 64, 4, 2)}
 HEAD_DIMS = (16, 32, 64, 128)  # the head sizes the kernels take (tl.dot's tiles: powers of two)
 USE_KERNELS = True  # False: SDPA with the mask everywhere (bench/ compares the two in one process)
 # The kernels run for at least this many keys (SDPA below). On the H200 (2026-12-01), with the tiles
-# above, whole k=4 steps (624 keys) went 0.724 -> 0.737x of the anchor with them
-# (bench/results/pretrain_step_h200_k4_span_tiles64.json); at k=1 (128 keys) one block's attention
-# took 1.24 ms against SDPA's 0.79; k=2 (304 keys) was not timed alone.
-MIN_KEYS = 512
+# above, whole steps against SDPA in the same call: k=4 (624 keys) 0.724 -> 0.737x of the anchor
+# (bench/results/pretrain_step_h200_k4_span_tiles64.json), k=2 (304) 0.702 -> 0.710x
+# (pretrain_step_h200_k2_span.json); at k=1 (128) one block's attention took 1.24 ms against
+# SDPA's 0.79 (span_attention_tiles_h200.jsonl).
+MIN_KEYS = 256
 
 
 def spans_to_mask(spans: Tensor, keys: int) -> Tensor:

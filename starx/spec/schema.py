@@ -56,7 +56,7 @@ class ModelSpec:
     state_reset: bool = False
     norm_pix_loss: bool = True  # targets normalised per patch (ARM)
     # auto (on GPU triton, else cuda; torch on CPU) | triton (starx's Triton scan and conv, and
-    # its span attention in the decoder from 512 encoder tokens) | cuda (mamba-ssm kernels) |
+    # its span attention in the decoder from 256 encoder tokens) | cuda (mamba-ssm kernels) |
     # torch (pure-PyTorch twin)
     backend: Backend = Backend.auto
 
