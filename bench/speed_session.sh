@@ -32,6 +32,7 @@
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager, compiled, and compiled with CUDA graphs
 #                   (reduce-overhead, both models; not yet measured: 2026-12-01)
 #   profile_block   one compiled block, part by part, beside the anchor's
+#   profile_finetune_starx  the compiled fine-tuning step kernel by kernel, without timm's
 #   profile_finetune the compiled fine-tuning step kernel by kernel, and timm's ViT-B/16 the same way
 #   ncu_scan_bwd    ncu of the scan's backward starx launches at k=4 (on Hopper the Gluon scan_bwd_rows;
 #                   never profiled yet: 2026-12-01): stall reasons, occupancy, per-instruction samples
@@ -122,6 +123,7 @@ for p in $PARTS; do
     finetune) part finetune 240 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
         --compile-mode none default reduce-overhead --out "$OUT/finetune_step.json" ;;
     profile_block) part profile_block 90 python3 bench/profile_block.py --k 4 --out "$OUT/profile_block_k4.txt" ;;
+    profile_finetune_starx) part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile ;;
     profile_finetune)  # (the profiles print to the parts' own files: $OUT brings back at most 8 files)
         part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile
         part profile_finetune_anchor 80 python3 bench/profile_step.py --finetune --anchor --compile ;;
