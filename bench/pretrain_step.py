@@ -167,8 +167,14 @@ def main() -> None:
                         "default starx's)")
     p.add_argument("--span-tiles", default=None,
                    help="the span kernels' tiles, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES (default starx's)")
+    p.add_argument("--blas", choices=["cublas", "cublaslt"],
+                   help="torch.backends.cuda.preferred_blas_library for both models (default: torch's, which is cuBLAS "
+                        "with cuBLASLt for some ops, e.g. addmm's bias epilogue); STAR-B's k=4 step launched 279 "
+                        "cuBLAS memsets a step in session 15's profile")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    if args.blas:
+        torch.backends.cuda.preferred_blas_library(args.blas)
     use_bwd_kernel(args.bwd_kernel, args.fast_math)
     span_ops.USE_KERNELS = args.decoder_attention == "span"
     if args.span_min_keys is not None:
@@ -223,7 +229,7 @@ def main() -> None:
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
             "compile_mode": args.compile_mode, "inductor": args.inductor, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
             "decoder_attention": args.decoder_attention, "span_min_keys": span_ops.MIN_KEYS,
-            "span_tiles": span_ops.TILES,
+            "span_tiles": span_ops.TILES, "blas": args.blas,
             "scan_backward": backward_label(args.bwd_kernel),
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking

@@ -22,6 +22,7 @@
 #                   every k (SPAN_TILES: more tiles to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES)
 #   span_tests      the span attention GPU tests alone
 #   steps_all_k     whole pretraining steps at k = 4 1 2 8 with starx's defaults, beside the anchor
+#   blas_k4         whole k=4 steps (both models) with torch's BLAS choice, then with cuBLASLt preferred
 #   span_k2         whole k=2 steps with SDPA in the decoder (starx's choice there before 2026-12-01 21:30 UTC),
 #                   then with the span kernels
 #   span_k4         whole k=4 steps with the span kernels (SPAN_STEP_TILES: their tiles) against SDPA
@@ -101,6 +102,11 @@ for p in $PARTS; do
         part span_k4 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile --compile-mode reduce-overhead \
             --steps 24 --span-min-keys 0 ${SPAN_STEP_TILES:+--span-tiles "$SPAN_STEP_TILES"} \
             --out "$OUT/pretrain_step_k4_span.json" ;;
+    blas_k4)
+        part blas_default 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
+            --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4_blas_default.json"
+        part blas_cublaslt 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
+            --compile-mode reduce-overhead --steps 24 --blas cublaslt --out "$OUT/pretrain_step_k4_blas_cublaslt.json" ;;
     span_k2)
         part span_k2_sdpa 150 python3 bench/pretrain_step.py --k 2 --backend triton --compile \
             --compile-mode reduce-overhead --steps 24 --span-min-keys 100000 --out "$OUT/pretrain_step_k2_sdpa.json"
