@@ -1,15 +1,22 @@
-"""ARM's decoder attention alone: SDPA with the dense block-causal mask (what starx's decoder runs,
-starx.models.blocks.CrossAttention) against FlexAttention with it as a BlockMask (which skips the
-128 x 128 tiles the mask rules out), both compiled, forward + backward, at STAR-B's shapes.
+"""ARM's decoder attention alone: SDPA with the dense block-causal mask, FlexAttention with it
+as a BlockMask, and starx's span attention kernels (starx.ops.span_attention, what the decoder
+runs on the triton backend), each compiled, forward + backward, at STAR-B's shapes.
 
 For each k it takes the mask of the model specs/star_base_in1k.yaml builds (k=1 without
 separator: ARM), queries / keys / values of one decoder block (256 images a step: 256 / k
 sequences, decoder_heads heads of decoder_dim / heads), times the compiled forward + backward of
 each implementation with CUDA events, and reports the largest error of each against SDPA in fp32.
 On the H200 (2026-12-01, bench/results/decoder_attention_h200.jsonl) Flex lost at k = 4 and 1 and
-won at k = 8 only, so the decoder keeps SDPA.
+won at k = 8 only; the span kernels' rows are in bench/results/span_attention_*.jsonl.
 
-    python bench/decoder_attention.py --k 4 1 8 [--out results.jsonl]
+``--compile-mode reduce-overhead`` replays each forward and backward as CUDA graphs, as the
+training step does. Without it (torch.compile's default mode, every result before 2026-12-02)
+the CPU's launch cost may be timed rather than the GPU's work where that work is small. At k=1 a
+block's attention has about a fifth of k=4's (query, key) pairs, yet SDPA read 0.79 ms against
+0.99 at k=4, and the span kernels (three Triton launches through a custom op) 1.24 against 1.10
+(bench/results/span_attention_tiles_h200.jsonl). Not yet measured with graphs.
+
+    python bench/decoder_attention.py --k 4 1 8 [--impls sdpa span] [--compile-mode reduce-overhead] [--out results.jsonl]
 """
 
 from __future__ import annotations
@@ -129,6 +136,7 @@ def main() -> None:
     p.add_argument("--impls", nargs="+", default=["sdpa", "flex"], choices=list(IMPLS))
     p.add_argument("--span-tiles", nargs="+", default=["default"],
                    help="tiles of the span kernels to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES ('default': starx's)")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     p.add_argument("--profile", action="store_true",
                    help="also print each implementation's kernels with their GPU time per forward + backward")
     p.add_argument("--sass", action="store_true",
@@ -142,7 +150,7 @@ def main() -> None:
     default_tiles = dict(span_ops.TILES)
     span_ops.MIN_KEYS = 0  # (the kernels at every k: this times them, not starx's choice between them and SDPA)
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
-            "torch": torch.__version__, "command": " ".join(["python"] + sys.argv)}
+            "torch": torch.__version__, "compile_mode": args.compile_mode, "command": " ".join(["python"] + sys.argv)}
     print(json.dumps(info))
     rows = []
     for k in args.k:
@@ -170,7 +178,7 @@ def main() -> None:
                 span_ops.TILES.update(default_tiles if tiles == "default" else span_tiles(tiles))
             name = impl if tiles is None else f"span[{tiles}]"
             compiled = torch.compile(lambda a, b_, c, m=mask, i=impl, s=spans: masked_attention(
-                a.transpose(1, 2), b_.transpose(1, 2), c.transpose(1, 2), m, i, s))
+                a.transpose(1, 2), b_.transpose(1, 2), c.transpose(1, 2), m, i, s), mode=args.compile_mode)
 
             def fn(a, b_, c, compiled=compiled, backend=IMPLS[impl]):
                 # (active while it compiles too: the backend is chosen when the graph is traced)

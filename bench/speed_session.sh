@@ -23,8 +23,9 @@
 #   span_tests      the span attention GPU tests alone
 #   steps_all_k     whole pretraining steps at k = 4 1 2 8 with starx's defaults, beside the anchor
 #   blas_k4         whole k=4 steps (both models) with torch's BLAS choice, then with cuBLASLt preferred
-#   span_k2         whole k=2 steps with SDPA in the decoder (starx's choice there before 2026-12-01 21:30 UTC),
-#                   then with the span kernels
+#   span_k1, span_k2 whole steps at k=1 (k=2) with SDPA in the decoder, then with the span kernels
+#   span_graphs     one decoder block's attention, SDPA against the span kernels, at k = 1 2 4 8, replayed as
+#                   CUDA graphs as in the step (without, the CPU's launch cost is timed too), with kernel times
 #   span_k4         whole k=4 steps with the span kernels (SPAN_STEP_TILES: their tiles) against SDPA
 #   span_steps      whole pretraining steps, k=4 with SDPA in the decoder against every k with the span kernels
 #   decoder_attention ARM's decoder attention alone: SDPA (each backend) with the dense mask vs FlexAttention
@@ -107,11 +108,14 @@ for p in $PARTS; do
             --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4_blas_default.json"
         part blas_cublaslt 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
             --compile-mode reduce-overhead --steps 24 --blas cublaslt --out "$OUT/pretrain_step_k4_blas_cublaslt.json" ;;
-    span_k2)
-        part span_k2_sdpa 150 python3 bench/pretrain_step.py --k 2 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --span-min-keys 100000 --out "$OUT/pretrain_step_k2_sdpa.json"
-        part span_k2 150 python3 bench/pretrain_step.py --k 2 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --span-min-keys 0 --out "$OUT/pretrain_step_k2_span.json" ;;
+    span_k2|span_k1)  # whole steps at that k: SDPA in the decoder, then the span kernels from 0 keys
+        k=${p#span_k}
+        part "span_k${k}_sdpa" 150 python3 bench/pretrain_step.py --k "$k" --backend triton --compile \
+            --compile-mode reduce-overhead --steps 24 --span-min-keys 100000 --out "$OUT/pretrain_step_k${k}_sdpa.json"
+        part "span_k${k}" 150 python3 bench/pretrain_step.py --k "$k" --backend triton --compile \
+            --compile-mode reduce-overhead --steps 24 --span-min-keys 0 --out "$OUT/pretrain_step_k${k}_span.json" ;;
+    span_graphs) part span_graphs 200 python3 bench/decoder_attention.py --k 1 2 4 8 --impls sdpa span \
+        --compile-mode reduce-overhead --profile --out "$OUT/span_attention_graphs.jsonl" ;;
     span_tests) part span_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_span_attention.py ;;
     steps_all_k) part steps_all_k 330 python3 bench/pretrain_step.py --k 4 1 2 8 --backend triton --compile \
         --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_all_k.json" ;;
