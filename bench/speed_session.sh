@@ -34,6 +34,8 @@
 #   finetune        the fine-tuning step vs timm's ViT-B/16, eager, compiled, and compiled with CUDA graphs
 #                   (reduce-overhead, both models; not yet measured: 2026-12-01)
 #   profile_block   one compiled block, part by part, beside the anchor's
+#   inductor_code   the Triton code Inductor writes for the compiled k=4 step (TORCH_LOGS=output_code, gzipped):
+#                   which LayerNorm backward, casts and copies it fused, and which it left as kernels of their own
 #   profile_finetune_starx  the compiled fine-tuning step kernel by kernel, without timm's
 #   profile_finetune the compiled fine-tuning step kernel by kernel, and timm's ViT-B/16 the same way
 #   ncu_scan_bwd    ncu of the scan's backward starx launches at k=4 (on Hopper the Gluon scan_bwd_rows;
@@ -133,6 +135,10 @@ for p in $PARTS; do
     finetune) part finetune 240 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
         --compile-mode none default reduce-overhead --out "$OUT/finetune_step.json" ;;
     profile_block) part profile_block 90 python3 bench/profile_block.py --k 4 --out "$OUT/profile_block_k4.txt" ;;
+    inductor_code)
+        TORCH_LOGS=output_code part inductor_code 200 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
+            --compile-mode reduce-overhead --steps 4 --no-anchor
+        gzip -f "$OUT/inductor_code.txt" ;;
     profile_finetune_starx) part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile ;;
     profile_finetune)  # (the profiles print to the parts' own files: $OUT brings back at most 8 files)
         part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile
