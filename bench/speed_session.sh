@@ -23,10 +23,10 @@
 #   span_tests      the span attention GPU tests alone
 #   steps_all_k     whole pretraining steps at k = 4 1 2 8 with starx's defaults, beside the anchor
 #   blas_k4         whole k=4 steps (both models) with torch's BLAS choice, then with cuBLASLt preferred
-#   span_k1, span_k2 whole steps at k=1 (k=2) with SDPA in the decoder, then with the span kernels
+#   span_k1, span_k2, span_k4 whole steps at that k with SDPA in the decoder, then with the span kernels from
+#                   0 keys on (SPAN_STEP_TILES: their tiles)
 #   span_graphs     one decoder block's attention, SDPA against the span kernels, at k = 1 2 4 8, replayed as
 #                   CUDA graphs as in the step (without, the CPU's launch cost is timed too), with kernel times
-#   span_k4         whole k=4 steps with the span kernels (SPAN_STEP_TILES: their tiles) against SDPA
 #   span_steps      whole pretraining steps, k=4 with SDPA in the decoder against every k with the span kernels
 #   decoder_attention ARM's decoder attention alone: SDPA (each backend) with the dense mask vs FlexAttention
 #                   (128 and 64 tiles), k = 4 and 8
@@ -85,63 +85,52 @@ part() {  # part NAME SECONDS CMD...: run CMD time-boxed, its output to $OUT/NAM
 }
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-PARTS=${*:-gpu_tests pretrain_k4_k1}
-for p in $PARTS; do
+step() {  # step NAME SECONDS ARGS...: a part timing bench/pretrain_step.py, compiled with CUDA graphs as starx's step
+    local name=$1 box=$2
+    shift 2
+    part "$name" "$box" python3 bench/pretrain_step.py --backend triton --compile --compile-mode reduce-overhead "$@"
+}
+run_part() {  # run_part PART: one part of the list above (a composite part runs its constituents)
+    local p=$1
     case $p in
     gpu_tests)  # (+ the loader's GPU buffers test where FFCV was carried)
         part gpu_tests 280 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_scan.py \
             tests/test_triton_conv.py tests/test_span_attention.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
-    pretrain_k4) part pretrain_k4 200 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-        --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4.json" ;;
+    pretrain_k4) step pretrain_k4 200 --k 4 --steps 24 --out "$OUT/pretrain_step_k4.json" ;;
     span_steps)  # whole pretraining steps: k=4 with SDPA in the decoder, then every k with the span kernels
-        part span_steps_sdpa 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --decoder-attention sdpa --out "$OUT/pretrain_step_k4_sdpa.json"
-        part span_steps 330 python3 bench/pretrain_step.py --k 4 1 2 8 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_all_k_span.json" ;;
-    span_k4)  # the span kernels at k=4 (SPAN_STEP_TILES: their tiles, default starx's): whole steps with them from
-        # 0 keys on, against SDPA in the same call
-        part span_k4_sdpa 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --decoder-attention sdpa --out "$OUT/pretrain_step_k4_sdpa.json"
-        part span_k4 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile --compile-mode reduce-overhead \
-            --steps 24 --span-min-keys 0 ${SPAN_STEP_TILES:+--span-tiles "$SPAN_STEP_TILES"} \
-            --out "$OUT/pretrain_step_k4_span.json" ;;
-    blas_k4)
-        part blas_default 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k4_blas_default.json"
-        part blas_cublaslt 150 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --blas cublaslt --out "$OUT/pretrain_step_k4_blas_cublaslt.json" ;;
-    span_k2|span_k1)  # whole steps at that k: SDPA in the decoder, then the span kernels from 0 keys
-        k=${p#span_k}
-        part "span_k${k}_sdpa" 150 python3 bench/pretrain_step.py --k "$k" --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --span-min-keys 100000 --out "$OUT/pretrain_step_k${k}_sdpa.json"
-        part "span_k${k}" 150 python3 bench/pretrain_step.py --k "$k" --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --span-min-keys 0 --out "$OUT/pretrain_step_k${k}_span.json" ;;
+        step span_steps_sdpa 150 --k 4 --steps 24 --decoder-attention sdpa --out "$OUT/pretrain_step_k4_sdpa.json"
+        run_part steps_all_k ;;
+    span_k1|span_k2|span_k4)  # whole steps at that k: SDPA in the decoder, then the span kernels from 0 keys on
+        # (SPAN_STEP_TILES: their tiles, default starx's)
+        local k=${p#span_k}
+        step "span_k${k}_sdpa" 150 --k "$k" --steps 24 --decoder-attention sdpa --out "$OUT/pretrain_step_k${k}_sdpa.json"
+        step "span_k${k}" 150 --k "$k" --steps 24 --span-min-keys 0 ${SPAN_STEP_TILES:+--span-tiles "$SPAN_STEP_TILES"} \
+            --out "$OUT/pretrain_step_k${k}_span.json" ;;
+    blas_k4)  # torch's BLAS choice (pretrain_k4), then cuBLASLt preferred
+        run_part pretrain_k4
+        step blas_cublaslt 150 --k 4 --steps 24 --blas cublaslt --out "$OUT/pretrain_step_k4_blas_cublaslt.json" ;;
     span_graphs) part span_graphs 200 python3 bench/decoder_attention.py --k 1 2 4 8 --impls sdpa span \
         --compile-mode reduce-overhead --profile --out "$OUT/span_attention_graphs.jsonl" ;;
     span_tests) part span_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_span_attention.py ;;
-    steps_all_k) part steps_all_k 330 python3 bench/pretrain_step.py --k 4 1 2 8 --backend triton --compile \
-        --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_all_k.json" ;;
+    steps_all_k) step steps_all_k 330 --k 4 1 2 8 --steps 24 --out "$OUT/pretrain_step_all_k.json" ;;
     span_attention)  # the decoder's span attention kernels: GPU tests, then one block's attention against SDPA
         # at every k, for starx's tiles and those in SPAN_TILES (FWD/DQ/DKDV, each BMxBNxWARPSxSTAGES)
-        part span_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_span_attention.py
+        run_part span_tests
         part span_time 200 python3 bench/decoder_attention.py --k 4 1 8 --impls sdpa span \
             --span-tiles default ${SPAN_TILES:-} --out "$OUT/span_attention.jsonl" ;;
     decoder_attention) part decoder_attention 150 python3 bench/decoder_attention.py --k 4 8 \
         --impls sdpa sdpa_cudnn sdpa_efficient flex flex_64 --out "$OUT/decoder_attention.jsonl" ;;
-    pretrain_k4_k1) part pretrain_k4_k1 300 python3 bench/pretrain_step.py --k 4 1 --backend triton --compile \
-        --compile-mode reduce-overhead --steps 24 --encoder --anchor-loop --out "$OUT/pretrain_step_k4_k1.json" ;;
-    pretrain_k2_k8) part pretrain_k2_k8 160 python3 bench/pretrain_step.py --k 2 8 --backend triton --compile \
-        --compile-mode reduce-overhead --steps 24 --out "$OUT/pretrain_step_k2_k8.json" ;;
+    pretrain_k4_k1) step pretrain_k4_k1 300 --k 4 1 --steps 24 --encoder --anchor-loop --out "$OUT/pretrain_step_k4_k1.json" ;;
+    pretrain_k2_k8) step pretrain_k2_k8 160 --k 2 8 --steps 24 --out "$OUT/pretrain_step_k2_k8.json" ;;
     finetune) part finetune 240 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
         --compile-mode none default reduce-overhead --out "$OUT/finetune_step.json" ;;
     profile_block) part profile_block 90 python3 bench/profile_block.py --k 4 --out "$OUT/profile_block_k4.txt" ;;
     inductor_code)
-        TORCH_LOGS=output_code part inductor_code 200 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 4 --no-anchor
+        TORCH_LOGS=output_code step inductor_code 200 --k 4 --steps 4 --no-anchor
         gzip -f "$OUT/inductor_code.txt" ;;
     profile_finetune_starx) part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile ;;
     profile_finetune)  # (the profiles print to the parts' own files: $OUT brings back at most 8 files)
-        part profile_finetune 100 python3 bench/profile_step.py --finetune --backend triton --compile
+        run_part profile_finetune_starx
         part profile_finetune_anchor 80 python3 bench/profile_step.py --finetune --anchor --compile ;;
     ncu_scan_bwd|ncu_scan_fwd|ncu_rows)  # the backward starx launches (the Gluon scan_bwd_rows on Hopper), the
         # forward, or a candidate of bench/scan_bwd_rows.py (ROWS): where its chain waits
@@ -226,11 +215,14 @@ for p in $PARTS; do
         # FAST_MATH=bwd or fwd+bwd: with fast math in those kernels too)
         part rows_finetune 200 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
             --compile-mode default --bwd-kernel "${ROWS:-rows}" ${FAST_MATH:+--fast-math "$FAST_MATH"} --out "$OUT/finetune_step_rows.json"
-        part rows_pretrain 300 python3 bench/pretrain_step.py --k 4 --backend triton --compile \
-            --compile-mode reduce-overhead --steps 24 --bwd-kernel "${ROWS:-rows}" ${FAST_MATH:+--fast-math "$FAST_MATH"} \
+        step rows_pretrain 300 --k 4 --steps 24 --bwd-kernel "${ROWS:-rows}" ${FAST_MATH:+--fast-math "$FAST_MATH"} \
             --out "$OUT/pretrain_step_k4_rows.json" ;;
     *) echo "[speed] unknown part $p" >&2; exit 2 ;;
     esac
+}
+PARTS=${*:-gpu_tests pretrain_k4_k1}
+for p in $PARTS; do
+    run_part "$p"
 done
 # at most 8 files come back from $OUT: past that, the parts' logs travel as one archive (the results stay apart)
 if [ "$(ls "$OUT" | wc -l)" -gt 8 ]; then

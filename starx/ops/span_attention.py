@@ -38,7 +38,7 @@ USE_KERNELS = True  # False: SDPA with the mask everywhere (bench/ compares the 
 # above, whole steps against SDPA in the same call: k=4 (624 keys) 0.724 -> 0.737x of the anchor
 # (bench/results/pretrain_step_h200_k4_span_tiles64.json), k=2 (304) 0.702 -> 0.710x
 # (pretrain_step_h200_k2_span.json); at k=1 (128) one block's attention took 1.24 ms against
-# SDPA's 0.79 (span_attention_tiles_h200.jsonl).
+# SDPA's 0.79 (span_attention_tiles_h200.jsonl, timed without CUDA graphs: possibly launch-bound).
 MIN_KEYS = 256
 
 
