@@ -75,15 +75,24 @@ def span_tiles(config: str) -> dict:
     return dict(zip(("fwd", "dq", "dkdv"), (tuple(map(int, c.split("x"))) for c in config.split("/"))))
 
 
+def step(fn, q, k, v, dout) -> None:
+    """One forward + backward. The leaves' gradients are dropped first: with CUDA graphs
+    (reduce-overhead) they are outputs of the last replay, which this one overwrites."""
+    for t in (q, k, v):
+        t.grad = None
+    torch.compiler.cudagraph_mark_step_begin()
+    fn(q, k, v).backward(dout)
+
+
 def timed(fn, q, k, v, dout, reps: int = 20) -> float:
     """ms of one forward + backward, CUDA events, after warm-up (compiles)."""
     for _ in range(3):
-        fn(q, k, v).backward(dout)
+        step(fn, q, k, v, dout)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     start.record()
     for _ in range(reps):
-        fn(q, k, v).backward(dout)
+        step(fn, q, k, v, dout)
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / reps
@@ -95,7 +104,7 @@ def kernel_times(fn, q, k, v, dout, reps: int = 5) -> dict[str, float]:
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
-            fn(q, k, v).backward(dout)
+            step(fn, q, k, v, dout)
         torch.cuda.synchronize()
     times = {e.key[:60]: round(e.device_time_total / 1000 / reps, 4) for e in prof.key_averages()
              if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time_total > 0}
@@ -194,6 +203,7 @@ def main() -> None:
                 row[f"{name}_kernels"] = kernel_times(fn, q, kk, v, dout)
             for t in (q, kk, v):
                 t.grad = None
+            torch.compiler.cudagraph_mark_step_begin()
             out = fn(q, kk, v)
             out.backward(dout)
             errs = [(out.float() - out_ref).abs().max()] + [(t.grad.float() - r.grad).abs().max() for t, r in

@@ -22,6 +22,7 @@
 #                   every k (SPAN_TILES: more tiles to time, FWD/DQ/DKDV each BMxBNxWARPSxSTAGES)
 #   span_tests      the span attention GPU tests alone
 #   steps_all_k     whole pretraining steps at k = 4 1 2 8 with starx's defaults, beside the anchor
+#   inductor_ab     whole k=4 steps with each Inductor setting in INDUCTOR_AB (one step run each)
 #   blas_k4         whole k=4 steps (both models) with torch's BLAS choice, then with cuBLASLt preferred
 #   span_k1, span_k2, span_k4 whole steps at that k with SDPA in the decoder, then with the span kernels from
 #                   0 keys on (SPAN_STEP_TILES: their tiles)
@@ -106,6 +107,14 @@ run_part() {  # run_part PART: one part of the list above (a composite part runs
         step "span_k${k}_sdpa" 150 --k "$k" --steps 24 --decoder-attention sdpa --out "$OUT/pretrain_step_k${k}_sdpa.json"
         step "span_k${k}" 150 --k "$k" --steps 24 --span-min-keys 0 ${SPAN_STEP_TILES:+--span-tiles "$SPAN_STEP_TILES"} \
             --out "$OUT/pretrain_step_k${k}_span.json" ;;
+    inductor_ab)  # whole k=4 steps, one for each torch._inductor.config setting in INDUCTOR_AB (space-separated
+        # KEY=VALUE, dotted keys for the nested ones: "triton.enable_pdl=True"; INDUCTOR_AB_BOX: seconds each, default
+        # 150, more for settings that tune at the first steps); run pretrain_k4 beside it
+        local i=0 kv
+        for kv in ${INDUCTOR_AB:?INDUCTOR_AB: the settings to try}; do
+            i=$((i + 1))
+            step "inductor_ab$i" "${INDUCTOR_AB_BOX:-150}" --k 4 --steps 24 --inductor "$kv" --out "$OUT/pretrain_step_k4_inductor_ab$i.json"
+        done ;;
     blas_k4)  # torch's BLAS choice (pretrain_k4), then cuBLASLt preferred
         run_part pretrain_k4
         step blas_cublaslt 150 --k 4 --steps 24 --blas cublaslt --out "$OUT/pretrain_step_k4_blas_cublaslt.json" ;;
@@ -115,8 +124,9 @@ run_part() {  # run_part PART: one part of the list above (a composite part runs
     steps_all_k) step steps_all_k 330 --k 4 1 2 8 --steps 24 --out "$OUT/pretrain_step_all_k.json" ;;
     span_attention)  # the decoder's span attention kernels: GPU tests, then one block's attention against SDPA
         # at every k, for starx's tiles and those in SPAN_TILES (FWD/DQ/DKDV, each BMxBNxWARPSxSTAGES)
-        run_part span_tests
-        part span_time 200 python3 bench/decoder_attention.py --k 4 1 8 --impls sdpa span \
+        [ -n "${SPAN_SKIP_TESTS:-}" ] || run_part span_tests
+        # (replayed as CUDA graphs, as the compiled step runs them: without, launches decide: session 18)
+        part span_time 200 python3 bench/decoder_attention.py --k 4 1 2 8 --impls sdpa span --compile-mode reduce-overhead \
             --span-tiles default ${SPAN_TILES:-} --out "$OUT/span_attention.jsonl" ;;
     decoder_attention) part decoder_attention 150 python3 bench/decoder_attention.py --k 4 8 \
         --impls sdpa sdpa_cudnn sdpa_efficient flex flex_64 --out "$OUT/decoder_attention.jsonl" ;;

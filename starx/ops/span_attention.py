@@ -10,8 +10,8 @@ Hopper: 0.97 ms forward + backward for one STAR-B k=4 decoder block on the H200,
 TFLOP/s of the full product; bench/decoder_attention.py). The Triton kernels here
 (starx/ops/_span_attention_kernels.py) read, per tile of query rows, only the keys its spans
 cover. FlexAttention with the same mask as a BlockMask was slower than SDPA at k=4 and 1
-(bench/README.md), hence a kernel of our own. On the H200 whole steps are faster with them from STAR's
-k=2 (304 keys); at k=1 SDPA stays (MIN_KEYS).
+(bench/README.md), hence a kernel of our own. On the H200 they take less GPU time than SDPA at
+every k of STAR (1 to 8), and whole steps are faster with them from k=2 on (MIN_KEYS).
 
 ``span_attention`` is the entry point: the kernels for bf16 / fp16 CUDA tensors under the
 ``triton`` / ``auto`` backends, SDPA with the dense mask (the twin) otherwise. The ops are torch
@@ -34,12 +34,14 @@ from torch import Tensor
 TILES = {"fwd": (64, 64, 4, 2), "dq": (64, 64, 4, 2), "dkdv": (64, 64, 4, 2)}
 HEAD_DIMS = (16, 32, 64, 128)  # the head sizes the kernels take (tl.dot's tiles: powers of two)
 USE_KERNELS = True  # False: SDPA with the mask everywhere (bench/ compares the two in one process)
-# The kernels run for at least this many keys (SDPA below). On the H200 (2026-12-01), with the tiles
-# above, whole steps against SDPA in the same call: k=4 (624 keys) 0.724 -> 0.737x of the anchor
-# (bench/results/pretrain_step_h200_k4_span_tiles64.json), k=2 (304) 0.702 -> 0.710x
-# (pretrain_step_h200_k2_span.json); at k=1 (128) one block's attention took 1.24 ms against
-# SDPA's 0.79 (span_attention_tiles_h200.jsonl, timed without CUDA graphs: possibly launch-bound).
-MIN_KEYS = 256
+# The kernels run for at least this many keys (SDPA below; 0: always). On the H200, whole steps against
+# SDPA in the same call: k=4 (624 keys) 0.724 -> 0.737x of the anchor and 0.726 -> 0.743 (2026-12-01,
+# bench/results/pretrain_step_h200_k4_span_tiles64.json, pretrain_step_h200_session18.jsonl), k=2 (304)
+# 0.702 -> 0.710x (pretrain_step_h200_k2_span.json), k=1 (128) 0.695 both. One block's attention replayed
+# as CUDA graphs, as the compiled step runs it, GPU time of its kernels at k=1: 0.24 ms against SDPA's
+# 0.28 (span_attention_graphs_h200.jsonl; session 17's 1.24 against 0.79 was timed without graphs and
+# was launch-bound). Hence from 0 keys: one path on the GPU.
+MIN_KEYS = 0
 
 
 def spans_to_mask(spans: Tensor, keys: int) -> Tensor:
