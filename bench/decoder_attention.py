@@ -14,7 +14,8 @@ training step does. Without it (torch.compile's default mode, every result befor
 the CPU's launch cost may be timed rather than the GPU's work where that work is small. At k=1 a
 block's attention has about a fifth of k=4's (query, key) pairs, yet SDPA read 0.79 ms against
 0.99 at k=4, and the span kernels (three Triton launches through a custom op) 1.24 against 1.10
-(bench/results/span_attention_tiles_h200.jsonl). Not yet measured with graphs.
+(bench/results/span_attention_tiles_h200.jsonl). With graphs (2026-12-02) the span kernels' GPU time
+was below SDPA's at every k (k=1 0.24 ms against 0.28; bench/results/span_attention_graphs_h200.jsonl).
 
     python bench/decoder_attention.py --k 4 1 8 [--impls sdpa span] [--compile-mode reduce-overhead] [--out results.jsonl]
 """

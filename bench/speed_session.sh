@@ -23,6 +23,8 @@
 #   span_tests      the span attention GPU tests alone
 #   steps_all_k     whole pretraining steps at k = 4 1 2 8 with starx's defaults, beside the anchor
 #   inductor_ab     whole k=4 steps with each Inductor setting in INDUCTOR_AB (one step run each)
+#   swiglu          the SwiGLU gate's kernels: GPU tests, one MLP against Inductor's gate (SWIGLU_TILES: more tiles)
+#   swiglu_k4       whole k=4 steps with Inductor's gate, then with the gate's kernels
 #   blas_k4         whole k=4 steps (both models) with torch's BLAS choice, then with cuBLASLt preferred
 #   span_k1, span_k2, span_k4 whole steps at that k with SDPA in the decoder, then with the span kernels from
 #                   0 keys on (SPAN_STEP_TILES: their tiles)
@@ -115,6 +117,14 @@ run_part() {  # run_part PART: one part of the list above (a composite part runs
             i=$((i + 1))
             step "inductor_ab$i" "${INDUCTOR_AB_BOX:-150}" --k 4 --steps 24 --inductor "$kv" --out "$OUT/pretrain_step_k4_inductor_ab$i.json"
         done ;;
+    swiglu)  # the SwiGLU gate's kernels (starx.ops.swiglu): GPU tests, then one MLP forward + backward against
+        # Inductor's gate at k = 4 1 8, for starx's tiles and those in SWIGLU_TILES (FWD/BWD, each BMxBNxROWSxWARPS)
+        part swiglu_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_swiglu.py
+        part swiglu_time 150 python3 bench/swiglu.py --k 4 1 8 --tiles default ${SWIGLU_TILES:-} \
+            --out "$OUT/swiglu.jsonl" ;;
+    swiglu_k4)  # whole k=4 steps: the gate as Inductor compiles it, then on starx's kernels
+        step swiglu_k4_inductor 200 --k 4 --steps 24 --mlp-gate inductor --out "$OUT/pretrain_step_k4_gate_inductor.json"
+        step swiglu_k4_kernel 150 --k 4 --steps 24 --mlp-gate kernel --out "$OUT/pretrain_step_k4_gate_kernel.json" ;;
     blas_k4)  # torch's BLAS choice (pretrain_k4), then cuBLASLt preferred
         run_part pretrain_k4
         step blas_cublaslt 150 --k 4 --steps 24 --blas cublaslt --out "$OUT/pretrain_step_k4_blas_cublaslt.json" ;;

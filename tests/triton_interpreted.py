@@ -3,10 +3,11 @@ Triton is imported: tests/test_triton_scan.py starts this file in a subprocess) 
 JSON line per case: the largest relative error of the output and each gradient against the
 sequential fp64 reference, or of the channel-last mixers against the torch-twin mixers.
 
-    TRITON_INTERPRET=1 python tests/triton_interpreted.py {kernel|gluon|softplus|mixer|span}
+    TRITON_INTERPRET=1 python tests/triton_interpreted.py {kernel|gluon|softplus|mixer|span|swiglu}
 
 ``gluon``: the Gluon backward, run by the interpreter through tests/gluon_interpreted.py.
 ``span``: the decoder's span attention (starx.ops.span_attention) against fp64 SDPA with the mask.
+``swiglu``: the SwiGLU gate's kernels (starx.ops.swiglu) against fp64 autograd.
 """
 
 from __future__ import annotations
@@ -212,6 +213,68 @@ SPAN_CASES = {
 }
 
 
+def swiglu_case(*, rows=37, channels=40, bias=True, dtype="float32") -> dict:
+    """The largest relative error of the gate's kernels (output, da, db, the two bias gradients)
+    against fp64 autograd of silu(a + bias_a) * (b + bias_b), on small tiles so that rows and
+    channels end inside a tile and a program's band spans several steps."""
+    from starx.ops import swiglu as sw
+
+    sw.TILES.update(fwd=(4, 16, 8, 1), bwd=(4, 16, 8, 1))
+    gen = torch.Generator().manual_seed(rows + channels)
+    dt = getattr(torch, dtype)
+    a, b, g = (torch.randn(2, rows, channels, generator=gen).mul(3).to(dt) for _ in range(3))
+    ba, bb = (torch.randn(channels, generator=gen) if bias else None for _ in range(2))
+    h = sw.gate_forward(a, b, ba, bb)
+    da, db, dba, dbb = sw.gate_backward(g, a, b, ba, bb)
+    ref_in = [t.double().requires_grad_() if t is not None else None for t in (a, b, ba, bb)]
+    ra, rb = (ref_in[0] + ref_in[2], ref_in[1] + ref_in[3]) if bias else (ref_in[0], ref_in[1])
+    ref = F.silu(ra) * rb
+    ref.backward(g.double())
+    rel = lambda x, r: ((x.double() - r).abs().max() / r.abs().max()).item()  # noqa: E731
+    errors = {"h": rel(h, ref), "da": rel(da, ref_in[0].grad), "db": rel(db, ref_in[1].grad)}
+    if bias:
+        errors |= {"dbias_a": rel(dba, ref_in[2].grad), "dbias_b": rel(dbb, ref_in[3].grad)}
+    else:
+        errors["no_bias_grads"] = float(dba.numel() + dbb.numel())
+    return errors
+
+
+def swiglu_op_case() -> dict:
+    """The gate's custom ops (fake shapes, autograd) through torch.library.opcheck and torch.compile:
+    the kernels, registered here for CPU tensors (the interpreter runs them), with and without
+    biases; errors of the compiled output and gradients against fp64 autograd."""
+    from starx.ops import swiglu as sw
+
+    sw.TILES.update(fwd=(4, 16, 8, 1), bwd=(4, 16, 8, 1))
+    torch.library.register_kernel("starx::swiglu_fwd", "cpu", sw.gate_forward)
+    torch.library.register_kernel("starx::swiglu_bwd", "cpu", sw.gate_backward)
+    gen = torch.Generator().manual_seed(3)
+    errors = {}
+    for bias in (True, False):
+        ins = [torch.randn(*shape, generator=gen).requires_grad_() for shape in ((2, 9, 40), (2, 9, 40), (40,), (40,))]
+        args = ins if bias else ins[:2] + [None, None]
+        torch.library.opcheck(torch.ops.starx.swiglu_fwd.default, tuple(args))
+        out = torch.compile(sw.swiglu_fwd)(*args)
+        out.square().sum().backward()
+        ref_in = [t.detach().double().requires_grad_() for t in ins]
+        ra, rb = (ref_in[0] + ref_in[2], ref_in[1] + ref_in[3]) if bias else (ref_in[0], ref_in[1])
+        ref = F.silu(ra) * rb
+        ref.square().sum().backward()
+        rel = lambda x, r: ((x.double() - r).abs().max() / r.abs().max()).item()  # noqa: E731
+        pairs = [("h", out, ref)] + [(f"d{n}", t.grad, r.grad) for n, t, r in zip(("a", "b", "bias_a", "bias_b"), ins,
+                                                                               ref_in)][: 4 if bias else 2]
+        errors |= {f"{n}_{'bias' if bias else 'no_bias'}": rel(x, r) for n, x, r in pairs}
+    return errors
+
+
+SWIGLU_CASES = {
+    "bias_fp32": {},
+    "no_bias_fp32": {"bias": False},
+    "bias_fp16": {"dtype": "float16"},
+    "one_partial_tile": {"rows": 3, "channels": 5},
+}
+
+
 def gluon_cases():
     """(case, variant, errors): starx's default Gluon backward in every case, and each candidate of
     bench/scan_bwd_rows.py (the ones the GPU tests check) in the reset case, or in bf16_bc where
@@ -243,6 +306,10 @@ if __name__ == "__main__":
     elif sys.argv[1] == "span":
         for case, kwargs in SPAN_CASES.items():
             print(json.dumps({"case": case, "errors": span_case(**kwargs)}), flush=True)
+    elif sys.argv[1] == "swiglu":
+        for case, kwargs in SWIGLU_CASES.items():
+            print(json.dumps({"case": case, "errors": swiglu_case(**kwargs)}), flush=True)
+        print(json.dumps({"case": "compiled_op", "errors": swiglu_op_case()}), flush=True)
     elif sys.argv[1] == "softplus":
         print(json.dumps({"case": "softplus", "errors": softplus_cases()}), flush=True)
     else:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from starx.ops import add_layer_norm
 from starx.ops.span_attention import span_attention
+from starx.ops.swiglu import swiglu_mlp_gate
 
 
 def patchify(images: Tensor, p: int) -> Tensor:
@@ -43,16 +44,18 @@ class PatchEmbed(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """w3(silu(w1 x) * w2 x), ARM's MLP (names w1, w2, w3)."""
+    """w3(silu(w1 x) * w2 x), ARM's MLP (names w1, w2, w3). ``backend`` picks the gate's path
+    (starx.ops.swiglu: a kernel of its own for the backward where it resolves to triton)."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, backend: str = "auto"):
         super().__init__()
         self.w1 = nn.Linear(dim, hidden)
         self.w2 = nn.Linear(dim, hidden)
         self.w3 = nn.Linear(hidden, dim)
+        self.backend = backend
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w3(F.silu(self.w1(x)) * self.w2(x))
+        return self.w3(swiglu_mlp_gate(x, self.w1, self.w2, self.backend))
 
 
 def add_norm(norm: nn.LayerNorm, x: Tensor, residual: Tensor | None, backend: str, prenorm: bool = True):
@@ -75,7 +78,7 @@ class MambaMLPBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.mixer = mixer
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = SwiGLU(dim, mlp_hidden)
+        self.mlp = SwiGLU(dim, mlp_hidden, backend)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.backend = backend
 

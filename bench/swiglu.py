@@ -1,0 +1,123 @@
+"""STAR-B's SwiGLU MLP alone (w3(silu(w1 x) * w2 x), starx.models.blocks.SwiGLU), forward +
+backward, compiled, with the gate on starx's kernels (starx.ops.swiglu, the triton backend) and
+as Inductor writes it (the torch backend), at the tokens of a 256-image step for each k.
+
+Replayed as CUDA graphs (``--compile-mode reduce-overhead``, as the training step runs) unless told
+otherwise; reports ms per forward + backward (CUDA events), the GPU time of each kernel
+(torch.profiler) and the largest difference of the output and gradients between the two.
+
+    python bench/swiglu.py --k 4 1 [--tiles 8x256x64x4/8x256x128x4 ...] [--out results.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from starx.models.blocks import SwiGLU  # noqa: E402
+from starx.ops import swiglu as sw  # noqa: E402
+
+DIM, HIDDEN = 768, 2048  # STAR-B: d 768, SwiGLU hidden int(768 * 8 / 3)
+TOKENS = {1: 256 * 128, 2: 128 * 304, 4: 64 * 624, 8: 32 * 1264}  # a step's encoder tokens (sequences x tokens)
+
+
+def tiles(config: str) -> dict:
+    """TILES of starx.ops.swiglu from FWD/BWD, each BMxBNxROWSxWARPS."""
+    return dict(zip(("fwd", "bwd"), (tuple(map(int, c.split("x"))) for c in config.split("/"))))
+
+
+def step(fn, x, dout) -> None:
+    x.grad = None  # (with CUDA graphs the last gradient is an output of the replay this one overwrites)
+    torch.compiler.cudagraph_mark_step_begin()
+    fn(x).backward(dout)
+
+
+def timed(fn, x, dout, reps: int = 50) -> float:
+    for _ in range(3):
+        step(fn, x, dout)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(reps):
+        step(fn, x, dout)
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def kernel_times(fn, x, dout, reps: int = 10) -> dict[str, float]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            step(fn, x, dout)
+        torch.cuda.synchronize()
+    times = {e.key[:60]: round(e.device_time_total / 1000 / reps, 4) for e in prof.key_averages()
+             if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time_total > 0}
+    return dict(sorted(times.items(), key=lambda kv: -kv[1])[:10])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--k", type=int, nargs="+", default=[4], choices=sorted(TOKENS))
+    p.add_argument("--tiles", nargs="+", default=["default"], help="kernel tile sets to time (FWD/BWD)")
+    p.add_argument("--compile-mode", default="reduce-overhead")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    default_tiles = dict(sw.TILES)
+    sw.USE_KERNELS = True  # (the triton backend's runs time the kernels, whatever starx's default)
+    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__, "compile_mode": args.compile_mode,
+            "command": "python bench/swiglu.py " + " ".join(sys.argv[1:])}
+    print(json.dumps(info))
+    rows = []
+    for k in args.k:
+        torch.manual_seed(0)
+        # (bf16 as the block's LayerNorm hands it over)
+        x = torch.randn(TOKENS[k], DIM, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        dout = torch.randn(TOKENS[k], DIM, device="cuda", dtype=torch.bfloat16)
+        row, outs = {"k": k, "tokens": TOKENS[k]}, {}
+        runs = [("torch", None)] + [("triton", t) for t in args.tiles]
+        for backend, t in runs:
+            torch._dynamo.reset()
+            sw.TILES.update(default_tiles if t in (None, "default") else tiles(t))
+            torch.manual_seed(1)
+            mlp = SwiGLU(DIM, HIDDEN, backend=backend).cuda()
+            with torch.no_grad():
+                for lin in (mlp.w1, mlp.w2):
+                    lin.bias.normal_(0, 0.1)
+            compiled = torch.compile(mlp, mode=args.compile_mode)
+
+            def fn(inp, compiled=compiled):
+                with torch.autocast("cuda", torch.bfloat16):
+                    return compiled(inp)
+
+            name = backend if t is None else f"triton[{t}]"
+            row[f"{name}_ms"] = round(timed(fn, x, dout), 4)
+            row[f"{name}_kernels"] = kernel_times(fn, x, dout)
+            step(fn, x, dout)
+            outs[name] = [x.grad.float().clone()] + [q.grad.float().clone() for q in mlp.parameters()]
+            for q in mlp.parameters():
+                q.grad = None
+        ref = outs["torch"]
+        for name, got in outs.items():
+            if name != "torch":
+                row[f"{name}_over_torch"] = round(row[f"{name}_ms"] / row["torch_ms"], 3)
+                row[f"{name}_max_rel_diff"] = round(max(((g - r).abs().max() / r.abs().max()).item()
+                                                        for g, r in zip(got, ref)), 5)
+        rows.append(row)
+        print(json.dumps(row))
+    if args.out:
+        args.out.write_text("\n".join(json.dumps(r) for r in [info] + rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The SwiGLU gate, h = silu(a + bias_a) * (b + bias_b), with a = x w1^T and b = x w2^T.
+
+Why kernels: under torch.compile the MambaMLP block's SwiGLU backward (with w1's and w2's bias
+gradients, the column sums of da and db) is one Inductor split-reduction kernel that moves its
+818 MB at about 2.8 TB/s on the H200, 0.29 ms a block at STAR-B k=4, where the forward's
+``silu * mul`` runs at about 4.3 TB/s (bench/README.md, session 18: 3.4 ms a step, 12 blocks).
+Here the backward (starx/ops/_swiglu_kernels.py) reads g, a and b once, writes da and db, and keeps
+the bias sums in registers, one fp32 row of partials per band of rows that torch adds up.
+The biases come in separately (the GEMMs run without them), so that their gradients are those sums.
+
+``swiglu_mlp_gate`` runs the kernels where ``backend`` resolves to triton (starx.ops.scan_backend)
+and USE_KERNELS is set (not yet by default), and the twin (``silu(w1(x)) * w2(x)`` as written) elsewhere. The ops are torch custom ops
+(``torch.ops.starx.swiglu_fwd/bwd``) with fake shapes, so torch.compile traces around them and
+CUDA graphs capture them.
+"""
+
+# (no ``from __future__ import annotations``: custom_op infers the op schema from real annotations)
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Per program of the forward and of the backward: (rows a step, channels, rows a program, warps).
+# A step's tile is BM x BN elements in fp32 for each of the loaded tensors: 8 x 256 over 4 warps is
+# 16 a thread (two 16-byte vectors of bf16). Picked by that count, not yet timed (bench/swiglu.py).
+TILES = {"fwd": (8, 256, 64, 4), "bwd": (8, 256, 128, 4)}
+# Whether the triton backend runs the gate on the kernels. Off until they are timed on a GPU against
+# Inductor's gate in whole steps (bench/speed_session.sh swiglu_k4): written and checked under
+# Triton's interpreter on 2026-12-02, when no device time was left in the session.
+USE_KERNELS = False
+KERNEL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # (fp32 arithmetic inside)
+
+
+def _rows(t: Tensor) -> Tensor:
+    """t as (M, N) contiguous rows (a view of a Linear's output)."""
+    return t.reshape(-1, t.shape[-1]).contiguous()
+
+
+def _launch(kernel, tiles, M: int, N: int, *args, has_bias: bool) -> int:
+    """Launch ``kernel`` over (bands of rows, blocks of channels); return the number of bands."""
+    bm, bn, rows, warps = tiles
+    bands = -(-M // rows)
+    kernel[(bands, -(-N // bn))](*args, M, N, HAS_BIAS=has_bias, BM=bm, BN=bn, ROWS=rows, num_warps=warps)
+    return bands
+
+
+def gate_forward(a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> Tensor:
+    """Launch the forward kernel: h (a's shape, contiguous, a's dtype)."""
+    from starx.ops._swiglu_kernels import swiglu_fwd
+
+    a2, b2 = _rows(a), _rows(b)
+    h = torch.empty_like(a2)
+    _launch(swiglu_fwd, TILES["fwd"], *a2.shape, a2, b2, bias_a if bias_a is not None else a2,
+            bias_b if bias_b is not None else a2, h, has_bias=bias_a is not None)
+    return h.view(a.shape)
+
+
+def gate_backward(g: Tensor, a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b: Tensor | None
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Launch the backward kernel: (da, db) in a's shape and dtype, (dbias_a, dbias_b) in the
+    biases' dtype (empty tensors without biases)."""
+    from starx.ops._swiglu_kernels import swiglu_bwd
+
+    g2, a2, b2 = _rows(g), _rows(a), _rows(b)
+    M, N = a2.shape
+    da, db = torch.empty_like(a2), torch.empty_like(a2)
+    has_bias = bias_a is not None
+    bands = -(-M // TILES["bwd"][2]) if has_bias else 0
+    sa = torch.empty((bands, N), device=a.device, dtype=torch.float32)
+    sb = torch.empty_like(sa)
+    _launch(swiglu_bwd, TILES["bwd"], M, N, g2, a2, b2, bias_a if has_bias else a2, bias_b if has_bias else a2,
+            da, db, sa, sb, has_bias=has_bias)
+    if not has_bias:
+        return da.view(a.shape), db.view(a.shape), a.new_empty(0), a.new_empty(0)
+    return da.view(a.shape), db.view(a.shape), sa.sum(0).to(bias_a.dtype), sb.sum(0).to(bias_b.dtype)
+
+
+@torch.library.custom_op("starx::swiglu_fwd", mutates_args=(), device_types="cuda")
+def swiglu_fwd(a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> Tensor:
+    return gate_forward(a, b, bias_a, bias_b)
+
+
+@swiglu_fwd.register_fake
+def _(a, b, bias_a, bias_b):
+    return a.new_empty(a.shape)
+
+
+@torch.library.custom_op("starx::swiglu_bwd", mutates_args=(), device_types="cuda")
+def swiglu_bwd(g: Tensor, a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b: Tensor | None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return gate_backward(g, a, b, bias_a, bias_b)
+
+
+@swiglu_bwd.register_fake
+def _(g, a, b, bias_a, bias_b):
+    bias = (bias_a.new_empty(bias_a.shape), bias_b.new_empty(bias_b.shape)) if bias_a is not None \
+        else (a.new_empty(0), a.new_empty(0))
+    return a.new_empty(a.shape), a.new_empty(a.shape), *bias
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad):
+    a, b, bias_a, bias_b = ctx.saved_tensors
+    da, db, dba, dbb = swiglu_bwd(grad, a, b, bias_a, bias_b)
+    return da, db, dba if bias_a is not None else None, dbb if bias_b is not None else None
+
+
+swiglu_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def swiglu_mlp_gate(x: Tensor, w1: nn.Linear, w2: nn.Linear, backend: str = "auto") -> Tensor:
+    """silu(w1(x)) * w2(x), SwiGLU's gate before w3. On the kernels where ``backend`` resolves to
+    triton for CUDA x (the GEMMs without bias, then the gate adding the biases in fp32), else as
+    written; w1 and w2 have biases both or neither."""
+    from starx.ops._kernels import scan_backend
+
+    if (w1.bias is None) != (w2.bias is None):
+        raise ValueError("swiglu_mlp_gate takes w1 and w2 with biases both or neither")
+    if not (USE_KERNELS and x.is_cuda and scan_backend(backend, x) == "triton"):
+        return F.silu(w1(x)) * w2(x)
+    a, b = F.linear(x, w1.weight), F.linear(x, w2.weight)  # (in autocast's dtype under autocast)
+    if a.dtype not in KERNEL_DTYPES:
+        return F.silu(a + w1.bias) * (b + w2.bias) if w1.bias is not None else F.silu(a) * b
+    return swiglu_fwd(a, b, w1.bias, w2.bias)
+
+
+__all__ = ["KERNEL_DTYPES", "TILES", "USE_KERNELS", "gate_backward", "gate_forward", "swiglu_mlp_gate"]
