@@ -7,6 +7,10 @@ otherwise; reports ms per forward + backward (CUDA events), the GPU time of each
 (torch.profiler) and the largest difference of the output and gradients between the two.
 
     python bench/swiglu.py --k 4 1 [--tiles 8x256x64x4/8x256x128x4 ...] [--out results.jsonl]
+
+``--sass`` (no GPU): each kernel compiled for sm_90 as a bf16 launch at STAR-B's k=4 shape
+specialises it, for each tile set: registers, spilled bytes, and the loop's instruction mix, with
+the width of its global loads and stores (LDG.E.128: 16-byte vectors; bench/sass.py).
 """
 
 from __future__ import annotations
@@ -65,13 +69,40 @@ def kernel_times(fn, x, dout, reps: int = 10) -> dict[str, float]:
     return dict(sorted(times.items(), key=lambda kv: -kv[1])[:10])
 
 
+def kernel_sass(configs: list[str]) -> None:
+    """Registers, spills and the per-step loop of the two kernels, for each tile set, at k=4."""
+    import collections
+    import re
+
+    from bench import sass as S
+    from starx.ops import _swiglu_kernels as K
+
+    M, N = TOKENS[4], HIDDEN
+    for config in configs:
+        t = dict(sw.TILES) if config == "default" else tiles(config)
+        for kind, fn in (("fwd", K.swiglu_fwd), ("bwd", K.swiglu_bwd)):
+            bm, bn, rows, warps = t[kind]
+            types = {n: "*fp32" if n in ("ba_ptr", "bb_ptr", "sa_ptr", "sb_ptr") else "*bf16"
+                     for n in fn.arg_names if n.endswith("_ptr")}
+            sass, regs, spills = S.compile_sass(fn, types, {"M": M, "N": N},
+                                                {"HAS_BIAS": True, "BM": bm, "BN": bn, "ROWS": rows}, warps)
+            loops = S.inner_loops(sass)
+            widths = collections.Counter(m[1] for m in re.finditer(r"\b((?:LDG|STG)\.E[.A-Z0-9]*)", sass))
+            print(f"{kind} {bm}x{bn}x{rows}x{warps}: {regs} registers, {spills} bytes spilled; "
+                  f"loop {sum(loops[-1].values()) if loops else 0} instructions ({S.mix(loops[-1]) if loops else '-'}); "
+                  f"global {dict(widths)}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, nargs="+", default=[4], choices=sorted(TOKENS))
     p.add_argument("--tiles", nargs="+", default=["default"], help="kernel tile sets to time (FWD/BWD)")
     p.add_argument("--compile-mode", default="reduce-overhead")
     p.add_argument("--out", type=Path)
+    p.add_argument("--sass", action="store_true", help="the static model of each kernel instead (no GPU)")
     args = p.parse_args()
+    if args.sass:
+        return kernel_sass(args.tiles)
     default_tiles = dict(sw.TILES)
     sw.USE_KERNELS = True  # (the triton backend's runs time the kernels, whatever starx's default)
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),

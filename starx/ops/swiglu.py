@@ -20,8 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Per program of the forward and of the backward: (rows a step, channels, rows a program, warps).
-# A step's tile is BM x BN elements in fp32 for each of the loaded tensors: 8 x 256 over 4 warps is
-# 16 a thread (two 16-byte vectors of bf16). Picked by that count, not yet timed (bench/swiglu.py).
+# A step's tile is BM x BN elements for each tensor: 8 x 256 over 4 warps is 16 a thread, two
+# 16-byte loads of bf16. Static model for sm_90 at STAR-B's k=4 (Triton 3.6, bench/swiglu.py --sass;
+# bench/results/swiglu_sass_session18.txt): forward 48 registers, backward 148 (three programs an
+# SM), no spills, every load and store of a tile 16 bytes wide, about 32 instructions an element
+# in the backward: 0.08 ms of issue at k=4 against about 0.2 ms for its bytes. Not yet timed.
 TILES = {"fwd": (8, 256, 64, 4), "bwd": (8, 256, 128, 4)}
 # Whether the triton backend runs the gate on the kernels. Off until they are timed on a GPU against
 # Inductor's gate in whole steps (bench/speed_session.sh swiglu_k4): written and checked under
