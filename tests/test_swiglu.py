@@ -32,6 +32,15 @@ requires_gpu = pytest.mark.skipif(not _STATUS["cuda_available"] or _STATUS["trit
                                   reason="needs CUDA and Triton")
 
 
+def fp64_reference(g, a, b, bias_a, bias_b) -> list:
+    """[h, da, db] (+ [dbias_a, dbias_b] with biases) of silu(a + bias_a) * (b + bias_b) by fp64 autograd."""
+    ins = [t.double().requires_grad_() for t in (a, b, bias_a, bias_b) if t is not None]
+    ra, rb = (ins[0] + ins[2], ins[1] + ins[3]) if bias_a is not None else (ins[0], ins[1])
+    h = F.silu(ra) * rb
+    h.backward(g.double())
+    return [h.detach()] + [t.grad for t in ins]
+
+
 def test_off_the_kernels_it_is_the_formula():
     torch.manual_seed(0)
     mlp, x = SwiGLU(8, 16), torch.randn(2, 5, 8)
@@ -80,15 +89,12 @@ def test_swiglu_kernels_match_fp64_on_gpu(bias):
     ba, bb = (torch.randn(2048, device="cuda", generator=gen) if bias else None for _ in range(2))
     h = sw.gate_forward(a, b, ba, bb)
     da, db, dba, dbb = sw.gate_backward(g, a, b, ba, bb)
-    ref_in = [t.double().requires_grad_() if t is not None else None for t in (a, b, ba, bb)]
-    ra, rb = (ref_in[0] + ref_in[2], ref_in[1] + ref_in[3]) if bias else (ref_in[0], ref_in[1])
-    ref = F.silu(ra) * rb
-    ref.backward(g.double())
+    ref = fp64_reference(g, a, b, ba, bb)
     rel = lambda x, r: ((x.double() - r).abs().max() / r.abs().max()).item()  # noqa: E731
-    for name, x, r in (("h", h, ref), ("da", da, ref_in[0].grad), ("db", db, ref_in[1].grad)):
+    for name, x, r in zip(("h", "da", "db"), (h, da, db), ref):
         assert rel(x, r) < 8e-3, f"{name}: {rel(x, r):.2e}"
     if bias:
-        assert rel(dba, ref_in[2].grad) < 1e-4 and rel(dbb, ref_in[3].grad) < 1e-4
+        assert rel(dba, ref[3]) < 1e-4 and rel(dbb, ref[4]) < 1e-4
     else:
         assert dba.numel() == dbb.numel() == 0
 

@@ -218,6 +218,7 @@ def swiglu_case(*, rows=37, channels=40, bias=True, dtype="float32") -> dict:
     against fp64 autograd of silu(a + bias_a) * (b + bias_b), on small tiles so that rows and
     channels end inside a tile and a program's band spans several steps."""
     from starx.ops import swiglu as sw
+    from tests.test_swiglu import fp64_reference
 
     sw.TILES.update(fwd=(4, 16, 8, 1), bwd=(4, 16, 8, 1))
     gen = torch.Generator().manual_seed(rows + channels)
@@ -226,14 +227,11 @@ def swiglu_case(*, rows=37, channels=40, bias=True, dtype="float32") -> dict:
     ba, bb = (torch.randn(channels, generator=gen) if bias else None for _ in range(2))
     h = sw.gate_forward(a, b, ba, bb)
     da, db, dba, dbb = sw.gate_backward(g, a, b, ba, bb)
-    ref_in = [t.double().requires_grad_() if t is not None else None for t in (a, b, ba, bb)]
-    ra, rb = (ref_in[0] + ref_in[2], ref_in[1] + ref_in[3]) if bias else (ref_in[0], ref_in[1])
-    ref = F.silu(ra) * rb
-    ref.backward(g.double())
+    ref = fp64_reference(g, a, b, ba, bb)
     rel = lambda x, r: ((x.double() - r).abs().max() / r.abs().max()).item()  # noqa: E731
-    errors = {"h": rel(h, ref), "da": rel(da, ref_in[0].grad), "db": rel(db, ref_in[1].grad)}
+    errors = {"h": rel(h, ref[0]), "da": rel(da, ref[1]), "db": rel(db, ref[2])}
     if bias:
-        errors |= {"dbias_a": rel(dba, ref_in[2].grad), "dbias_b": rel(dbb, ref_in[3].grad)}
+        errors |= {"dbias_a": rel(dba, ref[3]), "dbias_b": rel(dbb, ref[4])}
     else:
         errors["no_bias_grads"] = float(dba.numel() + dbb.numel())
     return errors
@@ -244,6 +242,7 @@ def swiglu_op_case() -> dict:
     the kernels, registered here for CPU tensors (the interpreter runs them), with and without
     biases; errors of the compiled output and gradients against fp64 autograd."""
     from starx.ops import swiglu as sw
+    from tests.test_swiglu import fp64_reference
 
     sw.TILES.update(fwd=(4, 16, 8, 1), bwd=(4, 16, 8, 1))
     torch.library.register_kernel("starx::swiglu_fwd", "cpu", sw.gate_forward)
@@ -255,14 +254,12 @@ def swiglu_op_case() -> dict:
         args = ins if bias else ins[:2] + [None, None]
         torch.library.opcheck(torch.ops.starx.swiglu_fwd.default, tuple(args))
         out = torch.compile(sw.swiglu_fwd)(*args)
-        out.square().sum().backward()
-        ref_in = [t.detach().double().requires_grad_() for t in ins]
-        ra, rb = (ref_in[0] + ref_in[2], ref_in[1] + ref_in[3]) if bias else (ref_in[0], ref_in[1])
-        ref = F.silu(ra) * rb
-        ref.square().sum().backward()
+        g = torch.randn(out.shape, generator=gen)
+        out.backward(g)
+        ref = fp64_reference(g, *(t.detach() if t is not None else None for t in args))
         rel = lambda x, r: ((x.double() - r).abs().max() / r.abs().max()).item()  # noqa: E731
-        pairs = [("h", out, ref)] + [(f"d{n}", t.grad, r.grad) for n, t, r in zip(("a", "b", "bias_a", "bias_b"), ins,
-                                                                               ref_in)][: 4 if bias else 2]
+        pairs = [("h", out, ref[0])] + [(f"d{n}", t.grad, r) for n, t, r in zip(("a", "b", "bias_a", "bias_b"), ins,
+                                                                             ref[1:])]
         errors |= {f"{n}_{'bias' if bias else 'no_bias'}": rel(x, r) for n, x, r in pairs}
     return errors
 

@@ -29,6 +29,17 @@ def _biases(ba_ptr, bb_ptr, cols, cmask, HAS_BIAS: tl.constexpr):
 
 
 @triton.jit
+def _tile(a_ptr, b_ptr, ba, bb, row0, cols, cmask, M, N, BM: tl.constexpr):
+    """(offsets, mask, a + bias_a, b + bias_b) of the BM rows from row0, the program's channels, fp32."""
+    rows = row0 + tl.arange(0, BM)
+    mask = (rows < M)[:, None] & cmask[None, :]
+    offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    a = tl.load(a_ptr + offs, mask=mask, other=0.0).to(tl.float32) + ba
+    b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32) + bb
+    return offs, mask, a, b
+
+
+@triton.jit
 def swiglu_fwd(a_ptr, b_ptr, ba_ptr, bb_ptr, h_ptr, M, N,
                HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr):
     """h = silu(a) * b over rows [program_id(0) * ROWS, + ROWS), channels [program_id(1) * BN, + BN)."""
@@ -36,11 +47,7 @@ def swiglu_fwd(a_ptr, b_ptr, ba_ptr, bb_ptr, h_ptr, M, N,
     cmask = cols < N
     ba, bb = _biases(ba_ptr, bb_ptr, cols, cmask, HAS_BIAS)
     for r in tl.range(0, ROWS, BM):
-        rows = tl.program_id(0) * ROWS + r + tl.arange(0, BM)
-        mask = (rows < M)[:, None] & cmask[None, :]
-        offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
-        a = tl.load(a_ptr + offs, mask=mask, other=0.0).to(tl.float32) + ba
-        b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32) + bb
+        offs, mask, a, b = _tile(a_ptr, b_ptr, ba, bb, tl.program_id(0) * ROWS + r, cols, cmask, M, N, BM)
         h = a * tl.sigmoid(a) * b
         tl.store(h_ptr + offs, h.to(h_ptr.dtype.element_ty), mask=mask)
 
@@ -56,11 +63,7 @@ def swiglu_bwd(g_ptr, a_ptr, b_ptr, ba_ptr, bb_ptr, da_ptr, db_ptr, sa_ptr, sb_p
     acc_a = tl.zeros([BM, BN], dtype=tl.float32)
     acc_b = tl.zeros([BM, BN], dtype=tl.float32)
     for r in tl.range(0, ROWS, BM):
-        rows = tl.program_id(0) * ROWS + r + tl.arange(0, BM)
-        mask = (rows < M)[:, None] & cmask[None, :]
-        offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
-        a = tl.load(a_ptr + offs, mask=mask, other=0.0).to(tl.float32) + ba
-        b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32) + bb
+        offs, mask, a, b = _tile(a_ptr, b_ptr, ba, bb, tl.program_id(0) * ROWS + r, cols, cmask, M, N, BM)
         g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # 0 off the tensor: da = db = 0 there
         s = tl.sigmoid(a)
         db = g * a * s
