@@ -37,6 +37,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.block_timing import kernel_times, parse_tiles, timed, write_jsonl  # noqa: E402
 from starx.models import create_model  # noqa: E402
 from starx.ops import span_attention as span_ops  # noqa: E402
 from starx.ops.span_attention import span_attention  # noqa: E402
@@ -73,43 +74,7 @@ IMPLS = {"sdpa": None, "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION, "sdpa_efficient
 
 def span_tiles(config: str) -> dict:
     """TILES of starx.ops.span_attention from FWD/DQ/DKDV, each BMxBNxWARPSxSTAGES."""
-    return dict(zip(("fwd", "dq", "dkdv"), (tuple(map(int, c.split("x"))) for c in config.split("/"))))
-
-
-def step(fn, q, k, v, dout) -> None:
-    """One forward + backward. The leaves' gradients are dropped first: with CUDA graphs
-    (reduce-overhead) they are outputs of the last replay, which this one overwrites."""
-    for t in (q, k, v):
-        t.grad = None
-    torch.compiler.cudagraph_mark_step_begin()
-    fn(q, k, v).backward(dout)
-
-
-def timed(fn, q, k, v, dout, reps: int = 20) -> float:
-    """ms of one forward + backward, CUDA events, after warm-up (compiles)."""
-    for _ in range(3):
-        step(fn, q, k, v, dout)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(reps):
-        step(fn, q, k, v, dout)
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
-
-
-def kernel_times(fn, q, k, v, dout, reps: int = 5) -> dict[str, float]:
-    """ms per forward + backward of each GPU kernel fn launches (torch.profiler), largest first."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            step(fn, q, k, v, dout)
-        torch.cuda.synchronize()
-    times = {e.key[:60]: round(e.device_time_total / 1000 / reps, 4) for e in prof.key_averages()
-             if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time_total > 0}
-    return dict(sorted(times.items(), key=lambda kv: -kv[1])[:8])
+    return parse_tiles(config, ("fwd", "dq", "dkdv"))
 
 
 def span_sass(k: int, configs: list[str]) -> None:
@@ -196,12 +161,12 @@ def main() -> None:
                     return compiled(a, b_, c)
 
             try:
-                row[f"{name}_ms"] = round(timed(fn, q, kk, v, dout), 4)
+                row[f"{name}_ms"] = round(timed(fn, (q, kk, v), dout, (q, kk, v)), 4)
             except Exception as e:  # noqa: BLE001 (a backend that refuses these shapes: say so, go on)
                 row[f"{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                 continue
             if args.profile:
-                row[f"{name}_kernels"] = kernel_times(fn, q, kk, v, dout)
+                row[f"{name}_kernels"] = kernel_times(fn, (q, kk, v), dout, (q, kk, v))
             for t in (q, kk, v):
                 t.grad = None
             torch.compiler.cudagraph_mark_step_begin()
@@ -215,7 +180,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     if args.out:
-        args.out.write_text("\n".join(json.dumps(r) for r in [info] + rows) + "\n")
+        write_jsonl(args.out, info, rows)
 
 
 if __name__ == "__main__":

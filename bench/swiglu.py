@@ -26,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.block_timing import kernel_times, parse_tiles, step, timed, write_jsonl  # noqa: E402
 from starx.models.blocks import SwiGLU  # noqa: E402
 from starx.ops import swiglu as sw  # noqa: E402
 
@@ -35,38 +36,7 @@ TOKENS = {1: 256 * 128, 2: 128 * 304, 4: 64 * 624, 8: 32 * 1264}  # a step's enc
 
 def tiles(config: str) -> dict:
     """TILES of starx.ops.swiglu from FWD/BWD, each BMxBNxROWSxWARPS."""
-    return dict(zip(("fwd", "bwd"), (tuple(map(int, c.split("x"))) for c in config.split("/"))))
-
-
-def step(fn, x, dout) -> None:
-    x.grad = None  # (with CUDA graphs the last gradient is an output of the replay this one overwrites)
-    torch.compiler.cudagraph_mark_step_begin()
-    fn(x).backward(dout)
-
-
-def timed(fn, x, dout, reps: int = 50) -> float:
-    for _ in range(3):
-        step(fn, x, dout)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(reps):
-        step(fn, x, dout)
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
-
-
-def kernel_times(fn, x, dout, reps: int = 10) -> dict[str, float]:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            step(fn, x, dout)
-        torch.cuda.synchronize()
-    times = {e.key[:60]: round(e.device_time_total / 1000 / reps, 4) for e in prof.key_averages()
-             if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time_total > 0}
-    return dict(sorted(times.items(), key=lambda kv: -kv[1])[:10])
+    return parse_tiles(config, ("fwd", "bwd"))
 
 
 def kernel_sass(configs: list[str]) -> None:
@@ -132,12 +102,11 @@ def main() -> None:
                     return compiled(inp)
 
             name = backend if t is None else f"triton[{t}]"
-            row[f"{name}_ms"] = round(timed(fn, x, dout), 4)
-            row[f"{name}_kernels"] = kernel_times(fn, x, dout)
-            step(fn, x, dout)
-            outs[name] = [x.grad.float().clone()] + [q.grad.float().clone() for q in mlp.parameters()]
-            for q in mlp.parameters():
-                q.grad = None
+            leaves = (x, *mlp.parameters())  # (the parameters' gradients too: replay outputs as well)
+            row[f"{name}_ms"] = round(timed(fn, (x,), dout, leaves, reps=50), 4)
+            row[f"{name}_kernels"] = kernel_times(fn, (x,), dout, leaves, reps=10, top=10)
+            step(fn, (x,), dout, leaves)
+            outs[name] = [q.grad.float().clone() for q in leaves]
         ref = outs["torch"]
         for name, got in outs.items():
             if name != "torch":
@@ -147,7 +116,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     if args.out:
-        args.out.write_text("\n".join(json.dumps(r) for r in [info] + rows) + "\n")
+        write_jsonl(args.out, info, rows)
 
 
 if __name__ == "__main__":

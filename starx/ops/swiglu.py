@@ -38,12 +38,15 @@ def _rows(t: Tensor) -> Tensor:
     return t.reshape(-1, t.shape[-1]).contiguous()
 
 
-def _launch(kernel, tiles, M: int, N: int, *args, has_bias: bool) -> int:
-    """Launch ``kernel`` over (bands of rows, blocks of channels); return the number of bands."""
+def _bands(M: int, tiles: tuple) -> int:
+    """How many bands of rows (one program's rows each) cover M rows."""
+    return -(-M // tiles[2])
+
+
+def _launch(kernel, tiles, M: int, N: int, *args, has_bias: bool) -> None:
+    """Launch ``kernel`` over (bands of rows, blocks of channels)."""
     bm, bn, rows, warps = tiles
-    bands = -(-M // rows)
-    kernel[(bands, -(-N // bn))](*args, M, N, HAS_BIAS=has_bias, BM=bm, BN=bn, ROWS=rows, num_warps=warps)
-    return bands
+    kernel[(_bands(M, tiles), -(-N // bn))](*args, M, N, HAS_BIAS=has_bias, BM=bm, BN=bn, ROWS=rows, num_warps=warps)
 
 
 def gate_forward(a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> Tensor:
@@ -67,7 +70,7 @@ def gate_backward(g: Tensor, a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b
     M, N = a2.shape
     da, db = torch.empty_like(a2), torch.empty_like(a2)
     has_bias = bias_a is not None
-    bands = -(-M // TILES["bwd"][2]) if has_bias else 0
+    bands = _bands(M, TILES["bwd"]) if has_bias else 0
     sa = torch.empty((bands, N), device=a.device, dtype=torch.float32)
     sb = torch.empty_like(sa)
     _launch(swiglu_bwd, TILES["bwd"], M, N, g2, a2, b2, bias_a if has_bias else a2, bias_b if has_bias else a2,
@@ -121,12 +124,10 @@ def swiglu_mlp_gate(x: Tensor, w1: nn.Linear, w2: nn.Linear, backend: str = "aut
 
     if (w1.bias is None) != (w2.bias is None):
         raise ValueError("swiglu_mlp_gate takes w1 and w2 with biases both or neither")
-    if not (USE_KERNELS and x.is_cuda and scan_backend(backend, x) == "triton"):
+    # the GEMMs' output dtype, decided before running them: autocast's where it is on
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+    if not (USE_KERNELS and x.is_cuda and dtype in KERNEL_DTYPES and scan_backend(backend, x) == "triton"):
         return F.silu(w1(x)) * w2(x)
-    a, b = F.linear(x, w1.weight), F.linear(x, w2.weight)  # (in autocast's dtype under autocast)
-    if a.dtype not in KERNEL_DTYPES:
-        return F.silu(a + w1.bias) * (b + w2.bias) if w1.bias is not None else F.silu(a) * b
-    return swiglu_fwd(a, b, w1.bias, w2.bias)
-
+    return swiglu_fwd(F.linear(x, w1.weight), F.linear(x, w2.weight), w1.bias, w2.bias)
 
 __all__ = ["KERNEL_DTYPES", "TILES", "USE_KERNELS", "gate_backward", "gate_forward", "swiglu_mlp_gate"]
