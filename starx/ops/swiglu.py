@@ -9,7 +9,7 @@ the bias sums in registers, one fp32 row of partials per band of rows that torch
 The biases come in separately (the GEMMs run without them), so that their gradients are those sums.
 
 ``swiglu_mlp_gate`` runs the kernels where ``backend`` resolves to triton (starx.ops.scan_backend)
-and USE_KERNELS is set (not yet by default), and the twin (``silu(w1(x)) * w2(x)`` as written) elsewhere. The ops are torch custom ops
+and USE_KERNELS is set (the default), and the twin (``silu(w1(x)) * w2(x)`` as written) elsewhere. The ops are torch custom ops
 (``torch.ops.starx.swiglu_fwd/bwd``) with fake shapes, so torch.compile traces around them and
 CUDA graphs capture them.
 """
@@ -20,16 +20,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Per program of the forward and of the backward: (rows a step, channels, rows a program, warps).
-# A step's tile is BM x BN elements for each tensor: 8 x 256 over 4 warps is 16 a thread, two
-# 16-byte loads of bf16. Static model for sm_90 at STAR-B's k=4 (Triton 3.6, bench/swiglu.py --sass;
-# bench/results/swiglu_sass_session18.txt): forward 48 registers, backward 148 (three programs an
-# SM), no spills, every load and store of a tile 16 bytes wide, about 32 instructions an element
-# in the backward: 0.08 ms of issue at k=4 against about 0.2 ms for its bytes. Not yet timed.
-TILES = {"fwd": (8, 256, 64, 4), "bwd": (8, 256, 128, 4)}
-# Whether the triton backend runs the gate on the kernels. Off until they are timed on a GPU against
-# Inductor's gate in whole steps (bench/speed_session.sh swiglu_k4): written and checked under
-# Triton's interpreter on 2026-12-02, when no device time was left in the session.
-USE_KERNELS = False
+# Timed on the H200 (bench/swiglu.py, one MLP under CUDA graphs, bench/results/swiglu_h200_session19.jsonl):
+# of nine sets, the backward's 4 x 128 rows over 2 warps (8 elements a thread, one 16-byte bf16 load)
+# was fastest at k = 4 and 8 and within 0.01 ms at k=1: 0.224 ms at k=4 where 8 x 256 over 4 warps
+# (session 18's pick by the static model) took 0.282 and Inductor's pointwise backward 0.189 plus its
+# bias sums. The forward's tiles mattered less than the runs' noise (0.115-0.137 ms).
+TILES = {"fwd": (16, 128, 64, 4), "bwd": (4, 128, 128, 2)}
+# Whether the triton backend runs the gate on the kernels. Whole k=4 steps, Inductor's gate against
+# these kernels, in two device calls: 3193 -> 3200 and 3259 -> 3273 images/s (+0.2%, +0.4%: the
+# anchor's own spread between the calls was 3%, so only the sign repeats; results/pretrain_step_h200_session19.jsonl).
+USE_KERNELS = True
 KERNEL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # (fp32 arithmetic inside)
 
 
