@@ -25,6 +25,8 @@
 #   inductor_ab     whole k=4 steps with each Inductor setting in INDUCTOR_AB (one step run each)
 #   swiglu          the SwiGLU gate's kernels: GPU tests, one MLP against Inductor's gate (SWIGLU_TILES: more tiles)
 #   swiglu_k4       whole k=4 steps with Inductor's gate, then with the gate's kernels
+#   inner_tests     the GPU tests the fused mixer node (starx.ops.triton_inner) touches: conv, scan, STAR-B steps, SwiGLU
+#   inner_k4        whole k=4 steps with the mixer's inner computation as one node (starx's), then composed
 #   blas_k4         whole k=4 steps (both models) with torch's BLAS choice, then with cuBLASLt preferred
 #   span_k1, span_k2, span_k4 whole steps at that k with SDPA in the decoder, then with the span kernels from
 #                   0 keys on (SPAN_STEP_TILES: their tiles)
@@ -122,6 +124,13 @@ run_part() {  # run_part PART: one part of the list above (a composite part runs
         part swiglu_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_swiglu.py
         part swiglu_time 150 python3 bench/swiglu.py --k 4 1 8 --tiles default ${SWIGLU_TILES:-} \
             --out "$OUT/swiglu.jsonl" ;;
+    inner_tests)  # the fused mixer node's GPU tests: conv (opcheck with the gate, compiled mixers with every
+        # gradient), the scan's, and the compiled STAR-B step in one graph against eager
+        part inner_tests 300 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_conv.py \
+            tests/test_triton_scan.py tests/test_gpu_kernels.py tests/test_swiglu.py ;;
+    inner_k4)  # whole k=4 steps: the mixer's inner computation as one autograd node (starx's), then composed
+        step inner_k4_fused 200 --k 4 --steps 24 --out "$OUT/pretrain_step_k4_inner_fused.json"
+        step inner_k4_composed 150 --k 4 --steps 24 --mixer-inner composed --out "$OUT/pretrain_step_k4_inner_composed.json" ;;
     swiglu_k4)  # whole k=4 steps: the gate as Inductor compiles it, then on starx's kernels
         step swiglu_k4_inductor 200 --k 4 --steps 24 --mlp-gate inductor --out "$OUT/pretrain_step_k4_gate_inductor.json"
         step swiglu_k4_kernel 150 --k 4 --steps 24 --mlp-gate kernel --out "$OUT/pretrain_step_k4_gate_kernel.json" ;;

@@ -35,7 +35,8 @@ def test_interpreted_triton_conv_matches_the_fp64_twin():
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert {r["case"] for r in results} == {"plain", "no_bias_no_silu", "seq_idx_l", "seq_idx_bl", "strided_x",
-                                            "ahead_3", "width_2", "width_3_tile_16", "short", "block_partials"}
+                                            "ahead_3", "width_2", "width_3_tile_16", "short", "block_partials",
+                                            "gate_and_dout2", "gate_and_dout2_no_segments"}
     for r in results:
         assert len(r["errors"]) >= 3
         for name, err in r["errors"].items():
@@ -146,6 +147,10 @@ def test_triton_conv_opcheck(with_extras):
     torch.library.opcheck(torch.ops.starx.triton_conv_fwd.default, (x, weight, bias, seq_idx, True))
     torch.library.opcheck(torch.ops.starx.triton_conv_bwd.default,
                           (x.detach(), weight.detach(), None if bias is None else bias.detach(), seq_idx, dout, True))
+    # as the Mamba mixer's fused node calls it: the gate's gradient beside dx, a second output gradient
+    torch.library.opcheck(torch.ops.starx.triton_conv_bwd.default,
+                          (x.detach(), weight.detach(), None if bias is None else bias.detach(), seq_idx, dout, True,
+                           torch.randn_like(dout), torch.randn_like(dout)))
 
 
 @pytest.mark.gpu
@@ -184,11 +189,14 @@ def test_compiled_mixer_runs_the_triton_conv_in_one_graph(mixer):
     for name, run in (("compiled", torch.compile(module, backend=recording_inductor)), ("twin", module)):
         module.backend = "triton" if name == "compiled" else "torch"
         xi = x.clone().requires_grad_()
+        module.zero_grad()
         out = run(xi, **extra)
         out.square().sum().backward()
-        results[name] = (out.detach(), xi.grad)
+        results[name] = (out.detach(), xi.grad, *(p.grad.clone() for p in module.parameters()))
     assert not dict(counters["graph_break"]), dict(counters["graph_break"])
     assert len(graphs) == 1
-    assert any("triton_conv_fwd" in str(n.target) for n in graphs[0].graph.nodes)
-    for got, want in zip(results["compiled"], results["twin"]):
+    # (the uni mixer's conv sits inside its fused autograd node: a subgraph of the captured graph)
+    nodes = [n for m in graphs[0].modules() if isinstance(m, torch.fx.GraphModule) for n in m.graph.nodes]
+    assert any("triton_conv_fwd" in str(n.target) for n in nodes)
+    for got, want in zip(results["compiled"], results["twin"]):  # output, input and every parameter gradient
         assert ((got - want).norm() / want.norm()).item() < 1e-3

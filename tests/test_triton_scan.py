@@ -96,7 +96,7 @@ def test_interpreted_gluon_backward_matches_the_sequential_reference():
 @pytest.mark.slow
 def test_interpreted_channel_last_mixers_match_the_twin_mixers():
     (r,) = _interpreted("mixer")
-    assert set(r["errors"]) == {"uni", "uni_reset", "four_directions"}
+    assert set(r["errors"]) == {"uni", "uni_reset", "fused", "fused_reset", "four_directions"}
     for name, err in r["errors"].items():
         assert err < 1e-5, f"{name}: rel err {err:.2e}"
 

@@ -126,6 +126,23 @@ def mixer_cases() -> dict:
         out = mamba_inner_channel_last(F.linear(x2, uni.in_proj.weight), *uni._args("", True), reset=rs, backend="torch")
         grad = torch.autograd.grad(out.square().sum(), x2)[0]
         errors[name] = max(((out - ref).norm() / ref.norm()).item(), ((grad - ref_grad).norm() / ref_grad.norm()).item())
+    # the fused node the GPU runs (starx.ops.triton_inner: the Triton conv too), every gradient
+    from starx.ops.inner import _segments
+    from starx.ops.triton_inner import mamba_inner_triton
+
+    params = [p for _, p in uni.named_parameters()]
+    for name, rs in (("fused", None), ("fused_reset", reset)):
+        x = torch.randn(2, 11, 16, requires_grad=True)
+        ref = uni(x, reset=rs)
+        want = torch.autograd.grad(ref.square().sum(), [x, *params])
+        x2 = x.detach().clone().requires_grad_()
+        conv_w, conv_b, x_proj_w, dt_proj_w, _, _, A, D, dt_bias, _ = uni._args("", False)
+        y = mamba_inner_triton(F.linear(x2, uni.in_proj.weight), conv_w[:, 0], conv_b, x_proj_w, dt_proj_w, A, D,
+                               dt_bias, True, _segments(rs), rs)
+        out = F.linear(y, uni.out_proj.weight, uni.out_proj.bias)
+        got = torch.autograd.grad(out.square().sum(), [x2, *params])
+        errors[name] = max([((out - ref).norm() / ref.norm()).item()]
+                           + [((g - w).norm() / w.norm()).item() for g, w in zip(got, want)])
     bi = BiMamba4(16, d_state=4, backend="torch")
     orders, inverses = direction_orders(column_order(2, 5, 5))
     x = torch.randn(2, 11, 16, requires_grad=True)

@@ -56,6 +56,31 @@ def conv_case(*, L=37, d=6, width=4, bias=True, silu=True, seq=None, strided=Fal
     return errors
 
 
+def conv_gate_case(*, L=37, d=6, seq="bl", dtype=torch.float32) -> dict:
+    """The backward as the Mamba mixer's fused inner node calls it (conv_backward with gate_grad and
+    dout2): dx's first d channels against the twin's dx for the gradient dout + dout2, its last d
+    equal to gate_grad bit for bit, and dweight / dbias against the twin's."""
+    tc.TILES.update(fwd=(8, 8, 2, 1), bwd=(8, 8, 3, 1), sums="atomic")
+    gen = torch.Generator().manual_seed(L + d)
+    b = 2
+    xz = torch.randn(b, L, 2 * d, generator=gen)
+    x = xz[..., :d]
+    weight, bias = torch.randn(d, 4, generator=gen), torch.randn(d, generator=gen)
+    starts = torch.zeros(b, L, dtype=torch.int64)
+    starts[:, [L // 3, L // 2]] = 1
+    seq_idx = starts.cumsum(-1).to(torch.int32) if seq == "bl" else None
+    dout, dout2, gate = (torch.randn(b, L, d, generator=gen) for _ in range(3))
+    leaves = [x.double().requires_grad_(), weight.double().requires_grad_(), bias.double().requires_grad_()]
+    ref = causal_conv1d_channel_last(*leaves, "silu", backend="torch", seq_idx=seq_idx)
+    ref.backward(dout.double() + dout2.double())
+    dx, dweight, dbias = tc.conv_backward(x.to(dtype), weight, bias, seq_idx, dout.to(dtype), True,
+                                          gate_grad=gate.to(dtype), dout2=dout2.to(dtype))
+    assert dx.shape == (b, L, 2 * d) and dx.dtype == dtype
+    rel = lambda x, y: ((x.double() - y).norm() / y.norm()).item()  # noqa: E731
+    return {"dx": rel(dx[..., :d], leaves[0].grad), "gate": (dx[..., d:] - gate.to(dtype)).abs().max().item(),
+            "dweight": rel(dweight, leaves[1].grad), "dbias": rel(dbias, leaves[2].grad)}
+
+
 CONV_CASES = {
     "plain": {},
     "no_bias_no_silu": {"bias": False, "silu": False},
@@ -73,3 +98,5 @@ CONV_CASES = {
 if __name__ == "__main__":
     for case, kwargs in CONV_CASES.items():
         print(json.dumps({"case": case, "errors": conv_case(**kwargs)}), flush=True)
+    print(json.dumps({"case": "gate_and_dout2", "errors": conv_gate_case()}), flush=True)
+    print(json.dumps({"case": "gate_and_dout2_no_segments", "errors": conv_gate_case(L=19, seq=None)}), flush=True)

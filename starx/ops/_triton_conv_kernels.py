@@ -86,13 +86,22 @@ def conv_fwd(
 
 
 @triton.jit
-def _bwd_rows(x_p, do_p, seq_p, t, L, sx_l, sdo_l, cm, U: tl.constexpr, HAS_SEQ: tl.constexpr):
-    """The inputs of the backward's steps s = t, t-1, ..., t-U+1, as stored: (x[s-3], segment of
-    s-3, dout[s]) each."""
+def _bwd_rows(x_p, do_p, do2_p, dz_p, seq_p, t, L, sx_l, sdo_l, sdo2_l, sdz_l, cm, U: tl.constexpr,
+              HAS_SEQ: tl.constexpr, HAS_DOUT2: tl.constexpr, HAS_GATE: tl.constexpr):
+    """The inputs of the backward's steps s = t, t-1, ..., t-U+1: (x[s-3] as stored, segment of
+    s-3, dout[s] (as stored, or plus dout2[s] in fp32 with HAS_DOUT2), and with HAS_GATE the
+    gate's gradient dz[s]) each."""
     q = ()
     for u in tl.static_range(U):
         xn, sn = _x_row(x_p, seq_p, t - u - 3, L, sx_l, cm, HAS_SEQ)
-        q = q + ((xn, sn, tl.load(do_p + (t - u) * sdo_l, mask=cm & (t - u >= 0), other=0.0)),)
+        row = cm & (t - u >= 0)
+        dout = tl.load(do_p + (t - u) * sdo_l, mask=row, other=0.0)
+        if HAS_DOUT2:
+            dout = dout.to(tl.float32) + tl.load(do2_p + (t - u) * sdo2_l, mask=row, other=0.0).to(tl.float32)
+        if HAS_GATE:
+            q = q + ((xn, sn, dout, tl.load(dz_p + (t - u) * sdz_l, mask=row, other=0.0)),)
+        else:
+            q = q + ((xn, sn, dout),)
     return q
 
 
@@ -108,10 +117,11 @@ def _put_sum(p, v, m, ATOMIC: tl.constexpr):
 
 @triton.jit
 def conv_bwd(
-    x_ptr, w_ptr, bias_ptr, seq_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr, L, DIM, P,
-    sx_b, sx_l, sx_d, ss_b, sdo_b, sdo_l, sdo_d,
+    x_ptr, w_ptr, bias_ptr, seq_ptr, dout_ptr, dout2_ptr, dz_ptr, dx_ptr, dw_ptr, db_ptr, L, DIM, P,
+    sx_b, sx_l, sx_d, ss_b, sdo_b, sdo_l, sdo_d, sdo2_b, sdo2_l, sdo2_d, sdz_b, sdz_l, sdz_d,
     TC: tl.constexpr, BD: tl.constexpr, U: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr, ATOMIC_SUMS: tl.constexpr = False,
+    HAS_DOUT2: tl.constexpr = False, HAS_GATE: tl.constexpr = False,
 ):  # fmt: skip
     """Walks this program's steps [t0, t1) backwards, from t1 + 2 (the steps after t1 only give
     the dpre that dx[t1-3 .. t1-1] reads). Each step:
@@ -120,7 +130,10 @@ def conv_bwd(
     zeroed), dw[k] += dpre[t] x[t-3+k] (as the forward read it), dbias += dpre[t].
     dx (b, L, DIM) contiguous; dw (4, P, DIM) and db (P, DIM): this program's fp32 partial sums,
     P = b * chunks, summed by torch; with ATOMIC_SUMS (4, 1, DIM) and (1, DIM) zero-filled totals
-    every program adds into."""
+    every program adds into. With HAS_DOUT2 the output's gradient is dout + dout2 (an output read
+    by two ops: the sum is taken here, not in a kernel of its own). With HAS_GATE, dx is (b, L, 2 DIM): the Mamba mixer's d(xz), dx in
+    the first DIM channels and the gate's gradient dz copied into the last DIM (where torch would
+    concatenate the two in a kernel of its own)."""
     pid_l = tl.program_id(0)
     b = tl.program_id(2).to(tl.int64)
     c = tl.program_id(1) * BD + tl.arange(0, BD)
@@ -130,8 +143,11 @@ def conv_bwd(
     start = tl.minimum(t1 + 2, L - 1)  # dpre is zero past the end
     x_p = x_ptr + b * sx_b + c * sx_d
     do_p = dout_ptr + b * sdo_b + c * sdo_d
+    do2_p = dout2_ptr + b * sdo2_b + c * sdo2_d
+    dz_p = dz_ptr + b * sdz_b + c * sdz_d
     seq_p = seq_ptr + b * ss_b
-    dx_p = dx_ptr + b * L * DIM + c
+    SDX: tl.constexpr = 2 if HAS_GATE else 1  # dx's row: DIM channels, or 2 DIM with the gate's
+    dx_p = dx_ptr + b * L * DIM * SDX + c
     w0, w1, w2, w3, bias = _weights(w_ptr, bias_ptr, c, cm, BD, HAS_BIAS)
     xa, sa = _x_row(x_p, seq_p, start - 2, L, sx_l, cm, HAS_SEQ)  # the window x[t-2], x[t-1], x[t]
     xb, sb = _x_row(x_p, seq_p, start - 1, L, sx_l, cm, HAS_SEQ)
@@ -141,13 +157,18 @@ def conv_bwd(
     zero = tl.zeros((BD,), tl.float32)
     d1, d2, d3 = zero, zero, zero
     g0, g1, g2, g3, gb = zero, zero, zero, zero, zero
-    q = _bwd_rows(x_p, do_p, seq_p, start, L, sx_l, sdo_l, cm, U, HAS_SEQ)
+    q = _bwd_rows(x_p, do_p, do2_p, dz_p, seq_p, start, L, sx_l, sdo_l, sdo2_l, sdz_l, cm, U, HAS_SEQ, HAS_DOUT2,
+                  HAS_GATE)
     for i in range(0, tl.cdiv(start - t0 + 1, U)):
         tg = start - i * U
-        nq = _bwd_rows(x_p, do_p, seq_p, tg - U, L, sx_l, sdo_l, cm, U, HAS_SEQ)
+        nq = _bwd_rows(x_p, do_p, do2_p, dz_p, seq_p, tg - U, L, sx_l, sdo_l, sdo2_l, sdz_l, cm, U, HAS_SEQ,
+                       HAS_DOUT2, HAS_GATE)
         for u in tl.static_range(U):
             t = tg - u
-            xn, sn, dout = q[u]
+            if HAS_GATE:
+                xn, sn, dout, dz = q[u]
+            else:
+                xn, sn, dout = q[u]
             xn = xn.to(tl.float32)
             xm, xam, xbm = xn, xa, xb  # x[t-3], x[t-2], x[t-1] as step t's output read them
             if HAS_SEQ:
@@ -161,8 +182,10 @@ def conv_bwd(
             if HAS_SEQ:
                 e1, e2, e3 = tl.where(s1 == sc, d1, 0.0), tl.where(s2 == sc, d2, 0.0), tl.where(s3 == sc, d3, 0.0)
             own = (t >= t0) & (t < t1)
-            tl.store(dx_p + t * DIM, (w3 * dp + w2 * e1 + w1 * e2 + w0 * e3).to(dx_ptr.dtype.element_ty),
+            tl.store(dx_p + t * (DIM * SDX), (w3 * dp + w2 * e1 + w1 * e2 + w0 * e3).to(dx_ptr.dtype.element_ty),
                      mask=cm & own)
+            if HAS_GATE:
+                tl.store(dx_p + t * (DIM * SDX) + DIM, dz.to(dx_ptr.dtype.element_ty), mask=cm & own)
             dpo = tl.where(own, dp, 0.0)  # each step's weight gradient counted by one program
             g0 += dpo * xm
             g1 += dpo * xam

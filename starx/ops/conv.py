@@ -65,6 +65,12 @@ def causal_conv1d_time_major(
     return F.silu(out) if activation is not None else out
 
 
+def triton_conv_applies(x: Tensor, backend: str) -> bool:
+    """Whether ``causal_conv1d_channel_last`` runs starx's Triton conv for x: CUDA, and ``backend``
+    resolving to triton (starx.ops.scan_backend)."""
+    return x.is_cuda and backend in ("auto", "triton") and scan_backend(backend, x) == "triton"
+
+
 def causal_conv1d_channel_last(
     x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None, backend: str = "auto",
     seq_idx: Tensor | None = None,
@@ -78,7 +84,7 @@ def causal_conv1d_channel_last(
     trace it), else this twin, w shifted multiply-adds: the oracle of both kernels."""
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
-    if x.is_cuda and backend in ("auto", "triton") and scan_backend(backend, x) == "triton":
+    if triton_conv_applies(x, backend):
         return causal_conv1d_triton(x, weight, bias, activation, seq_idx)
     if not torch.compiler.is_compiling() and use_cuda_kernels(backend, x):
         x_bdl = x.contiguous().transpose(1, 2)  # (b, d, l) with channels contiguous

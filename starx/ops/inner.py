@@ -19,9 +19,10 @@ from einops import rearrange
 from torch import Tensor
 
 from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
-from starx.ops.conv import causal_conv1d, causal_conv1d_channel_last, causal_conv1d_time_major
+from starx.ops.conv import causal_conv1d, causal_conv1d_channel_last, causal_conv1d_time_major, triton_conv_applies
 from starx.ops.permute import gather_directions, scatter_directions
 from starx.ops.scan import selective_scan, selective_scan_time_major
+from starx.ops.triton_inner import mamba_inner_triton
 from starx.ops.triton_scan import selective_scan_triton
 
 
@@ -177,12 +178,16 @@ def mamba_inner_channel_last(
     scan's state at marked steps, and the conv reads nothing from before them.
     conv1d_weight is nn.Conv1d's (d_inner, 1, w).
     """
-    x, z = xz.chunk(2, dim=-1)
-    x = causal_conv1d_channel_last(x, conv1d_weight[:, 0], conv1d_bias, "silu", backend=backend,
-                                   seq_idx=_segments(reset))
-    dt, B, C = _project(x, x_proj_weight, delta_proj_weight, A.shape[1])
-    y = selective_scan_triton(x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D,
-                              z.transpose(1, 2), delta_bias, delta_softplus, reset).transpose(1, 2)
+    if triton_conv_applies(xz, backend):  # one autograd node (starx.ops.triton_inner says why)
+        y = mamba_inner_triton(xz, conv1d_weight[:, 0], conv1d_bias, x_proj_weight, delta_proj_weight, A, D,
+                               delta_bias, delta_softplus, _segments(reset), reset)
+    else:  # the conv's twin (CPU): the Triton scan runs only under Triton's interpreter there
+        x, z = xz.chunk(2, dim=-1)
+        x = causal_conv1d_channel_last(x, conv1d_weight[:, 0], conv1d_bias, "silu", backend=backend,
+                                       seq_idx=_segments(reset))
+        dt, B, C = _project(x, x_proj_weight, delta_proj_weight, A.shape[1])
+        y = selective_scan_triton(x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2),
+                                  D, z.transpose(1, 2), delta_bias, delta_softplus, reset).transpose(1, 2)
     if out_proj_weight is None:
         return y
     return F.linear(y, out_proj_weight, out_proj_bias)

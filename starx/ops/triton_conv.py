@@ -70,13 +70,18 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Tensor | None, seq_idx: Tensor
 
 
 def conv_backward(
-    x: Tensor, weight: Tensor, bias: Tensor | None, seq_idx: Tensor | None, dout: Tensor, silu: bool
+    x: Tensor, weight: Tensor, bias: Tensor | None, seq_idx: Tensor | None, dout: Tensor, silu: bool,
+    gate_grad: Tensor | None = None, dout2: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Launch the backward kernel: (dx (b, l, d) contiguous in x's dtype, dweight, dbias or an
-    empty tensor without bias)."""
+    empty tensor without bias). With ``gate_grad`` (b, l, d), dx is (b, l, 2d): dx then
+    gate_grad along channels, the Mamba mixer's d(xz) when x and the gate are xz's two halves.
+    ``dout2`` (b, l, d): a second gradient of the output, added to dout (in fp32)."""
     from starx.ops._triton_conv_kernels import conv_bwd
 
     x, dout = _channels_unit(x), _channels_unit(dout)
+    gate = _channels_unit(gate_grad) if gate_grad is not None else dout
+    dout2_ = _channels_unit(dout2) if dout2 is not None else dout
     b, L, d = x.shape
     steps, bd, ahead, warps = TILES["bwd"]
     if ahead < MAX_WIDTH - 1:
@@ -85,7 +90,7 @@ def conv_backward(
         # the cause is not found, so such tiles are refused rather than trusted
         raise ValueError(f"TILES['bwd'] loads {ahead} steps ahead; the backward needs at least {MAX_WIDTH - 1}")
     grid = _grid(L, d, b, steps, bd)
-    dx = torch.empty((b, L, d), device=x.device, dtype=x.dtype)
+    dx = torch.empty((b, L, d if gate_grad is None else 2 * d), device=x.device, dtype=x.dtype)
     # every program adds its dweight / dbias sums into one total (atomics), or stores its own partial
     # for torch to add up (bit-reproducible: under torch.use_deterministic_algorithms)
     atomic = TILES["sums"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
@@ -95,10 +100,10 @@ def conv_backward(
     db = new((parts, d) if bias is not None else (0,), device=x.device, dtype=torch.float32)
     seq, ss_b = _seq_rows(seq_idx)
     kernel = conv_bwd[grid](
-        x, _width4(weight), bias if bias is not None else weight, seq if seq is not None else weight, dout, dx, dw, db,
-        L, d, parts, *x.stride(), ss_b, *dout.stride(),
+        x, _width4(weight), bias if bias is not None else weight, seq if seq is not None else weight, dout, dout2_,
+        gate, dx, dw, db, L, d, parts, *x.stride(), ss_b, *dout.stride(), *dout2_.stride(), *gate.stride(),
         TC=steps, BD=bd, U=ahead, HAS_BIAS=bias is not None, HAS_SEQ=seq is not None, SILU=silu, ATOMIC_SUMS=atomic,
-        num_warps=warps,
+        HAS_DOUT2=dout2 is not None, HAS_GATE=gate_grad is not None, num_warps=warps,
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     total = (lambda t: t.select(-2, 0)) if atomic else (lambda t: t.sum(-2))  # noqa: E731
@@ -119,16 +124,19 @@ def _(x, weight, bias, seq_idx, silu):
 
 @torch.library.custom_op("starx::triton_conv_bwd", mutates_args=())
 def triton_conv_bwd(
-    x: Tensor, weight: Tensor, bias: Tensor | None, seq_idx: Tensor | None, dout: Tensor, silu: bool
+    x: Tensor, weight: Tensor, bias: Tensor | None, seq_idx: Tensor | None, dout: Tensor, silu: bool,
+    gate_grad: Tensor | None = None, dout2: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(dx, dweight, dbias), dbias empty without bias."""
-    return conv_backward(x, weight, bias, seq_idx, dout, silu)
+    """(dx, dweight, dbias), dbias empty without bias; dx (b, l, 2d) with gate_grad beside it;
+    the output's gradient is dout + dout2 where dout2 is given."""
+    return conv_backward(x, weight, bias, seq_idx, dout, silu, gate_grad, dout2)
 
 
 @triton_conv_bwd.register_fake
-def _(x, weight, bias, seq_idx, dout, silu):
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape) if bias is not None \
-        else x.new_empty(0)
+def _(x, weight, bias, seq_idx, dout, silu, gate_grad=None, dout2=None):
+    b, L, d = x.shape
+    return x.new_empty((b, L, d if gate_grad is None else 2 * d)), weight.new_empty(weight.shape), \
+        bias.new_empty(bias.shape) if bias is not None else x.new_empty(0)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -154,6 +162,14 @@ def causal_conv1d_triton(
     """x (b, l, d) -> (b, l, d) contiguous: ``causal_conv1d_channel_last`` on the Triton kernels.
     weight (d, w) with w <= 4; bias (d,); activation None, "silu" or "swish"; seq_idx ((l,) or
     (b, l) segment ids, nondecreasing): no output reads an input of an earlier segment."""
+    weight, bias, seq_idx = conv_arguments(x, weight, bias, activation, seq_idx)
+    return triton_conv_fwd(x, weight, bias, seq_idx, activation is not None)
+
+
+def conv_arguments(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None,
+                   seq_idx: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The conv ops' arguments checked and as they take them: (weight, bias, seq_idx) contiguous,
+    seq_idx int32."""
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"activation must be None, 'silu' or 'swish'; got {activation!r}")
     if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[2] or not 1 <= weight.shape[1] <= MAX_WIDTH:
@@ -166,9 +182,7 @@ def causal_conv1d_triton(
                 seq_idx.dim() == 2 and seq_idx.shape[0] != x.shape[0]):
             raise ValueError(f"seq_idx must be (l,) or (b, l) = {tuple(x.shape[:2])}; got {tuple(seq_idx.shape)}")
         seq_idx = seq_idx.to(torch.int32).contiguous()
-    weight = weight.contiguous()
-    bias = bias.contiguous() if bias is not None else None
-    return triton_conv_fwd(x, weight, bias, seq_idx, activation is not None)
+    return weight.contiguous(), bias.contiguous() if bias is not None else None, seq_idx
 
 
-__all__ = ["MAX_WIDTH", "TILES", "causal_conv1d_triton", "conv_backward", "conv_forward"]
+__all__ = ["MAX_WIDTH", "TILES", "causal_conv1d_triton", "conv_arguments", "conv_backward", "conv_forward"]

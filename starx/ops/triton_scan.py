@@ -387,21 +387,29 @@ def _backward(ctx, grad_out, _grad_states):
 triton_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+def scan_arguments(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                   delta_bias: Tensor | None, reset: Tensor | None) -> tuple:
+    """The scan ops' arguments checked and as they take them: (A, B, C, D, delta_bias, reset)
+    with B and C grouped (b, g, n, l), reset int8, A, D and delta_bias contiguous."""
+    B, C = _grouped(B), _grouped(C)
+    _check(u, delta, A, B, C, reset)
+    if reset is not None:
+        reset = reset.to(torch.int8).contiguous()
+    A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
+    return A, B, C, D, delta_bias, reset
+
+
 def selective_scan_triton(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
     delta_bias: Tensor | None = None, delta_softplus: bool = False, reset: Tensor | None = None,
 ) -> Tensor:
     """``selective_scan_fn``'s arguments and layouts (B, C (b, n, l) or grouped (b, g, n, l)), on
     the Triton kernels, plus ``reset`` ((l,) or (b, l), nonzero = the state restarts at that step)."""
-    B, C = _grouped(B), _grouped(C)
-    _check(u, delta, A, B, C, reset)
-    if reset is not None:
-        reset = reset.to(torch.int8).contiguous()
-    A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
+    A, B, C, D, delta_bias, reset = scan_arguments(u, delta, A, B, C, D, delta_bias, reset)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
     out, _ = triton_scan_fwd(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus, needs_grad)
     return out
 
 
-__all__ = ["TILES", "scan_backward", "scan_forward", "selective_scan_triton", "triton_error"]
+__all__ = ["TILES", "scan_arguments", "scan_backward", "scan_forward", "selective_scan_triton", "triton_error"]
