@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 # Per program of the forward and of the backward: (rows a step, channels, rows a program, warps).
 # Timed on the H200 (bench/swiglu.py, one MLP under CUDA graphs, bench/results/swiglu_h200_session19.jsonl):
-# of nine sets, the backward's 4 x 128 rows over 2 warps (8 elements a thread, one 16-byte bf16 load)
+# of eight sets, the backward's 4 x 128 rows over 2 warps (8 elements a thread, one 16-byte bf16 load)
 # was fastest at k = 4 and 8 and within 0.01 ms at k=1: 0.224 ms at k=4 where 8 x 256 over 4 warps
 # (session 18's pick by the static model) took 0.282 and Inductor's pointwise backward 0.189 plus its
 # bias sums. The forward's tiles mattered less than the runs' noise (0.115-0.137 ms).
