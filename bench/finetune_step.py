@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.anchors import classification_batch, classification_loss, time_steps, timm_vit_images_per_s  # noqa: E402
+from bench.kernel_choices import add_kernel_choices, apply_kernel_choices  # noqa: E402
 from bench.triton_scan import add_bwd_kernel_option, backward_label, use_bwd_kernel  # noqa: E402
 from starx.models import create_classifier  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
@@ -44,9 +45,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--compile-mode", nargs="*", default=[None], help="torch.compile modes to time (none = eager)")
     add_bwd_kernel_option(p)
+    add_kernel_choices(p)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     use_bwd_kernel(args.bwd_kernel, args.fast_math)
+    choices = apply_kernel_choices(args)
     modes = [None if m in (None, "none", "eager") else m for m in args.compile_mode]
     rows = []
     for mode in modes:
@@ -61,7 +64,7 @@ def main() -> None:
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "triton": status["triton"], "mamba_ssm": status["mamba_ssm"],
             "causal_conv1d": status["causal_conv1d"], "batch": args.batch, "bwd_kernel": args.bwd_kernel,
-            "scan_backward": backward_label(args.bwd_kernel),
+            "scan_backward": backward_label(args.bwd_kernel), **choices,
             "command": " ".join(["python"] + sys.argv)}
     print(json.dumps(info))
     print(f"{'model':<32} {'compile':>16} {'img/s':>8} {'x timm ViT-B':>12}")

@@ -44,12 +44,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.anchors import causal_vit_images_per_s, time_steps  # noqa: E402
 from bench.decoder_attention import span_tiles  # noqa: E402
+from bench.kernel_choices import add_kernel_choices, apply_kernel_choices  # noqa: E402
 from bench.triton_scan import add_bwd_kernel_option, backward_label, use_bwd_kernel  # noqa: E402
 from starx.models import create_model  # noqa: E402
-from starx.ops import inner as inner_ops  # noqa: E402
 from starx.ops import kernel_status  # noqa: E402
 from starx.ops import span_attention as span_ops  # noqa: E402
-from starx.ops import swiglu as swiglu_ops  # noqa: E402
 from starx.spec import load_spec  # noqa: E402
 from starx.train.dist import DistInfo  # noqa: E402
 from starx.train.loop import run_fixed_steps  # noqa: E402
@@ -164,14 +163,7 @@ def main() -> None:
     p.add_argument("--decoder-attention", default="span", choices=["span", "sdpa"],
                    help="the decoder's attention on the triton backend: starx's span kernels (starx.ops.span_attention, "
                         "the default) or SDPA with the dense mask (as before 2026-12-01)")
-    p.add_argument("--mlp-gate", default=None, choices=["kernel", "inductor"],
-                   help="the SwiGLU gate on the triton backend: starx's kernels (starx.ops.swiglu) or as Inductor "
-                        "compiles silu(w1 x) * w2 x (default: starx's choice, starx.ops.swiglu.USE_KERNELS)")
-    p.add_argument("--mixer-inner", default="fused", choices=["fused", "composed"],
-                   help="the Mamba mixer's conv -> projections -> scan on the triton backend: one autograd node "
-                        "(starx.ops.triton_inner, starx's) or composed of the conv's and the scan's own autograd ops "
-                        "(as before 2026-12-02: autograd adds the conv output's two gradients and joins dx and dz "
-                        "in kernels of their own)")
+    add_kernel_choices(p)
     p.add_argument("--span-min-keys", type=int, default=None,
                    help="run the span kernels from this many encoder tokens on (starx.ops.span_attention.MIN_KEYS; "
                         "default starx's)")
@@ -187,10 +179,7 @@ def main() -> None:
         torch.backends.cuda.preferred_blas_library(args.blas)
     use_bwd_kernel(args.bwd_kernel, args.fast_math)
     span_ops.USE_KERNELS = args.decoder_attention == "span"
-    if args.mlp_gate is not None:
-        swiglu_ops.USE_KERNELS = args.mlp_gate == "kernel"
-    if args.mixer_inner == "composed":  # the CPU path's composition, on the GPU's Triton conv and scan
-        inner_ops.triton_conv_applies = lambda x, backend: False
+    choices = apply_kernel_choices(args)
     if args.span_min_keys is not None:
         span_ops.MIN_KEYS = args.span_min_keys
     if args.span_tiles:
@@ -243,8 +232,7 @@ def main() -> None:
             "batch_images": args.batch, "compile": args.compile or bool(args.compile_mode),
             "compile_mode": args.compile_mode, "inductor": args.inductor, "backend": args.backend, "bwd_kernel": args.bwd_kernel,
             "decoder_attention": args.decoder_attention, "span_min_keys": span_ops.MIN_KEYS,
-            "mlp_gate": "kernel" if swiglu_ops.USE_KERNELS else "inductor", "mixer_inner": args.mixer_inner,
-            "span_tiles": span_ops.TILES, "blas": args.blas,
+            **choices, "span_tiles": span_ops.TILES, "blas": args.blas,
             "scan_backward": backward_label(args.bwd_kernel),
             "command": " ".join(["python"] + sys.argv)}
     status = kernel_status()  # versions as installed (+starx.scan: the patched build) and its scan chunking

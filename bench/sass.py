@@ -26,7 +26,7 @@ def compile_sass(fn, types: dict[str, str], values: dict[str, int], constexprs: 
     """(SASS, registers, spilled bytes) of ``fn`` (a Triton kernel, or with ``gluon`` a Gluon one)
     compiled for sm_90.
 
-    types: each pointer argument's Triton type ("*bf16", "*fp32", ...); values: each integer
+    types: each pointer (and float) argument's Triton type ("*bf16", "*fp32", "fp32", ...); values: each integer
     argument's launch value (it decides the specialisation); constexprs: the kernel's constexprs."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -40,8 +40,10 @@ def compile_sass(fn, types: dict[str, str], values: dict[str, int], constexprs: 
     for i, name in enumerate(fn.arg_names):
         if name in consts:
             sig[name] = "constexpr"
-        elif name in types:
-            sig[name], attrs[(i,)] = types[name], [["tt.divisibility", 16]]
+        elif name in types:  # pointers (16-byte aligned) and floats ("fp32")
+            sig[name] = types[name]
+            if types[name].startswith("*"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
         elif values[name] == 1:
             sig[name], consts[name] = "constexpr", 1
         else:

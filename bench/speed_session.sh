@@ -25,6 +25,9 @@
 #   inductor_ab     whole k=4 steps with each Inductor setting in INDUCTOR_AB (one step run each)
 #   swiglu          the SwiGLU gate's kernels: GPU tests, one MLP against Inductor's gate (SWIGLU_TILES: more tiles)
 #   swiglu_k4       whole k=4 steps with Inductor's gate, then with the gate's kernels
+#   add_norm_tests  the add + LayerNorm kernels' GPU tests (starx.ops.layer_norm) and tests/test_gpu_kernels.py
+#   add_norm_k4     whole k=4 steps, add + LayerNorm compiled by Inductor, then on starx's kernels
+#   add_norm_ft     the same for the fine-tuning step beside timm's ViT-B/16
 #   inner_tests     the GPU tests the fused mixer node (starx.ops.triton_inner) touches: conv, scan, STAR-B steps, SwiGLU
 #   inner_k4        whole k=4 steps with the mixer's inner computation as one node (starx's), then composed
 #   blas_k4         whole k=4 steps (both models) with torch's BLAS choice, then with cuBLASLt preferred
@@ -128,6 +131,18 @@ run_part() {  # run_part PART: one part of the list above (a composite part runs
         # gradient), the scan's, and the compiled STAR-B step in one graph against eager
         part inner_tests 300 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_conv.py \
             tests/test_triton_scan.py tests/test_gpu_kernels.py tests/test_swiglu.py ;;
+    add_norm_tests)  # the add + LayerNorm kernels' GPU tests, and the whole-model ones they touch
+        part add_norm_tests 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_layer_norm.py \
+            tests/test_gpu_kernels.py ;;
+    add_norm_k4)  # whole k=4 steps: add + LayerNorm as Inductor compiles the twin, then on starx's kernels
+        step add_norm_k4_inductor 200 --k 4 --steps 24 --add-norm inductor --out "$OUT/pretrain_step_k4_add_norm_inductor.json"
+        step add_norm_k4_kernel 150 --k 4 --steps 24 --add-norm kernel --out "$OUT/pretrain_step_k4_add_norm_kernel.json" ;;
+    add_norm_ft)  # the fine-tuning step (compiled with CUDA graphs, beside timm's), Inductor's add + LayerNorm then
+        # the kernels (fine-tuning has drop path, which Inductor fuses into its LayerNorm and the kernels do not)
+        part add_norm_ft_inductor 200 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
+            --compile-mode reduce-overhead --add-norm inductor --out "$OUT/finetune_step_add_norm_inductor.json"
+        part add_norm_ft_kernel 150 python3 bench/finetune_step.py --backends triton --batch 128 --steps 10 \
+            --compile-mode reduce-overhead --add-norm kernel --out "$OUT/finetune_step_add_norm_kernel.json" ;;
     inner_k4)  # whole k=4 steps: the mixer's inner computation as one autograd node (starx's), then composed
         step inner_k4_fused 200 --k 4 --steps 24 --out "$OUT/pretrain_step_k4_inner_fused.json"
         step inner_k4_composed 150 --k 4 --steps 24 --mixer-inner composed --out "$OUT/pretrain_step_k4_inner_composed.json" ;;

@@ -289,6 +289,77 @@ SWIGLU_CASES = {
 }
 
 
+def layer_norm_case(*, rows=37, channels=40, residual=True, bias=True, ds_in=True, dtype="float32") -> dict:
+    """The largest relative error of the add + LayerNorm kernels (y, s, dx, dresidual, dweight,
+    dbias) against fp64 autograd of the twin (starx.ops.norm.add_layer_norm_torch), on small
+    tiles so that rows end inside a step and a band, and channels inside BLOCK_N. ds_in: the
+    stream output has a gradient of its own (the next layer's), else only y does."""
+    from starx.ops import layer_norm as ln
+    from starx.ops.norm import add_layer_norm_torch
+
+    ln.TILES.update(fwd=(4, 1), bwd=(4, 8, 1))
+    gen = torch.Generator().manual_seed(rows + channels)
+    dt = getattr(torch, dtype)
+    x = torch.randn(2, rows, channels, generator=gen).mul(2).add(0.5).to(dt)
+    r = torch.randn(2, rows, channels, generator=gen) if residual else None
+    w, b = torch.randn(channels, generator=gen), torch.randn(channels, generator=gen) if bias else None
+    dy = torch.randn(2, rows, channels, generator=gen).to(dt)
+    ds = torch.randn(2, rows, channels, generator=gen) if ds_in else None
+    y, st = ln.layer_norm_forward(x, r, w, b, 1e-5)
+    dx, dr, sums = ln.layer_norm_backward(dy, ds, st, w, 1e-5, bias, residual)
+    dw, db = sums[0], (sums[1] if bias else sums[1:])
+    leaves = [t.double().requires_grad_() for t in (x, r, w, b) if t is not None]
+    lx, lr = leaves[0], leaves[1] if residual else None
+    lw, lb = leaves[1 + residual], leaves[2 + residual] if bias else None
+    ref_y, ref_s = add_layer_norm_torch(lx, lr, lw, lb, 1e-5)
+    torch.autograd.backward([ref_y, ref_s] if ds_in else [ref_y], [dy.double(), ds.double()] if ds_in else [dy.double()])
+    rel = lambda a, ref: ((a.double() - ref).abs().max() / ref.abs().max()).item()  # noqa: E731
+    errors = {"y": rel(y, ref_y.detach()), "s": rel(st, ref_s.detach()), "dx": rel(dx, lx.grad), "dweight": rel(dw, lw.grad)}
+    errors["dresidual"] = rel(dr, lr.grad) if residual else float(dr.numel())
+    errors["dbias"] = rel(db, lb.grad) if bias else float(db.numel())
+    return errors
+
+
+def layer_norm_op_case() -> dict:
+    """The add + LayerNorm custom ops through torch.library.opcheck and torch.compile (the kernels
+    registered here for CPU tensors, which the interpreter runs), the stream used downstream and
+    not: errors of the compiled outputs and gradients against fp64 autograd of the twin."""
+    from starx.ops import layer_norm as ln
+    from starx.ops.norm import add_layer_norm_torch
+
+    ln.TILES.update(fwd=(4, 1), bwd=(4, 8, 1))
+    torch.library.register_kernel("starx::add_ln_fwd", "cpu", ln.layer_norm_forward)
+    torch.library.register_kernel("starx::add_ln_bwd", "cpu", ln.layer_norm_backward)
+    gen = torch.Generator().manual_seed(5)
+    errors = {}
+    for use_stream in (True, False):
+        ins = [torch.randn(*shape, generator=gen).requires_grad_() for shape in ((2, 9, 40), (2, 9, 40), (40,), (40,))]
+        torch.library.opcheck(torch.ops.starx.add_ln_fwd.default, (*ins, 1e-5))
+
+        def f(x, r, w, b, use_stream=use_stream):
+            y, st = ln.add_ln_fwd(x, r, w, b, 1e-5)
+            return (y * st).sum() if use_stream else y.square().sum()
+
+        torch.compile(f)(*ins).backward()
+        ref_ins = [t.detach().double().requires_grad_() for t in ins]
+        ref_y, ref_s = add_layer_norm_torch(*ref_ins, 1e-5)
+        ((ref_y * ref_s).sum() if use_stream else ref_y.square().sum()).backward()
+        rel = lambda a, ref: ((a.double() - ref).abs().max() / ref.abs().max()).item()  # noqa: E731
+        tag = "stream_used" if use_stream else "stream_unused"
+        errors |= {f"d{n}_{tag}": rel(t.grad, r.grad) for n, t, r in zip(("x", "residual", "weight", "bias"), ins,
+                                                                          ref_ins)}
+    return errors
+
+
+LAYER_NORM_CASES = {
+    "residual_bias_ds_fp32": {},
+    "first_layer_no_residual": {"residual": False},
+    "no_bias_no_ds_in": {"bias": False, "ds_in": False},
+    "fp16": {"dtype": "float16"},
+    "one_partial_step": {"rows": 1, "channels": 7},
+}
+
+
 def gluon_cases():
     """(case, variant, errors): starx's default Gluon backward in every case, and each candidate of
     bench/scan_bwd_rows.py (the ones the GPU tests check) in the reset case, or in bf16_bc where
@@ -324,6 +395,10 @@ if __name__ == "__main__":
         for case, kwargs in SWIGLU_CASES.items():
             print(json.dumps({"case": case, "errors": swiglu_case(**kwargs)}), flush=True)
         print(json.dumps({"case": "compiled_op", "errors": swiglu_op_case()}), flush=True)
+    elif sys.argv[1] == "layer_norm":
+        for case, kwargs in LAYER_NORM_CASES.items():
+            print(json.dumps({"case": case, "errors": layer_norm_case(**kwargs)}), flush=True)
+        print(json.dumps({"case": "compiled_op", "errors": layer_norm_op_case()}), flush=True)
     elif sys.argv[1] == "softplus":
         print(json.dumps({"case": "softplus", "errors": softplus_cases()}), flush=True)
     else:

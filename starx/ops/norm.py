@@ -8,7 +8,9 @@ the same pass. That replaces a separate fp32 add, casts and torch's two LayerNor
 kernels per sub-layer (the profile in bench/README.md).
 
 Under ``torch.compile`` the torch twin runs even on the ``cuda`` backend: Inductor fuses it
-into its own kernel, while the Triton function would break the graph.
+into its own kernel, while the Triton function would break the graph. On the ``triton`` backend
+starx's own kernels can run instead, eagerly and compiled alike (starx.ops.layer_norm, custom
+ops: its USE_KERNELS).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
+from starx.ops import layer_norm
+from starx.ops._kernels import kernels_or_raise, scan_backend, use_cuda_kernels
 
 
 def add_layer_norm(
@@ -34,6 +37,10 @@ def add_layer_norm(
     ``residual`` None means the stream is x alone. The sum is taken and returned in fp32 (fp64
     for fp64 inputs); the normalised output has x's dtype.
     """
+    if layer_norm.USE_KERNELS and layer_norm.kernels_take(x, residual, weight, bias) and \
+            scan_backend(backend, x) == "triton":
+        y, stream = layer_norm.add_ln_fwd(x, residual, weight, bias, eps)
+        return (y, stream) if prenorm else y
     if not torch.compiler.is_compiling() and use_cuda_kernels(backend, x, residual):
         return kernels_or_raise().layer_norm_fn(
             x, weight, bias, residual=residual, eps=eps, prenorm=prenorm, residual_in_fp32=True

@@ -1,0 +1,82 @@
+"""Triton kernels of the residual add + LayerNorm (starx/ops/layer_norm.py).
+
+Rows are tokens, N channels (768 in STAR-B, so a row fits in one program's registers as a
+BLOCK_N >= N wide vector). x (the branch output) and y (the normalised stream) are in the
+activations' dtype; the stream s = x + residual and its gradients are fp32.
+
+Forward, BM rows a program: s = x + r, stored; mean and rstd of s; y = (s - mean) rstd w + b.
+Backward, a band of rows a program, BM at a time: mean and rstd recomputed from s (nothing else
+is saved), then the LayerNorm's input gradient plus the stream's own incoming gradient:
+    ds = rstd (g - xhat mean(xhat g) - mean(g)) + ds_in,   g = dy w,   xhat = (s - mean) rstd,
+stored twice, in fp32 for the residual (the previous layer's stream) and in x's dtype for the
+branch (the GEMM that produced x reads it). The weight and bias gradients (column sums of dy xhat
+and dy) are added up elementwise in registers over the band and stored once as the program's row
+of an fp32 partials tensor (torch adds the rows up: deterministic).
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rows(row0, M, N, BM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(offsets, mask, column mask) of BM rows from row0 by BLOCK_N columns."""
+    rows = row0 + tl.arange(0, BM)
+    cols = tl.arange(0, BLOCK_N)
+    cm = cols < N
+    mask = (rows < M)[:, None] & cm[None, :]
+    return rows.to(tl.int64)[:, None] * N + cols[None, :], mask, cm
+
+
+@triton.jit
+def _normalised(s, mask, N, eps):
+    """((s - mean) rstd with zeros outside the mask, rstd (BM, 1)) of fp32 rows s (zeros outside the mask)."""
+    mean = tl.sum(s, axis=1)[:, None] / N
+    d = tl.where(mask, s - mean, 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1)[:, None] / N + eps)
+    return d * rstd, rstd
+
+
+@triton.jit
+def add_ln_fwd(x_ptr, r_ptr, w_ptr, b_ptr, s_ptr, y_ptr, M, N, eps,
+               HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """s = x + r (fp32), y = LN(s) w + b in y's dtype, rows [program_id(0) * BM, + BM)."""
+    offs, mask, cm = _rows(tl.program_id(0) * BM, M, N, BM, BLOCK_N)
+    cols = tl.arange(0, BLOCK_N)
+    s = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RES:
+        s += tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(s_ptr + offs, s, mask=mask)
+    xhat, _ = _normalised(s, mask, N, eps)
+    y = xhat * tl.load(w_ptr + cols, mask=cm, other=0.0).to(tl.float32)[None, :]
+    if HAS_BIAS:
+        y += tl.load(b_ptr + cols, mask=cm, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def add_ln_bwd(dy_ptr, dsin_ptr, s_ptr, w_ptr, dx_ptr, dr_ptr, part_ptr, M, N, eps,
+               HAS_DS_IN: tl.constexpr, HAS_RES: tl.constexpr, BM: tl.constexpr, BLOCK_N: tl.constexpr,
+               ROWS: tl.constexpr):
+    """Over rows [program_id(0) * ROWS, + ROWS): dx (dx's dtype) and, with HAS_RES, dr (fp32) = ds;
+    the band's sums of dy xhat and dy into row program_id(0) of part (fp32, (programs, 2, N))."""
+    cols = tl.arange(0, BLOCK_N)
+    w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+    dw = tl.zeros((BM, BLOCK_N), tl.float32)
+    db = tl.zeros((BM, BLOCK_N), tl.float32)
+    for r in tl.range(0, ROWS, BM):
+        offs, mask, cm = _rows(tl.program_id(0) * ROWS + r, M, N, BM, BLOCK_N)
+        xhat, rstd = _normalised(tl.load(s_ptr + offs, mask=mask, other=0.0), mask, N, eps)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        g = dy * w
+        ds = rstd * (g - xhat * (tl.sum(xhat * g, axis=1)[:, None] / N) - tl.sum(g, axis=1)[:, None] / N)
+        if HAS_DS_IN:
+            ds += tl.load(dsin_ptr + offs, mask=mask, other=0.0)
+        tl.store(dx_ptr + offs, ds.to(dx_ptr.dtype.element_ty), mask=mask)
+        if HAS_RES:
+            tl.store(dr_ptr + offs, ds, mask=mask)
+        dw += dy * xhat
+        db += dy
+    p = part_ptr + tl.program_id(0).to(tl.int64) * 2 * N + cols
+    tl.store(p, tl.sum(dw, axis=0), mask=cols < N)
+    tl.store(p + N, tl.sum(db, axis=0), mask=cols < N)

@@ -1,0 +1,128 @@
+"""Residual add + LayerNorm on Triton kernels of starx's own: the triton backend's ``add_layer_norm``.
+
+Why kernels: under torch.compile, Inductor's LayerNorm backward is a mix-order reduction kernel
+that writes the fp32 stream gradient; the bf16 copy that the branch's GEMM reads is a kernel of
+its own (``triton_poi_fused__to_copy_view_28``: 21 launches, 0.88 ms of STAR-B's 80 ms k=4 step
+on the H200), and each LayerNorm's weight / bias partial sums are added up by two more launches
+(112 ``aten::sum`` a step, 0.54 ms; bench/README.md, sessions 18 and 19). Here the backward
+writes the stream gradient in fp32 and in x's dtype in one pass, and its weight and bias partial
+sums are one tensor, added up by one sum. Design in starx/ops/_layer_norm_kernels.py.
+
+The ops are torch custom ops (``torch.ops.starx.add_ln_fwd/bwd``) with fake shapes, so
+torch.compile traces around them and CUDA graphs capture them. ``starx.ops.norm.add_layer_norm``
+runs them where ``backend`` resolves to triton for CUDA tensors and USE_KERNELS is set.
+"""
+
+# (no ``from __future__ import annotations``: custom_op infers the op schema from real annotations)
+import torch
+from torch import Tensor
+
+# Forward: (rows a program, warps); backward: (rows a step, rows a program, warps). A row of 768
+# channels is one BLOCK_N = 1024 vector. Static model for sm_90 at STAR-B's shape (Triton 3.6,
+# bench/results/layer_norm_sass_session19.txt): forward 54 registers, backward 80 (six programs an
+# SM), no spills, 16-byte loads and stores, 294 instructions a row in the backward: about 0.045 ms
+# of issue a layer at k=4 against about 0.12 ms for its 491 MB. Not yet timed on a GPU.
+TILES = {"fwd": (2, 4), "bwd": (1, 64, 4)}
+# Whether the triton backend runs add + LayerNorm on these kernels. Off until timed in whole steps
+# against Inductor's (bench/speed_session.sh add_norm_k4): written and checked under Triton's
+# interpreter on 2026-12-02, after that session's device time was spent.
+USE_KERNELS = False
+KERNEL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # x's; the stream is fp32
+MAX_CHANNELS = 4096  # a row is one program's vector
+
+
+def _block(n: int) -> int:
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def layer_norm_forward(x: Tensor, residual: Tensor | None, weight: Tensor, bias: Tensor | None, eps: float
+                       ) -> tuple[Tensor, Tensor]:
+    """Launch the forward kernel: (y in x's dtype, s = x + residual in fp32), both shaped like x."""
+    from starx.ops._layer_norm_kernels import add_ln_fwd
+
+    N = x.shape[-1]
+    x2 = x.reshape(-1, N).contiguous()
+    r2 = residual.reshape(-1, N).contiguous() if residual is not None else x2
+    M = x2.shape[0]
+    y, s = torch.empty_like(x2), torch.empty((M, N), device=x.device, dtype=torch.float32)
+    bm, warps = TILES["fwd"]
+    add_ln_fwd[(-(-M // bm),)](x2, r2, weight, bias if bias is not None else weight, s, y, M, N, eps,
+                               HAS_RES=residual is not None, HAS_BIAS=bias is not None, BM=bm,
+                               BLOCK_N=_block(N), num_warps=warps)
+    return y.view(x.shape), s.view(x.shape)
+
+
+def layer_norm_backward(dy: Tensor, ds: Tensor | None, s: Tensor, weight: Tensor, eps: float, has_bias: bool,
+                        has_residual: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Launch the backward kernel: (dx in dy's dtype, dresidual in fp32 or an empty tensor,
+    (dweight, dbias) stacked (2, N), or (1, N) dweight alone without bias, in the weight's dtype).
+    ds: the gradient of the stream output s, or None."""
+    from starx.ops._layer_norm_kernels import add_ln_bwd
+
+    N = s.shape[-1]
+    dy2, s2 = dy.reshape(-1, N).contiguous(), s.reshape(-1, N).contiguous()
+    ds2 = ds.reshape(-1, N).contiguous() if ds is not None else s2
+    M = s2.shape[0]
+    bm, rows, warps = TILES["bwd"]
+    programs = -(-M // rows)
+    dx = torch.empty_like(dy2)
+    dr = torch.empty((M, N) if has_residual else (0,), device=s.device, dtype=torch.float32)
+    parts = torch.empty((programs, 2, N), device=s.device, dtype=torch.float32)
+    add_ln_bwd[(programs,)](dy2, ds2, s2, weight, dx, dr if has_residual else dx, parts, M, N, eps,
+                            HAS_DS_IN=ds is not None, HAS_RES=has_residual, BM=bm, BLOCK_N=_block(N), ROWS=rows,
+                            num_warps=warps)
+    # one launch adds up both sums (and they stay one tensor: a custom op's outputs may not alias)
+    sums = (parts if has_bias else parts[:, :1]).sum(0).to(weight.dtype)
+    return dx.view(dy.shape), dr.view(s.shape) if has_residual else dr, sums
+
+
+@torch.library.custom_op("starx::add_ln_fwd", mutates_args=(), device_types="cuda")
+def add_ln_fwd(x: Tensor, residual: Tensor | None, weight: Tensor, bias: Tensor | None, eps: float
+               ) -> tuple[Tensor, Tensor]:
+    """(LN(x + residual) in x's dtype, x + residual in fp32)."""
+    return layer_norm_forward(x, residual, weight, bias, eps)
+
+
+@add_ln_fwd.register_fake
+def _(x, residual, weight, bias, eps):
+    return x.new_empty(x.shape), x.new_empty(x.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("starx::add_ln_bwd", mutates_args=(), device_types="cuda")
+def add_ln_bwd(dy: Tensor, ds: Tensor | None, s: Tensor, weight: Tensor, eps: float, has_bias: bool,
+               has_residual: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dresidual or empty, (dweight, dbias) stacked or (dweight,))."""
+    return layer_norm_backward(dy, ds, s, weight, eps, has_bias, has_residual)
+
+
+@add_ln_bwd.register_fake
+def _(dy, ds, s, weight, eps, has_bias, has_residual):
+    return (dy.new_empty(dy.shape), s.new_empty(s.shape if has_residual else (0,)),
+            weight.new_empty((2 if has_bias else 1, weight.shape[0])))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, residual, weight, bias, eps = inputs
+    ctx.eps, ctx.has_bias, ctx.has_residual = eps, bias is not None, residual is not None
+    ctx.save_for_backward(output[1], weight)
+
+
+def _backward(ctx, dy, ds):
+    s, weight = ctx.saved_tensors
+    dx, dr, sums = add_ln_bwd(dy, ds, s, weight, ctx.eps, ctx.has_bias, ctx.has_residual)
+    return dx, dr if ctx.has_residual else None, sums[0], sums[1] if ctx.has_bias else None, None
+
+
+add_ln_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def kernels_take(x: Tensor, residual: Tensor | None, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether the kernels run this add + LayerNorm (USE_KERNELS aside): CUDA, x's dtype in
+    KERNEL_DTYPES, an fp32 stream, fp32 weight and bias of the last dimension, at most MAX_CHANNELS."""
+    return (x.is_cuda and x.dtype in KERNEL_DTYPES and (residual is None or residual.dtype == torch.float32)
+            and weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
+            and x.shape[-1] <= MAX_CHANNELS and (residual is None or residual.shape == x.shape))
+
+
+__all__ = ["KERNEL_DTYPES", "MAX_CHANNELS", "TILES", "USE_KERNELS", "add_ln_fwd", "kernels_take",
+           "layer_norm_backward", "layer_norm_forward"]
