@@ -23,6 +23,7 @@ from starx.models.blocks import (
     DecoderBlock,
     MambaMLPBlock,
     PatchEmbed,
+    add_norm,
     drop_path_rates,
     init_decoder_weights,
     init_mamba_weights,
@@ -157,8 +158,10 @@ class STARPretrain(nn.Module):
             )
         return n // cfg.seq_multiplier
 
-    def encode(self, images: Tensor) -> list[Tensor]:
-        """Encoder features (sequences, num_tokens, D) after each block in ``self.taps``."""
+    def encode(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """The encoder's stream (sequences, num_tokens, D) after each block in ``self.taps``, as
+        (last branch output, fp32 residual) pairs summing to it: ``decode``'s LayerNorms add them as
+        they normalise (starx.ops.add_layer_norm), as every block's do."""
         n_seq = self._check_input(images)
         lay, D = self.layout, self.cfg.embed_dim
         x = self.patch_embed(images)[:, self.order] + self.pos_embed  # (N, image tokens, D), cluster order
@@ -167,20 +170,21 @@ class STARPretrain(nn.Module):
         if sep is not None:
             x = torch.cat([sep.to(x.dtype).expand(n_seq, -1, -1, -1), x], dim=2)
         x = x.reshape(n_seq, lay.seq_len, D)[:, : lay.num_tokens]
-        feats: dict[int, Tensor] = {}
+        feats: dict[int, tuple[Tensor, Tensor]] = {}
         residual = None
         mixer_kwargs = {} if self.reset is None else {"reset": self.reset}
         for depth, block in enumerate(self.layers, start=1):
             x, residual = block(x, residual, **mixer_kwargs)
             if depth in self.taps:
-                feats[depth] = residual + x  # the stream after this block, fp32
+                feats[depth] = (x, residual)
         return [feats[t] for t in self.taps]
 
-    def decode(self, feats: list[Tensor]) -> Tensor:
+    def decode(self, feats: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Predicted pixels (sequences, T, patch_pixels) of every target patch."""
-        normed = [norm(f) for norm, f in zip(self.enc_norms, feats)]
+        normed = [add_norm(norm, x, residual, self.cfg.backend, prenorm=False)
+                  for norm, (x, residual) in zip(self.enc_norms, feats)]
         kvs = self.enc2dec(torch.cat(normed, dim=-1)).chunk(len(self.dec_blocks), dim=-1)
-        q = (self.ar_token + self.dec_pos).expand(feats[0].shape[0], -1, -1)
+        q = (self.ar_token + self.dec_pos).expand(feats[0][0].shape[0], -1, -1)
         for block, kv in zip(self.dec_blocks, kvs):
             q = block(q, kv, self.mask, self.spans)
         return self.ar_pred(self.ar_norm(q))

@@ -176,7 +176,8 @@ def mamba_inner_channel_last(
     and out_proj are plain linears over (b, l, .), and the scan reads B and C as strided views
     of x_proj's output, so no transpose copy is made. ``reset`` ((l,) or (b, l)) restarts the
     scan's state at marked steps, and the conv reads nothing from before them.
-    conv1d_weight is nn.Conv1d's (d_inner, 1, w).
+    conv1d_weight is nn.Conv1d's (d_inner, 1, w). On CUDA (the Triton conv) conv, projections
+    and scan are one autograd node (starx.ops.triton_inner); elsewhere they are composed.
     """
     if triton_conv_applies(xz, backend):  # one autograd node (starx.ops.triton_inner says why)
         y = mamba_inner_triton(xz, conv1d_weight[:, 0], conv1d_bias, x_proj_weight, delta_proj_weight, A, D,
