@@ -62,7 +62,7 @@ def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplu
     if channel_last:  # the same values laid out (b, l, d)
         u, delta, z = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (u, delta, z))
         B, C = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (B, C))
-    if bc_bf16:  # B and C as the mixer hands them under autocast (their dB, dC come back in bf16 too)
+    if bc_bf16:  # B and C as the mixer hands them under autocast
         B, C = B.bfloat16(), C.bfloat16()
     rs = None
     if reset:
@@ -74,7 +74,8 @@ def kernel_case(*, L=37, d=8, n=4, g=1, gate=True, skip=True, bias=True, softplu
     dout = r(b, d, L)
     ref.backward(dout.double())
     out, states = ts.scan_forward(*args, rs, softplus, True)
-    grads = ts.scan_backward(*args, rs, states, dout, softplus)
+    du, ddelta, sums, dz = ts.scan_backward(*args, rs, states, dout, softplus)
+    grads = (du, ddelta, *ts.split_sums(sums, b, d, g, L, n), dz)
     rel = lambda x, y: ((x.double() - y).norm() / y.norm()).item()  # noqa: E731
     errors = {"out": rel(out, ref.detach())}
     names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dbias", "dz")

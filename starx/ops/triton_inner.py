@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from starx.ops.triton_conv import conv_arguments, triton_conv_bwd, triton_conv_fwd
-from starx.ops.triton_scan import scan_arguments, triton_scan_bwd, triton_scan_fwd
+from starx.ops.triton_scan import scan_arguments, split_sums, triton_scan_bwd, triton_scan_fwd
 
 
 def _scan_views(xc: Tensor, dt: Tensor, x_dbl: Tensor, z: Tensor, dt_rank: int, n: int) -> tuple:
@@ -59,17 +59,21 @@ class _MambaInner(torch.autograd.Function):
             raise RuntimeError("the Mamba inner node's forward ran without saving states (no input needed a gradient)")
         d, n, r = xc.shape[-1], A.shape[1], wdt.shape[1]
         u, delta, B, C, z = _scan_views(xc, dt, x_dbl, xz[..., d:], r, n)
-        du, ddelta, dA, dB, dC, dD, dbias, dz = triton_scan_bwd(
+        du, ddelta, sums, dz = triton_scan_bwd(
             u, delta, A, B, C, D, z, delta_bias, reset, states, dy.transpose(1, 2), ctx.softplus)
+        dA, dB, dC, dD, dbias = split_sums(sums, u.shape[0], d, 1, u.shape[2], n)  # fp32
         ddt = _rows(ddelta.transpose(1, 2))  # (b l, d): the scan's gradients come laid out as u, channel-last
-        d_x_dbl = torch.cat([ddt @ wdt, _rows(dB[:, 0].transpose(1, 2)), _rows(dC[:, 0].transpose(1, 2))], dim=-1)
+        # x_dbl's gradient in its dtype: the casts of dB and dC fused into the concatenation
+        d_x_dbl = torch.cat([(ddt @ wdt).float(), _rows(dB[:, 0].transpose(1, 2)), _rows(dC[:, 0].transpose(1, 2))],
+                            dim=-1).to(x_dbl.dtype)
         dxz, dconv_w, dconv_b = triton_conv_bwd(
             xz[..., :d], conv_w, conv_b, seq_idx, du.transpose(1, 2), True, dz.transpose(1, 2),
             (d_x_dbl @ wx).view_as(xc))  # x_proj's input gradient, added to the scan's inside the kernel
         dx_proj_w = (d_x_dbl.t() @ _rows(xc)).to(ctx.dtypes[0])
         ddt_proj_w = (ddt.t() @ _rows(x_dbl[..., :r])).to(ctx.dtypes[1])
-        return (dxz, dconv_w, dconv_b if conv_b is not None else None, dx_proj_w, ddt_proj_w, dA,
-                dD if D is not None else None, dbias if delta_bias is not None else None, None, None, None, None)
+        return (dxz, dconv_w, dconv_b if conv_b is not None else None, dx_proj_w, ddt_proj_w, dA.to(A.dtype),
+                dD.to(D.dtype) if D is not None else None, dbias.to(delta_bias.dtype) if delta_bias is not None else None,
+                None, None, None, None)
 
 
 def mamba_inner_triton(

@@ -35,6 +35,7 @@ torch.compile traces around them and CUDA graphs capture them.
 
 # (no ``from __future__ import annotations``: custom_op infers the op schema from real annotations)
 import functools
+import math
 import os
 
 import torch
@@ -274,9 +275,31 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
     return out, states
 
 
+def sums_layout(b: int, d: int, groups: int, L: int, n: int) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """Where the scan backward's summed gradients sit in its one fp32 buffer: name -> (offset, shape),
+    dB and dC as (b, g, L, n) (their (b, g, n, l) views are transposes), dD and dbias always present."""
+    shapes = {"dB": (b, groups, L, n), "dC": (b, groups, L, n), "dA": (d, n), "dD": (d,), "dbias": (d,)}
+    out, offset = {}, 0
+    for name, shape in shapes.items():
+        out[name] = (offset, shape)
+        offset += math.prod(shape)
+    return out
+
+
+def split_sums(sums: Tensor, b: int, d: int, groups: int, L: int, n: int) -> tuple[Tensor, ...]:
+    """(dA, dB, dC, dD, dbias) as fp32 views of the backward's buffer, dB and dC (b, g, n, l)."""
+    views = {k: sums[o : o + math.prod(sh)].view(sh) for k, (o, sh) in sums_layout(b, d, groups, L, n).items()}
+    return views["dA"], views["dB"].transpose(2, 3), views["dC"].transpose(2, 3), views["dD"], views["dbias"]
+
+
 def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus: bool):
-    """Launch the backward kernel: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); the last three
-    are empty tensors where D, delta_bias or z are absent. du, ddelta, dz are laid out as u."""
+    """Launch the backward kernel: (du, ddelta, sums, dz), du, ddelta and dz laid out as u (dz an
+    empty tensor without z), sums one flat fp32 buffer of the gradients summed over the batch and
+    channels (``split_sums`` views dA, dB, dC, dD, ddelta_bias in it).
+
+    Why one buffer: the atomic sums start from zeros, so one fill a layer instead of five, and the
+    casts of dB and dC to B's dtype happen outside the op, where Inductor fuses them into their
+    consumers (the op's outputs may not alias one another, so its views are taken by the caller)."""
     b, d, L = u.shape
     n, groups = A.shape[1], B.shape[1]
     bd, warps = TILES["bwd"]
@@ -289,11 +312,12 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     dz = _like_layout(u, z.dtype) if z is not None else u.new_empty(0)
     kernel = TILES["bwd_kernel"] or _default_backward_on(u.device, bd, n)
     atomic = TILES["sums"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
+    layout = sums_layout(b, d, groups, L, n)
+    size = sum(math.prod(shape) for _, shape in layout.values())
     if atomic:  # every block of a group adds into the group's dB / dC, every sequence into dA / dD / dbias
-        # (buffers of their own: the op's outputs may not alias one another)
-        dB, dC = (torch.zeros((b, groups, L, n), device=u.device, dtype=f32) for _ in range(2))
-        dA = torch.zeros((d, n), device=u.device, dtype=f32)
-        dD, dbias = (torch.zeros(d, device=u.device, dtype=f32) for _ in range(2))
+        sums = torch.zeros(size, device=u.device, dtype=f32)
+        dA, dB, dC, dD, dbias = split_sums(sums, b, d, groups, L, n)
+        dB, dC = dB.transpose(2, 3), dC.transpose(2, 3)  # the kernel's (b, g, L, n)
     else:  # one partial sum a channel block / a sequence, added up below
         dB = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
         dC = torch.empty((b, blocks, L, n), device=u.device, dtype=f32)
@@ -318,15 +342,11 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
         ATOMIC_SUMS=atomic, FAST_MATH=_fast_math(u, "bwd"), num_warps=warps, **_register_cap(TILES["bwd_maxnreg"]), **packed,
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
-    if atomic:
-        per_group = lambda t: t.transpose(2, 3)  # noqa: E731
-        total = lambda t: t  # noqa: E731
-    else:
-        per_group = lambda t: t.view(b, groups, blocks // groups, L, n).sum(2).transpose(2, 3)  # noqa: E731
-        total = lambda t: t.sum(0)  # noqa: E731
-    return (du, ddelta, total(dA).to(A.dtype), per_group(dB).to(B.dtype), per_group(dC).to(C.dtype),
-            total(dD).to(D.dtype) if D is not None else u.new_empty(0),
-            total(dbias).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), dz)
+    if not atomic:  # the partials added up, into the same layout as the atomic path's buffer
+        per_group = lambda t: t.view(b, groups, blocks // groups, L, n).sum(2)  # noqa: E731
+        sums = torch.cat([per_group(dB).reshape(-1), per_group(dC).reshape(-1)]
+                         + [t.sum(0).reshape(-1) for t in (dA, dD, dbias)])
+    return du, ddelta, sums, dz
 
 
 @torch.library.custom_op("starx::triton_scan_fwd", mutates_args=())
@@ -350,8 +370,8 @@ def _(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus, save_states):
 def triton_scan_bwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
     delta_bias: Tensor | None, reset: Tensor | None, states: Tensor, dout: Tensor, delta_softplus: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, dz), empty where the input is absent."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(du, ddelta, sums, dz): ``scan_gradients`` makes the inputs' gradients of them."""
     return scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus)
 
 
@@ -359,16 +379,23 @@ def triton_scan_bwd(
 def _(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus):
     b, d, L = u.shape
     n, g = A.shape[1], B.shape[1]
-    maybe = lambda t: t.new_empty(t.shape) if t is not None else u.new_empty(0)  # noqa: E731
-    grouped = lambda t: t.new_empty((b, g, L, n)).transpose(2, 3)  # noqa: E731
-    return (_like_layout(u, u.dtype), _like_layout(u, delta.dtype), torch.empty_like(A), grouped(B), grouped(C),
-            maybe(D), maybe(delta_bias), _like_layout(u, z.dtype) if z is not None else u.new_empty(0))
+    size = sum(math.prod(shape) for _, shape in sums_layout(b, d, g, L, n).values())
+    return (_like_layout(u, u.dtype), _like_layout(u, delta.dtype), u.new_empty(size, dtype=torch.float32),
+            _like_layout(u, z.dtype) if z is not None else u.new_empty(0))
+
+
+def scan_gradients(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus: bool) -> tuple:
+    """The backward op's results as the inputs' gradients, each in its input's dtype (None for an
+    absent input): (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz)."""
+    du, ddelta, sums, dz = triton_scan_bwd(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus)
+    dA, dB, dC, dD, dbias = split_sums(sums, u.shape[0], u.shape[1], B.shape[1], u.shape[2], A.shape[1])
+    return (du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype), dD.to(D.dtype) if D is not None else None,
+            dbias.to(delta_bias.dtype) if delta_bias is not None else None, dz if z is not None else None)
 
 
 def _setup_context(ctx, inputs, output) -> None:
     u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus, _ = inputs
     ctx.delta_softplus = delta_softplus
-    ctx.present = (D is not None, z is not None, delta_bias is not None)
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, reset, output[1])
 
 
@@ -376,12 +403,10 @@ def _backward(ctx, grad_out, _grad_states):
     u, delta, A, B, C, D, z, delta_bias, reset, states = ctx.saved_tensors
     if states.numel() == 0:
         raise RuntimeError("the Triton scan's forward ran without saving states (no input needed a gradient)")
-    has_D, has_z, has_bias = ctx.present
-    du, ddelta, dA, dB, dC, dD, dbias, dz = triton_scan_bwd(
+    du, ddelta, dA, dB, dC, dD, dbias, dz = scan_gradients(
         u, delta, A, B, C, D, z, delta_bias, reset, states, grad_out, ctx.delta_softplus
     )
-    return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None, dbias if has_bias else None,
-            None, None, None)
+    return du, ddelta, dA, dB, dC, dD, dz, dbias, None, None, None
 
 
 triton_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -412,4 +437,5 @@ def selective_scan_triton(
     return out
 
 
-__all__ = ["TILES", "scan_arguments", "scan_backward", "scan_forward", "selective_scan_triton", "triton_error"]
+__all__ = ["TILES", "scan_arguments", "scan_backward", "scan_forward", "scan_gradients", "selective_scan_triton",
+           "split_sums", "triton_error"]
