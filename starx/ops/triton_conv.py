@@ -96,8 +96,9 @@ def conv_backward(
     atomic = TILES["sums"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
     parts = 1 if atomic else b * grid[0]
     new = torch.zeros if atomic else torch.empty
-    dw = new((4, parts, d), device=x.device, dtype=torch.float32)
-    db = new((parts, d) if bias is not None else (0,), device=x.device, dtype=torch.float32)
+    # dweight's four taps and dbias in one buffer: one zero fill for the atomic sums, not two
+    sums = new((5 if bias is not None else 4, parts, d), device=x.device, dtype=torch.float32)
+    dw, db = sums[:4], (sums[4] if bias is not None else sums.new_empty(0))
     seq, ss_b = _seq_rows(seq_idx)
     kernel = conv_bwd[grid](
         x, _width4(weight), bias if bias is not None else weight, seq if seq is not None else weight, dout, dout2_,
@@ -107,7 +108,8 @@ def conv_backward(
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     total = (lambda t: t.select(-2, 0)) if atomic else (lambda t: t.sum(-2))  # noqa: E731
-    dweight = total(dw)[4 - weight.shape[1] :].t().contiguous().to(weight.dtype)
+    # (a copy always: dbias may be a view of the same buffer, and the op's outputs may not alias)
+    dweight = total(dw)[4 - weight.shape[1] :].t().to(weight.dtype, memory_format=torch.contiguous_format, copy=True)
     return dx, dweight, total(db).to(bias.dtype) if bias is not None else x.new_empty(0)
 
 
