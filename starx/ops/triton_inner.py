@@ -15,14 +15,12 @@ The backward of the two projections is written out (four GEMMs, as autograd runs
 activations' dtype: the weights are cast once in the forward, as autocast would.
 """
 
-# (no ``from __future__ import annotations``: torch.autograd.Function reads no annotations, but the
-# module stays like its neighbours)
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from starx.ops.triton_conv import conv_arguments, triton_conv_bwd, triton_conv_fwd
-from starx.ops.triton_scan import scan_arguments, split_sums, triton_scan_bwd, triton_scan_fwd
+from starx.ops.triton_scan import scan_arguments, scan_gradients, triton_scan_fwd
 
 
 def _scan_views(xc: Tensor, dt: Tensor, x_dbl: Tensor, z: Tensor, dt_rank: int, n: int) -> tuple:
@@ -46,6 +44,7 @@ class _MambaInner(torch.autograd.Function):
         x_dbl = F.linear(xc, wx)  # (b, l, dt_rank + 2n): B and C are read from it in place
         dt = F.linear(x_dbl[..., :r], wdt)
         u, delta, B, C, z = _scan_views(xc, dt, x_dbl, xz[..., d:], r, n)
+        A, B, C, D, delta_bias, reset = scan_arguments(u, delta, A, B, C, D, delta_bias, reset)
         y, states = triton_scan_fwd(u, delta, A, B, C, D, z, delta_bias, reset, softplus, save)
         ctx.softplus = softplus
         ctx.dtypes = (x_proj_w.dtype, dt_proj_w.dtype)
@@ -59,20 +58,17 @@ class _MambaInner(torch.autograd.Function):
             raise RuntimeError("the Mamba inner node's forward ran without saving states (no input needed a gradient)")
         d, n, r = xc.shape[-1], A.shape[1], wdt.shape[1]
         u, delta, B, C, z = _scan_views(xc, dt, x_dbl, xz[..., d:], r, n)
-        du, ddelta, sums, dz = triton_scan_bwd(
+        du, ddelta, dA, dB, dC, dD, dbias, dz = scan_gradients(
             u, delta, A, B, C, D, z, delta_bias, reset, states, dy.transpose(1, 2), ctx.softplus)
-        dA, dB, dC, dD, dbias = split_sums(sums, u.shape[0], d, 1, u.shape[2], n)  # fp32
         ddt = _rows(ddelta.transpose(1, 2))  # (b l, d): the scan's gradients come laid out as u, channel-last
-        # x_dbl's gradient in its dtype: the casts of dB and dC fused into the concatenation
-        d_x_dbl = torch.cat([(ddt @ wdt).float(), _rows(dB[:, 0].transpose(1, 2)), _rows(dC[:, 0].transpose(1, 2))],
-                            dim=-1).to(x_dbl.dtype)
+        # x_dbl's gradient (under torch.compile the casts of dB and dC fuse into the concatenation)
+        d_x_dbl = torch.cat([ddt @ wdt, _rows(dB[:, 0].transpose(1, 2)), _rows(dC[:, 0].transpose(1, 2))], dim=-1)
         dxz, dconv_w, dconv_b = triton_conv_bwd(
             xz[..., :d], conv_w, conv_b, seq_idx, du.transpose(1, 2), True, dz.transpose(1, 2),
             (d_x_dbl @ wx).view_as(xc))  # x_proj's input gradient, added to the scan's inside the kernel
         dx_proj_w = (d_x_dbl.t() @ _rows(xc)).to(ctx.dtypes[0])
         ddt_proj_w = (ddt.t() @ _rows(x_dbl[..., :r])).to(ctx.dtypes[1])
-        return (dxz, dconv_w, dconv_b if conv_b is not None else None, dx_proj_w, ddt_proj_w, dA.to(A.dtype),
-                dD.to(D.dtype) if D is not None else None, dbias.to(delta_bias.dtype) if delta_bias is not None else None,
+        return (dxz, dconv_w, dconv_b if conv_b is not None else None, dx_proj_w, ddt_proj_w, dA, dD, dbias,
                 None, None, None, None)
 
 
@@ -89,10 +85,6 @@ def mamba_inner_triton(
     if tuple(x_proj_weight.shape) != (r + 2 * n, d):
         raise ValueError(f"x_proj_weight must be (dt_rank + 2 d_state, d_inner) = ({r + 2 * n}, {d}); "
                          f"got {tuple(x_proj_weight.shape)}")
-    # the scan's arguments checked on stand-ins of its views (shapes only: nothing is computed)
-    stand_in = xz.new_empty(()).expand(xz.shape[0], d, xz.shape[1])
-    bc = xz.new_empty(()).expand(xz.shape[0], n, xz.shape[1])
-    A, _, _, D, delta_bias, reset = scan_arguments(stand_in, stand_in, A, bc, bc, D, delta_bias, reset)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (
         xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, A, D, delta_bias))
     return _MambaInner.apply(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, A, D, delta_bias,

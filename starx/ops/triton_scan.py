@@ -275,20 +275,22 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, reset, delta_softplus: boo
     return out, states
 
 
-def sums_layout(b: int, d: int, groups: int, L: int, n: int) -> dict[str, tuple[int, tuple[int, ...]]]:
-    """Where the scan backward's summed gradients sit in its one fp32 buffer: name -> (offset, shape),
-    dB and dC as (b, g, L, n) (their (b, g, n, l) views are transposes), dD and dbias always present."""
+def sums_layout(b: int, d: int, groups: int, L: int, n: int) -> tuple[dict[str, tuple[int, tuple[int, ...]]], int]:
+    """Where the scan backward's summed gradients sit in its one fp32 buffer: ({name: (offset,
+    shape)}, the buffer's size), dB and dC as (b, g, L, n) (their (b, g, n, l) views are
+    transposes), dD and dbias always present."""
     shapes = {"dB": (b, groups, L, n), "dC": (b, groups, L, n), "dA": (d, n), "dD": (d,), "dbias": (d,)}
     out, offset = {}, 0
     for name, shape in shapes.items():
         out[name] = (offset, shape)
         offset += math.prod(shape)
-    return out
+    return out, offset
 
 
 def split_sums(sums: Tensor, b: int, d: int, groups: int, L: int, n: int) -> tuple[Tensor, ...]:
     """(dA, dB, dC, dD, dbias) as fp32 views of the backward's buffer, dB and dC (b, g, n, l)."""
-    views = {k: sums[o : o + math.prod(sh)].view(sh) for k, (o, sh) in sums_layout(b, d, groups, L, n).items()}
+    layout, _ = sums_layout(b, d, groups, L, n)
+    views = {k: sums[o : o + math.prod(sh)].view(sh) for k, (o, sh) in layout.items()}
     return views["dA"], views["dB"].transpose(2, 3), views["dC"].transpose(2, 3), views["dD"], views["dbias"]
 
 
@@ -312,10 +314,8 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delt
     dz = _like_layout(u, z.dtype) if z is not None else u.new_empty(0)
     kernel = TILES["bwd_kernel"] or _default_backward_on(u.device, bd, n)
     atomic = TILES["sums"] == "atomic" and not torch.are_deterministic_algorithms_enabled()
-    layout = sums_layout(b, d, groups, L, n)
-    size = sum(math.prod(shape) for _, shape in layout.values())
     if atomic:  # every block of a group adds into the group's dB / dC, every sequence into dA / dD / dbias
-        sums = torch.zeros(size, device=u.device, dtype=f32)
+        sums = torch.zeros(sums_layout(b, d, groups, L, n)[1], device=u.device, dtype=f32)
         dA, dB, dC, dD, dbias = split_sums(sums, b, d, groups, L, n)
         dB, dC = dB.transpose(2, 3), dC.transpose(2, 3)  # the kernel's (b, g, L, n)
     else:  # one partial sum a channel block / a sequence, added up below
@@ -379,8 +379,8 @@ def triton_scan_bwd(
 def _(u, delta, A, B, C, D, z, delta_bias, reset, states, dout, delta_softplus):
     b, d, L = u.shape
     n, g = A.shape[1], B.shape[1]
-    size = sum(math.prod(shape) for _, shape in sums_layout(b, d, g, L, n).values())
-    return (_like_layout(u, u.dtype), _like_layout(u, delta.dtype), u.new_empty(size, dtype=torch.float32),
+    return (_like_layout(u, u.dtype), _like_layout(u, delta.dtype),
+            u.new_empty(sums_layout(b, d, g, L, n)[1], dtype=torch.float32),
             _like_layout(u, z.dtype) if z is not None else u.new_empty(0))
 
 
