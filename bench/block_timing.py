@@ -14,15 +14,16 @@ from pathlib import Path
 import torch
 
 
-def step(fn, inputs: tuple, dout: torch.Tensor, leaves: tuple) -> None:
-    """One forward + backward of ``fn(*inputs)``, the gradients of ``leaves`` dropped first."""
+def step(fn, inputs: tuple, dout, leaves: tuple) -> None:
+    """One forward + backward of ``fn(*inputs)``, the gradients of ``leaves`` dropped first; ``dout``
+    the output's gradient, or a tuple of gradients where fn returns a tuple of outputs."""
     for t in leaves:
         t.grad = None
     torch.compiler.cudagraph_mark_step_begin()
-    fn(*inputs).backward(dout)
+    torch.autograd.backward(fn(*inputs), dout)
 
 
-def timed(fn, inputs: tuple, dout: torch.Tensor, leaves: tuple, reps: int = 20) -> float:
+def timed(fn, inputs: tuple, dout, leaves: tuple, reps: int = 20) -> float:
     """ms of one forward + backward, CUDA events, after warm-up (compiles)."""
     for _ in range(3):
         step(fn, inputs, dout, leaves)
@@ -36,7 +37,7 @@ def timed(fn, inputs: tuple, dout: torch.Tensor, leaves: tuple, reps: int = 20) 
     return start.elapsed_time(end) / reps
 
 
-def kernel_times(fn, inputs: tuple, dout: torch.Tensor, leaves: tuple, reps: int = 5, top: int = 8
+def kernel_times(fn, inputs: tuple, dout, leaves: tuple, reps: int = 5, top: int = 8
                  ) -> dict[str, float]:
     """ms per forward + backward of each GPU kernel fn launches (torch.profiler), the ``top`` largest."""
     from torch.profiler import ProfilerActivity, profile

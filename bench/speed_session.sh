@@ -28,6 +28,8 @@
 #   add_norm_tests  the add + LayerNorm kernels' GPU tests (starx.ops.layer_norm) and tests/test_gpu_kernels.py
 #   add_norm_k4     whole k=4 steps, add + LayerNorm compiled by Inductor, then on starx's kernels
 #   add_norm_ft     the same for the fine-tuning step beside timm's ViT-B/16
+#   add_norm_tiles  one add + LayerNorm forward + backward at k=4, Inductor's then the kernels' with each tile set
+#                   (LN_TILES: FWD/BWD tile sets, each BMxWARPS/BMxROWSxWARPS; bench/layer_norm.py --time)
 #   inner_tests     the GPU tests the fused mixer node (starx.ops.triton_inner) touches: conv, scan, STAR-B steps, SwiGLU
 #   inner_k4        whole k=4 steps with the mixer's inner computation as one node (starx's), then composed
 #   blas_k4         whole k=4 steps (both models) with torch's BLAS choice, then with cuBLASLt preferred
@@ -134,6 +136,9 @@ run_part() {  # run_part PART: one part of the list above (a composite part runs
     add_norm_tests)  # the add + LayerNorm kernels' GPU tests, and the whole-model ones they touch
         part add_norm_tests 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_layer_norm.py \
             tests/test_gpu_kernels.py ;;
+    add_norm_tiles)
+        part add_norm_tiles 300 python3 bench/layer_norm.py --time --tiles default ${LN_TILES:-} \
+            --out "$OUT/layer_norm_tiles.jsonl" ;;
     add_norm_k4)  # whole k=4 steps: add + LayerNorm as Inductor compiles the twin, then on starx's kernels
         step add_norm_k4_inductor 200 --k 4 --steps 24 --add-norm inductor --out "$OUT/pretrain_step_k4_add_norm_inductor.json"
         step add_norm_k4_kernel 150 --k 4 --steps 24 --add-norm kernel --out "$OUT/pretrain_step_k4_add_norm_kernel.json" ;;

@@ -66,12 +66,16 @@ def add_ln_bwd(dy_ptr, dsin_ptr, s_ptr, w_ptr, dx_ptr, dr_ptr, part_ptr, M, N, e
     db = tl.zeros((BM, BLOCK_N), tl.float32)
     for r in tl.range(0, ROWS, BM):
         offs, mask, cm = _rows(tl.program_id(0) * ROWS + r, M, N, BM, BLOCK_N)
-        xhat, rstd = _normalised(tl.load(s_ptr + offs, mask=mask, other=0.0), mask, N, eps)
+        # every load of the row first, so that their latencies overlap before the reductions wait
+        s = tl.load(s_ptr + offs, mask=mask, other=0.0)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if HAS_DS_IN:
+            ds_in = tl.load(dsin_ptr + offs, mask=mask, other=0.0)
+        xhat, rstd = _normalised(s, mask, N, eps)
         g = dy * w
         ds = rstd * (g - xhat * (tl.sum(xhat * g, axis=1)[:, None] / N) - tl.sum(g, axis=1)[:, None] / N)
         if HAS_DS_IN:
-            ds += tl.load(dsin_ptr + offs, mask=mask, other=0.0)
+            ds += ds_in
         tl.store(dx_ptr + offs, ds.to(dx_ptr.dtype.element_ty), mask=mask)
         if HAS_RES:
             tl.store(dr_ptr + offs, ds, mask=mask)

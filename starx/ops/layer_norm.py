@@ -18,14 +18,15 @@ import torch
 from torch import Tensor
 
 # Forward: (rows a program, warps); backward: (rows a step, rows a program, warps). A row of 768
-# channels is one BLOCK_N = 1024 vector. Static model for sm_90 at STAR-B's shape (Triton 3.6,
-# bench/results/layer_norm_sass_session19.txt): forward 54 registers, backward 80 (six programs an
-# SM), no spills, 16-byte loads and stores, 294 instructions a row in the backward: about 0.045 ms
-# of issue a layer at k=4 against about 0.12 ms for its 491 MB. Not yet timed on a GPU.
+# channels is one BLOCK_N = 1024 vector. Timed alone at k=4 on the H200 (bench/layer_norm.py --time,
+# bench/README.md session 20): the forward 0.090 ms whatever its tiles (its bytes at 4.1 TB/s), the
+# backward 0.154 ms at 1x64x4 (Inductor's LayerNorm backward: 0.151, without the bf16 copy);
+# 2-8 rows a step or 8 warps were slower (0.17-0.30).
 TILES = {"fwd": (2, 4), "bwd": (1, 64, 4)}
-# Whether the triton backend runs add + LayerNorm on these kernels. Off until timed in whole steps
-# against Inductor's (bench/speed_session.sh add_norm_k4): written and checked under Triton's
-# interpreter on 2026-12-02, after that session's device time was spent.
+# Whether the triton backend runs add + LayerNorm on these kernels. Off: in whole steps on the H200
+# (bench/speed_session.sh add_norm_k4, session 20) the first backward (loads after the statistics,
+# 0.205 ms) lost 1.6% images/s at k=4 and 1.7% in fine-tuning; the current one has not yet been
+# timed beside Inductor's in one call.
 USE_KERNELS = False
 KERNEL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # x's; the stream is fp32
 MAX_CHANNELS = 4096  # a row is one program's vector
