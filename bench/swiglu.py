@@ -54,7 +54,7 @@ def kernel_sass(configs: list[str]) -> None:
             bm, bn, rows, warps = t[kind]
             types = {n: "*fp32" if n in ("ba_ptr", "bb_ptr", "sa_ptr", "sb_ptr") else "*bf16"
                      for n in fn.arg_names if n.endswith("_ptr")}
-            sass, regs, spills = S.compile_sass(fn, types, {"M": M, "N": N},
+            sass, regs, spills = S.compile_sass(fn, types, {"M": M, "N": N, "S": 2 * N},
                                                 {"HAS_BIAS": True, "BM": bm, "BN": bn, "ROWS": rows}, warps)
             loops = S.inner_loops(sass)
             widths = collections.Counter(m[1] for m in re.finditer(r"\b((?:LDG|STG)\.E[.A-Z0-9]*)", sass))

@@ -1,5 +1,5 @@
-"""The SwiGLU gate's kernels (starx.ops.swiglu): silu(a + bias_a) * (b + bias_b) and its backward,
-bias gradients included.
+"""The SwiGLU gate's kernels (starx.ops.swiglu): silu(a + bias_a) * (b + bias_b) of one GEMM's
+output [a | b] and its backward, d[a | b] and the bias gradients.
 
 CPU: the MLP off the kernels is w3(silu(w1 x) * w2 x) as written, biases must come both or neither,
 and the Triton kernels, run by Triton's interpreter in a subprocess (tests/triton_interpreted.py
@@ -85,11 +85,13 @@ def test_swiglu_kernels_match_fp64_on_gpu(bias):
     """STAR-B's MLP shape at k=4 (64 sequences x 624 tokens, 2048 channels) in bf16: outputs within
     bf16 rounding of fp64 autograd, bias gradients (fp32 sums of 39936 rows) within 1e-4."""
     gen = torch.Generator(device="cuda").manual_seed(0)
-    a, b, g = (torch.randn(64, 624, 2048, device="cuda", generator=gen).mul(2).bfloat16() for _ in range(3))
+    ab = torch.randn(64, 624, 4096, device="cuda", generator=gen).mul(2).bfloat16()  # [a | b]
+    g = torch.randn(64, 624, 2048, device="cuda", generator=gen).mul(2).bfloat16()
     ba, bb = (torch.randn(2048, device="cuda", generator=gen) if bias else None for _ in range(2))
-    h = sw.gate_forward(a, b, ba, bb)
-    da, db, dba, dbb = sw.gate_backward(g, a, b, ba, bb)
-    ref = fp64_reference(g, a, b, ba, bb)
+    h = sw.gate_forward(ab, ba, bb)
+    dab, dba, dbb = sw.gate_backward(g, ab, ba, bb)
+    da, db = dab.chunk(2, dim=-1)
+    ref = fp64_reference(g, *ab.chunk(2, dim=-1), ba, bb)
     rel = lambda x, r: ((x.double() - r).abs().max() / r.abs().max()).item()  # noqa: E731
     for name, x, r in zip(("h", "da", "db"), (h, da, db), ref):
         assert rel(x, r) < 8e-3, f"{name}: {rel(x, r):.2e}"

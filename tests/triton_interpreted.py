@@ -241,11 +241,13 @@ def swiglu_case(*, rows=37, channels=40, bias=True, dtype="float32") -> dict:
     sw.TILES.update(fwd=(4, 16, 8, 1), bwd=(4, 16, 8, 1))
     gen = torch.Generator().manual_seed(rows + channels)
     dt = getattr(torch, dtype)
-    a, b, g = (torch.randn(2, rows, channels, generator=gen).mul(3).to(dt) for _ in range(3))
+    ab = torch.randn(2, rows, 2 * channels, generator=gen).mul(3).to(dt)  # [a | b], one GEMM's rows
+    g = torch.randn(2, rows, channels, generator=gen).mul(3).to(dt)
     ba, bb = (torch.randn(channels, generator=gen) if bias else None for _ in range(2))
-    h = sw.gate_forward(a, b, ba, bb)
-    da, db, dba, dbb = sw.gate_backward(g, a, b, ba, bb)
-    ref = fp64_reference(g, a, b, ba, bb)
+    h = sw.gate_forward(ab, ba, bb)
+    dab, dba, dbb = sw.gate_backward(g, ab, ba, bb)
+    da, db = dab.chunk(2, dim=-1)
+    ref = fp64_reference(g, *ab.chunk(2, dim=-1), ba, bb)
     rel = lambda x, r: ((x.double() - r).abs().max() / r.abs().max()).item()  # noqa: E731
     errors = {"h": rel(h, ref[0]), "da": rel(da, ref[1]), "db": rel(db, ref[2])}
     if bias:
@@ -268,16 +270,18 @@ def swiglu_op_case() -> dict:
     gen = torch.Generator().manual_seed(3)
     errors = {}
     for bias in (True, False):
-        ins = [torch.randn(*shape, generator=gen).requires_grad_() for shape in ((2, 9, 40), (2, 9, 40), (40,), (40,))]
-        args = ins if bias else ins[:2] + [None, None]
+        ins = [torch.randn(*shape, generator=gen).requires_grad_() for shape in ((2, 9, 80), (40,), (40,))]
+        args = ins if bias else ins[:1] + [None, None]
         torch.library.opcheck(torch.ops.starx.swiglu_fwd.default, tuple(args))
         out = torch.compile(sw.swiglu_fwd)(*args)
         g = torch.randn(out.shape, generator=gen)
         out.backward(g)
-        ref = fp64_reference(g, *(t.detach() if t is not None else None for t in args))
+        ref = fp64_reference(g, *ins[0].detach().chunk(2, dim=-1), *(t.detach() if t is not None else None
+                                                                     for t in args[1:]))
         rel = lambda x, r: ((x.double() - r).abs().max() / r.abs().max()).item()  # noqa: E731
-        pairs = [("h", out, ref[0])] + [(f"d{n}", t.grad, r) for n, t, r in zip(("a", "b", "bias_a", "bias_b"), ins,
-                                                                             ref[1:])]
+        grads = [*ins[0].grad.chunk(2, dim=-1), ins[1].grad, ins[2].grad]
+        pairs = [("h", out, ref[0])] + [(f"d{n}", t, r) for n, t, r in zip(("a", "b", "bias_a", "bias_b"), grads,
+                                                                         ref[1:])]
         errors |= {f"{n}_{'bias' if bias else 'no_bias'}": rel(x, r) for n, x, r in pairs}
     return errors
 

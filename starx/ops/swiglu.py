@@ -8,6 +8,12 @@ Here the backward (starx/ops/_swiglu_kernels.py) reads g, a and b once, writes d
 the bias sums in registers, one fp32 row of partials per band of rows that torch adds up.
 The biases come in separately (the GEMMs run without them), so that their gradients are those sums.
 
+a and b come from one GEMM, x [w1; w2]^T, as the halves [a | b] of its output rows, and the
+backward writes d[a | b] whole: x's gradient is then one GEMM too. With two GEMMs, x's gradient
+was the sum of two, an add Inductor fused into the LayerNorm backward after it, but which
+starx's add + LayerNorm kernels (starx.ops.layer_norm) would have run as a kernel of its own;
+the forward's two weight casts are one, and the weights' gradients one GEMM as well.
+
 ``swiglu_mlp_gate`` runs the kernels where ``backend`` resolves to triton (starx.ops.scan_backend)
 and USE_KERNELS is set (the default), and the twin (``silu(w1(x)) * w2(x)`` as written) elsewhere. The ops are torch custom ops
 (``torch.ops.starx.swiglu_fwd/bwd``) with fake shapes, so torch.compile traces around them and
@@ -38,69 +44,80 @@ def _rows(t: Tensor) -> Tensor:
     return t.reshape(-1, t.shape[-1]).contiguous()
 
 
+def _halves(ab: Tensor) -> tuple[Tensor, Tensor]:
+    """The (M, N) row views a and b of [a | b] as contiguous (M, 2N) rows."""
+    if ab.shape[-1] % 2:
+        raise ValueError(f"the gate's input holds a and b side by side: its last dimension must be even, "
+                         f"got {ab.shape[-1]}")
+    return _rows(ab).chunk(2, dim=-1)
+
+
 def _bands(M: int, tiles: tuple) -> int:
     """How many bands of rows (one program's rows each) cover M rows."""
     return -(-M // tiles[2])
 
 
 def _launch(kernel, tiles, M: int, N: int, *args, has_bias: bool) -> None:
-    """Launch ``kernel`` over (bands of rows, blocks of channels)."""
+    """Launch ``kernel`` over (bands of rows, blocks of channels); [a | b] rows are 2N apart."""
     bm, bn, rows, warps = tiles
-    kernel[(_bands(M, tiles), -(-N // bn))](*args, M, N, HAS_BIAS=has_bias, BM=bm, BN=bn, ROWS=rows, num_warps=warps)
+    kernel[(_bands(M, tiles), -(-N // bn))](*args, M, N, 2 * N, HAS_BIAS=has_bias, BM=bm, BN=bn, ROWS=rows,
+                                            num_warps=warps)
 
 
-def gate_forward(a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> Tensor:
-    """Launch the forward kernel: h (a's shape, contiguous, a's dtype)."""
+def gate_forward(ab: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> Tensor:
+    """Launch the forward kernel: h (ab's shape with half its last dimension, contiguous, ab's dtype)
+    of ab = [a | b]."""
     from starx.ops._swiglu_kernels import swiglu_fwd
 
-    a2, b2 = _rows(a), _rows(b)
-    h = torch.empty_like(a2)
+    a2, b2 = _halves(ab)
+    h = torch.empty(a2.shape, device=ab.device, dtype=ab.dtype)
     _launch(swiglu_fwd, TILES["fwd"], *a2.shape, a2, b2, bias_a if bias_a is not None else a2,
             bias_b if bias_b is not None else a2, h, has_bias=bias_a is not None)
-    return h.view(a.shape)
+    return h.view(*ab.shape[:-1], a2.shape[1])
 
 
-def gate_backward(g: Tensor, a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b: Tensor | None
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Launch the backward kernel: (da, db) in a's shape and dtype, (dbias_a, dbias_b) in the
+def gate_backward(g: Tensor, ab: Tensor, bias_a: Tensor | None, bias_b: Tensor | None
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """Launch the backward kernel: d[a | b] in ab's shape and dtype, (dbias_a, dbias_b) in the
     biases' dtype (empty tensors without biases)."""
     from starx.ops._swiglu_kernels import swiglu_bwd
 
-    g2, a2, b2 = _rows(g), _rows(a), _rows(b)
+    g2, (a2, b2) = _rows(g), _halves(ab)
     M, N = a2.shape
-    da, db = torch.empty_like(a2), torch.empty_like(a2)
+    dab = torch.empty((M, 2 * N), device=ab.device, dtype=ab.dtype)
+    da, db = dab.chunk(2, dim=-1)
     has_bias = bias_a is not None
     bands = _bands(M, TILES["bwd"]) if has_bias else 0
-    sa = torch.empty((bands, N), device=a.device, dtype=torch.float32)
+    sa = torch.empty((bands, N), device=ab.device, dtype=torch.float32)
     sb = torch.empty_like(sa)
     _launch(swiglu_bwd, TILES["bwd"], M, N, g2, a2, b2, bias_a if has_bias else a2, bias_b if has_bias else a2,
             da, db, sa, sb, has_bias=has_bias)
     if not has_bias:
-        return da.view(a.shape), db.view(a.shape), a.new_empty(0), a.new_empty(0)
-    return da.view(a.shape), db.view(a.shape), sa.sum(0).to(bias_a.dtype), sb.sum(0).to(bias_b.dtype)
+        return dab.view(ab.shape), ab.new_empty(0), ab.new_empty(0)
+    return dab.view(ab.shape), sa.sum(0).to(bias_a.dtype), sb.sum(0).to(bias_b.dtype)
 
 
 @torch.library.custom_op("starx::swiglu_fwd", mutates_args=(), device_types="cuda")
-def swiglu_fwd(a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> Tensor:
-    return gate_forward(a, b, bias_a, bias_b)
+def swiglu_fwd(ab: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> Tensor:
+    return gate_forward(ab, bias_a, bias_b)
 
 
 @swiglu_fwd.register_fake
-def _(a, b, bias_a, bias_b):
-    return a.new_empty(a.shape)
+def _(ab, bias_a, bias_b):
+    return ab.new_empty((*ab.shape[:-1], ab.shape[-1] // 2))
 
 
 @torch.library.custom_op("starx::swiglu_bwd", mutates_args=(), device_types="cuda")
-def swiglu_bwd(g: Tensor, a: Tensor, b: Tensor, bias_a: Tensor | None, bias_b: Tensor | None
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return gate_backward(g, a, b, bias_a, bias_b)
+def swiglu_bwd(g: Tensor, ab: Tensor, bias_a: Tensor | None, bias_b: Tensor | None
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    return gate_backward(g, ab, bias_a, bias_b)
 
 
 @swiglu_bwd.register_fake
-def _(g, a, b, bias_a, bias_b):
+def _(g, ab, bias_a, bias_b):
     bias = (bias_a.new_empty(bias_a.shape), bias_b.new_empty(bias_b.shape)) if bias_a is not None \
-        else (a.new_empty(0), a.new_empty(0))
-    return a.new_empty(a.shape), a.new_empty(a.shape), *bias
+        else (ab.new_empty(0), ab.new_empty(0))
+    return ab.new_empty(ab.shape), *bias
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -108,9 +125,9 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad):
-    a, b, bias_a, bias_b = ctx.saved_tensors
-    da, db, dba, dbb = swiglu_bwd(grad, a, b, bias_a, bias_b)
-    return da, db, dba if bias_a is not None else None, dbb if bias_b is not None else None
+    ab, bias_a, bias_b = ctx.saved_tensors
+    dab, dba, dbb = swiglu_bwd(grad, ab, bias_a, bias_b)
+    return dab, dba if bias_a is not None else None, dbb if bias_b is not None else None
 
 
 swiglu_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -128,6 +145,7 @@ def swiglu_mlp_gate(x: Tensor, w1: nn.Linear, w2: nn.Linear, backend: str = "aut
     dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
     if not (USE_KERNELS and x.is_cuda and dtype in KERNEL_DTYPES and scan_backend(backend, x) == "triton"):
         return F.silu(w1(x)) * w2(x)
-    return swiglu_fwd(F.linear(x, w1.weight), F.linear(x, w2.weight), w1.bias, w2.bias)
+    # one GEMM for a and b (the weights' cat is fused into autocast's cast under torch.compile)
+    return swiglu_fwd(F.linear(x, torch.cat([w1.weight, w2.weight])), w1.bias, w2.bias)
 
 __all__ = ["KERNEL_DTYPES", "TILES", "USE_KERNELS", "gate_backward", "gate_forward", "swiglu_mlp_gate"]
