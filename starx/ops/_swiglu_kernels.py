@@ -9,7 +9,8 @@ The backward also sums da and db over rows (the bias gradients): each program ad
 tiles up elementwise in registers, reduces the rows once at the end (a reduction across warps at
 every step cost shuffles, shared-memory traffic and barriers: 664 instructions a step against
 510 without, for 8 x 256 over 4 warps; bench/results/swiglu_sass_session18.txt), and stores the sums as one row of an fp32 partials
-tensor (one row per band), which torch adds up: deterministic, and no second pass over da / db.
+tensor (one row per band, [sums of da | sums of db] like the rows of [a | b]), which torch adds up:
+deterministic, and no second pass over da / db.
 The biases are loaded once a program, as (1, BN) rows in the tiles' own layout.
 """
 
@@ -59,7 +60,7 @@ def swiglu_fwd(a_ptr, b_ptr, ba_ptr, bb_ptr, h_ptr, M, N, S,
 def swiglu_bwd(g_ptr, a_ptr, b_ptr, ba_ptr, bb_ptr, da_ptr, db_ptr, sa_ptr, sb_ptr, M, N, S,
                HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr):
     """da = g * b * silu'(a), db = g * silu(a) over the forward's tile; with HAS_BIAS their column
-    sums over the band's rows into row program_id(0) of the partials sa / sb (fp32, (bands, N))."""
+    sums over the band's rows into row program_id(0) of the partials sa / sb (fp32, rows S apart)."""
     cols = tl.program_id(1) * BN + tl.arange(0, BN)
     cmask = cols < N
     ba, bb = _biases(ba_ptr, bb_ptr, cols, cmask, HAS_BIAS)
@@ -78,6 +79,6 @@ def swiglu_bwd(g_ptr, a_ptr, b_ptr, ba_ptr, bb_ptr, da_ptr, db_ptr, sa_ptr, sb_p
             acc_a += da
             acc_b += db
     if HAS_BIAS:
-        band = tl.program_id(0).to(tl.int64) * N
+        band = tl.program_id(0).to(tl.int64) * S
         tl.store(sa_ptr + band + cols, tl.sum(acc_a, axis=0), mask=cmask)
         tl.store(sb_ptr + band + cols, tl.sum(acc_b, axis=0), mask=cmask)

@@ -5,7 +5,7 @@ gradients, the column sums of da and db) is one Inductor split-reduction kernel 
 818 MB at about 2.8 TB/s on the H200, 0.29 ms a block at STAR-B k=4, where the forward's
 ``silu * mul`` runs at about 4.3 TB/s (bench/README.md, session 18: 3.4 ms a step, 12 blocks).
 Here the backward (starx/ops/_swiglu_kernels.py) reads g, a and b once, writes da and db, and keeps
-the bias sums in registers, one fp32 row of partials per band of rows that torch adds up.
+the bias sums in registers, one fp32 row of partials per band of rows that one torch sum adds up.
 The biases come in separately (the GEMMs run without them), so that their gradients are those sums.
 
 a and b come from one GEMM, x [w1; w2]^T, as the halves [a | b] of its output rows, and the
@@ -76,10 +76,9 @@ def gate_forward(ab: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> Te
     return h.view(*ab.shape[:-1], a2.shape[1])
 
 
-def gate_backward(g: Tensor, ab: Tensor, bias_a: Tensor | None, bias_b: Tensor | None
-                  ) -> tuple[Tensor, Tensor, Tensor]:
-    """Launch the backward kernel: d[a | b] in ab's shape and dtype, (dbias_a, dbias_b) in the
-    biases' dtype (empty tensors without biases)."""
+def gate_backward(g: Tensor, ab: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Launch the backward kernel: (d[a | b] in ab's shape and dtype, (dbias_a, dbias_b) stacked
+    (2, N) in the biases' dtype, or an empty tensor without biases)."""
     from starx.ops._swiglu_kernels import swiglu_bwd
 
     g2, (a2, b2) = _rows(g), _halves(ab)
@@ -87,14 +86,14 @@ def gate_backward(g: Tensor, ab: Tensor, bias_a: Tensor | None, bias_b: Tensor |
     dab = torch.empty((M, 2 * N), device=ab.device, dtype=ab.dtype)
     da, db = dab.chunk(2, dim=-1)
     has_bias = bias_a is not None
-    bands = _bands(M, TILES["bwd"]) if has_bias else 0
-    sa = torch.empty((bands, N), device=ab.device, dtype=torch.float32)
-    sb = torch.empty_like(sa)
+    # the bands' partial sums, [da's | db's] a row: one sum adds both up
+    parts = torch.empty((_bands(M, TILES["bwd"]) if has_bias else 0, 2 * N), device=ab.device, dtype=torch.float32)
+    sa, sb = parts.chunk(2, dim=-1)
     _launch(swiglu_bwd, TILES["bwd"], M, N, g2, a2, b2, bias_a if has_bias else a2, bias_b if has_bias else a2,
             da, db, sa, sb, has_bias=has_bias)
     if not has_bias:
-        return dab.view(ab.shape), ab.new_empty(0), ab.new_empty(0)
-    return dab.view(ab.shape), sa.sum(0).to(bias_a.dtype), sb.sum(0).to(bias_b.dtype)
+        return dab.view(ab.shape), ab.new_empty(0)
+    return dab.view(ab.shape), parts.sum(0).to(bias_a.dtype).view(2, N)
 
 
 @torch.library.custom_op("starx::swiglu_fwd", mutates_args=(), device_types="cuda")
@@ -108,16 +107,15 @@ def _(ab, bias_a, bias_b):
 
 
 @torch.library.custom_op("starx::swiglu_bwd", mutates_args=(), device_types="cuda")
-def swiglu_bwd(g: Tensor, ab: Tensor, bias_a: Tensor | None, bias_b: Tensor | None
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def swiglu_bwd(g: Tensor, ab: Tensor, bias_a: Tensor | None, bias_b: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(d[a | b], the bias gradients stacked (2, N), or empty): one tensor, since a custom op's
+    outputs may not alias each other."""
     return gate_backward(g, ab, bias_a, bias_b)
 
 
 @swiglu_bwd.register_fake
 def _(g, ab, bias_a, bias_b):
-    bias = (bias_a.new_empty(bias_a.shape), bias_b.new_empty(bias_b.shape)) if bias_a is not None \
-        else (ab.new_empty(0), ab.new_empty(0))
-    return ab.new_empty(ab.shape), *bias
+    return ab.new_empty(ab.shape), bias_a.new_empty((2, *bias_a.shape)) if bias_a is not None else ab.new_empty(0)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -126,8 +124,8 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad):
     ab, bias_a, bias_b = ctx.saved_tensors
-    dab, dba, dbb = swiglu_bwd(grad, ab, bias_a, bias_b)
-    return dab, dba if bias_a is not None else None, dbb if bias_b is not None else None
+    dab, dbias = swiglu_bwd(grad, ab, bias_a, bias_b)
+    return dab, *((dbias[0], dbias[1]) if bias_a is not None else (None, None))
 
 
 swiglu_fwd.register_autograd(_backward, setup_context=_setup_context)
