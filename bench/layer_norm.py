@@ -6,12 +6,12 @@ the step runs it, on Inductor's LayerNorm (the twin) and on the kernels with eac
 ms per forward + backward (CUDA events), each kernel's GPU time (torch.profiler), and the largest
 difference of the gradients from Inductor's. Whole steps: ``bash bench/speed_session.sh add_norm_k4``.
 
-    python bench/layer_norm.py --time [--tiles 2x4/1x64x4 1x4/4x16x8 ...] [--out results.jsonl]
+    python bench/layer_norm.py --time [--tiles 2x4/1x64x4x0 2x4/1x64x4x1 ...] [--out results.jsonl]
 
 Without ``--time`` (no GPU), the static model for sm_90: registers, spills, instructions and global
 load / store widths of each tile set:
 
-    PYTHONPATH=/tmp/t36:$PWD python bench/layer_norm.py [--fwd 2x4 1x4 ...] [--bwd 1x64x4 2x128x8 ...]
+    PYTHONPATH=/tmp/t36:$PWD python bench/layer_norm.py [--fwd 2x4 1x4 ...] [--bwd 1x64x4x0 1x64x4x1 ...]
 
 (/tmp/t36: a Triton 3.6 install, the device's version, beside the local one.)
 """
@@ -42,8 +42,9 @@ def report(kind: str, tiles: tuple[int, ...]) -> str:
     fn = K.add_ln_fwd if kind == "fwd" else K.add_ln_bwd
     types = {n: TYPES.get(n, "*fp32") for n in fn.arg_names if n.endswith("_ptr") or n == "eps"}
     consts = {"HAS_RES": True, "HAS_BIAS": True, "BM": tiles[0], "BLOCK_N": BLOCK_N} if kind == "fwd" else \
-        {"HAS_DS_IN": True, "HAS_RES": True, "BM": tiles[0], "BLOCK_N": BLOCK_N, "ROWS": tiles[1]}
-    sass, regs, spills = S.compile_sass(fn, types, {"M": TOKENS, "N": N}, consts, tiles[-1])
+        {"HAS_DS_IN": True, "HAS_RES": True, "BM": tiles[0], "BLOCK_N": BLOCK_N, "ROWS": tiles[1],
+         "PREFETCH": bool(tiles[3])}
+    sass, regs, spills = S.compile_sass(fn, types, {"M": TOKENS, "N": N}, consts, tiles[1 if kind == "fwd" else 2])
     loops = S.inner_loops(sass)
     count = sum(loops[-1].values()) if kind == "bwd" and loops else len(S.instructions(sass))
     widths = collections.Counter(m[1] for m in re.finditer(r"\b((?:LDG|STG)\.E[.A-Z0-9]*)", sass))
@@ -97,10 +98,10 @@ def time_tiles(configs: list[str], out: Path | None) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fwd", nargs="*", default=["x".join(map(str, ln.TILES["fwd"]))], help="BMxWARPS")
-    p.add_argument("--bwd", nargs="*", default=["x".join(map(str, ln.TILES["bwd"]))], help="BMxROWSxWARPS")
+    p.add_argument("--bwd", nargs="*", default=["x".join(map(str, ln.TILES["bwd"]))], help="BMxROWSxWARPSxPREFETCH")
     p.add_argument("--time", action="store_true", help="time the kernels on the GPU against Inductor's LayerNorm")
     p.add_argument("--tiles", nargs="+", default=["default"], help="with --time: tile sets, FWD/BWD "
-                   "(BMxWARPS/BMxROWSxWARPS)")
+                   "(BMxWARPS/BMxROWSxWARPSxPREFETCH)")
     p.add_argument("--out", type=Path, help="with --time: the rows as JSON lines")
     args = p.parse_args()
     if args.time:

@@ -29,7 +29,7 @@
 #   add_norm_k4     whole k=4 steps, add + LayerNorm compiled by Inductor, then on starx's kernels
 #   add_norm_ft     the same for the fine-tuning step beside timm's ViT-B/16
 #   add_norm_tiles  one add + LayerNorm forward + backward at k=4, Inductor's then the kernels' with each tile set
-#                   (LN_TILES: FWD/BWD tile sets, each BMxWARPS/BMxROWSxWARPS; bench/layer_norm.py --time)
+#                   (LN_TILES: FWD/BWD tile sets, each BMxWARPS/BMxROWSxWARPSxPREFETCH; bench/layer_norm.py --time)
 #   inner_tests     the GPU tests the fused mixer node (starx.ops.triton_inner) touches: conv, scan, STAR-B steps, SwiGLU
 #   inner_k4        whole k=4 steps with the mixer's inner computation as one node (starx's), then composed
 #   blas_k4         whole k=4 steps (both models) with torch's BLAS choice, then with cuBLASLt preferred

@@ -56,7 +56,7 @@ def test_interpreted_layer_norm_kernels_match_fp64():
     results = {r["case"]: r["errors"] for r in map(json.loads, filter(None, proc.stdout.splitlines()))
                if isinstance(r, dict)}
     assert set(results) == {"residual_bias_ds_fp32", "first_layer_no_residual", "no_bias_no_ds_in", "fp16",
-                            "one_partial_step", "compiled_op"}
+                            "one_partial_step", "prefetch", "prefetch_no_ds_in", "prefetch_one_partial_step", "compiled_op"}
     for case, errors in results.items():
         assert len(errors) >= 6
         for name, err in errors.items():

@@ -299,15 +299,17 @@ SWIGLU_CASES = {
 }
 
 
-def layer_norm_case(*, rows=37, channels=40, residual=True, bias=True, ds_in=True, dtype="float32") -> dict:
+def layer_norm_case(*, rows=37, channels=40, residual=True, bias=True, ds_in=True, dtype="float32",
+                    prefetch=0) -> dict:
     """The largest relative error of the add + LayerNorm kernels (y, s, dx, dresidual, dweight,
     dbias) against fp64 autograd of the twin (starx.ops.norm.add_layer_norm_torch), on small
     tiles so that rows end inside a step and a band, and channels inside BLOCK_N. ds_in: the
-    stream output has a gradient of its own (the next layer's), else only y does."""
+    stream output has a gradient of its own (the next layer's), else only y does. prefetch: the
+    backward issuing the next step's loads first."""
     from starx.ops import layer_norm as ln
     from starx.ops.norm import add_layer_norm_torch
 
-    ln.TILES.update(fwd=(4, 1), bwd=(4, 8, 1))
+    ln.TILES.update(fwd=(4, 1), bwd=(4, 8, 1, prefetch))
     gen = torch.Generator().manual_seed(rows + channels)
     dt = getattr(torch, dtype)
     x = torch.randn(2, rows, channels, generator=gen).mul(2).add(0.5).to(dt)
@@ -337,7 +339,7 @@ def layer_norm_op_case() -> dict:
     from starx.ops import layer_norm as ln
     from starx.ops.norm import add_layer_norm_torch
 
-    ln.TILES.update(fwd=(4, 1), bwd=(4, 8, 1))
+    ln.TILES.update(fwd=(4, 1), bwd=(4, 8, 1, 0))
     torch.library.register_kernel("starx::add_ln_fwd", "cpu", ln.layer_norm_forward)
     torch.library.register_kernel("starx::add_ln_bwd", "cpu", ln.layer_norm_backward)
     gen = torch.Generator().manual_seed(5)
@@ -367,6 +369,9 @@ LAYER_NORM_CASES = {
     "no_bias_no_ds_in": {"bias": False, "ds_in": False},
     "fp16": {"dtype": "float16"},
     "one_partial_step": {"rows": 1, "channels": 7},
+    "prefetch": {"prefetch": 1},
+    "prefetch_no_ds_in": {"ds_in": False, "residual": False, "prefetch": 1},
+    "prefetch_one_partial_step": {"rows": 1, "channels": 7, "prefetch": 1},
 }
 
 

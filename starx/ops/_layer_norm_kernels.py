@@ -55,22 +55,43 @@ def add_ln_fwd(x_ptr, r_ptr, w_ptr, b_ptr, s_ptr, y_ptr, M, N, eps,
 
 
 @triton.jit
+def _bwd_loads(s_ptr, dy_ptr, dsin_ptr, row0, limit, N, HAS_DS_IN: tl.constexpr, BM: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+    """(offsets, mask, s, dy, incoming stream gradient) of the BM rows from row0 (fp32; rows from
+    ``limit`` on masked off: no memory traffic). Without HAS_DS_IN the last is s again, unused."""
+    offs, mask, _ = _rows(row0, limit, N, BM, BLOCK_N)
+    s = tl.load(s_ptr + offs, mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    ds_in = tl.load(dsin_ptr + offs, mask=mask, other=0.0) if HAS_DS_IN else s
+    return offs, mask, s, dy, ds_in
+
+
+@triton.jit
 def add_ln_bwd(dy_ptr, dsin_ptr, s_ptr, w_ptr, dx_ptr, dr_ptr, part_ptr, M, N, eps,
                HAS_DS_IN: tl.constexpr, HAS_RES: tl.constexpr, BM: tl.constexpr, BLOCK_N: tl.constexpr,
-               ROWS: tl.constexpr):
+               ROWS: tl.constexpr, PREFETCH: tl.constexpr):
     """Over rows [program_id(0) * ROWS, + ROWS): dx (dx's dtype) and, with HAS_RES, dr (fp32) = ds;
-    the band's sums of dy xhat and dy into row program_id(0) of part (fp32, (programs, 2, N))."""
+    the band's sums of dy xhat and dy into row program_id(0) of part (fp32, (programs, 2, N)).
+
+    Every load of a step is issued before its reductions wait, so their latencies overlap; with
+    PREFETCH, the next step's loads are issued before this step's arithmetic too (two steps of
+    rows in flight a program, for the registers of one more)."""
     cols = tl.arange(0, BLOCK_N)
     w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
     dw = tl.zeros((BM, BLOCK_N), tl.float32)
     db = tl.zeros((BM, BLOCK_N), tl.float32)
+    row0 = tl.program_id(0) * ROWS
+    if PREFETCH:
+        band_end = tl.minimum(M, row0 + ROWS)
+        offs_n, mask_n, s_n, dy_n, dsin_n = _bwd_loads(s_ptr, dy_ptr, dsin_ptr, row0, band_end, N, HAS_DS_IN, BM,
+                                                       BLOCK_N)
     for r in tl.range(0, ROWS, BM):
-        offs, mask, cm = _rows(tl.program_id(0) * ROWS + r, M, N, BM, BLOCK_N)
-        # every load of the row first, so that their latencies overlap before the reductions wait
-        s = tl.load(s_ptr + offs, mask=mask, other=0.0)
-        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if HAS_DS_IN:
-            ds_in = tl.load(dsin_ptr + offs, mask=mask, other=0.0)
+        if PREFETCH:
+            offs, mask, s, dy, ds_in = offs_n, mask_n, s_n, dy_n, dsin_n
+            offs_n, mask_n, s_n, dy_n, dsin_n = _bwd_loads(s_ptr, dy_ptr, dsin_ptr, row0 + r + BM, band_end, N,
+                                                           HAS_DS_IN, BM, BLOCK_N)
+        else:
+            offs, mask, s, dy, ds_in = _bwd_loads(s_ptr, dy_ptr, dsin_ptr, row0 + r, M, N, HAS_DS_IN, BM, BLOCK_N)
         xhat, rstd = _normalised(s, mask, N, eps)
         g = dy * w
         ds = rstd * (g - xhat * (tl.sum(xhat * g, axis=1)[:, None] / N) - tl.sum(g, axis=1)[:, None] / N)

@@ -17,12 +17,14 @@ runs them where ``backend`` resolves to triton for CUDA tensors and USE_KERNELS 
 import torch
 from torch import Tensor
 
-# Forward: (rows a program, warps); backward: (rows a step, rows a program, warps). A row of 768
+# Forward: (rows a program, warps); backward: (rows a step, rows a program, warps, prefetch: 1 to
+# issue the next step's loads before this step's arithmetic, 0 not). A row of 768
 # channels is one BLOCK_N = 1024 vector. Timed alone at k=4 on the H200 (bench/layer_norm.py --time,
 # bench/README.md session 20): the forward 0.090 ms whatever its tiles (its bytes at 4.1 TB/s), the
 # backward 0.154 ms at 1x64x4 (Inductor's LayerNorm backward: 0.151, without the bf16 copy);
-# 2-8 rows a step or 8 warps were slower (0.17-0.30).
-TILES = {"fwd": (2, 4), "bwd": (1, 64, 4)}
+# 2-8 rows a step or 8 warps were slower (0.17-0.30). With prefetch (two steps of rows in flight a
+# program; static model: 111 registers against 92, no spills) not yet timed.
+TILES = {"fwd": (2, 4), "bwd": (1, 64, 4, 0)}
 # Whether the triton backend runs add + LayerNorm on these kernels. Off: in whole steps on the H200
 # (bench/speed_session.sh add_norm_k4, session 20) the first backward (loads after the statistics,
 # 0.205 ms) lost 1.6% images/s at k=4 and 1.7% in fine-tuning; the current one has not yet been
@@ -64,14 +66,14 @@ def layer_norm_backward(dy: Tensor, ds: Tensor | None, s: Tensor, weight: Tensor
     dy2, s2 = dy.reshape(-1, N).contiguous(), s.reshape(-1, N).contiguous()
     ds2 = ds.reshape(-1, N).contiguous() if ds is not None else s2
     M = s2.shape[0]
-    bm, rows, warps = TILES["bwd"]
+    bm, rows, warps, prefetch = TILES["bwd"]
     programs = -(-M // rows)
     dx = torch.empty_like(dy2)
     dr = torch.empty((M, N) if has_residual else (0,), device=s.device, dtype=torch.float32)
     parts = torch.empty((programs, 2, N), device=s.device, dtype=torch.float32)
     add_ln_bwd[(programs,)](dy2, ds2, s2, weight, dx, dr if has_residual else dx, parts, M, N, eps,
                             HAS_DS_IN=ds is not None, HAS_RES=has_residual, BM=bm, BLOCK_N=_block(N), ROWS=rows,
-                            num_warps=warps)
+                            PREFETCH=bool(prefetch), num_warps=warps)
     # one launch adds up both sums (and they stay one tensor: a custom op's outputs may not alias)
     sums = (parts if has_bias else parts[:, :1]).sum(0).to(weight.dtype)
     return dx.view(dy.shape), dr.view(s.shape) if has_residual else dr, sums
