@@ -54,6 +54,12 @@ def test_one_bias_alone_is_refused():
         sw.swiglu_mlp_gate(torch.randn(3, 4), w1, w2)
 
 
+def test_the_gate_takes_a_and_b_side_by_side():
+    """The kernels' input is one GEMM's output [a | b]: an odd last dimension cannot be split."""
+    with pytest.raises(ValueError, match="last dimension must be even, got 5"):
+        sw.gate_forward(torch.randn(3, 5), None, None)
+
+
 @needs_triton
 def test_interpreted_swiglu_kernels_match_fp64():
     """Output, da, db and the bias gradients within each dtype's rounding of fp64 autograd (every
