@@ -28,13 +28,22 @@ def add_kernel_choices(p: argparse.ArgumentParser) -> None:
                         "dx and dz in kernels of their own)")
 
 
+# starx's own choices, restored by a run that does not set a flag (bench/ab_step.py sets them in turn)
+_STARX = {"mlp_gate": swiglu_ops.USE_KERNELS, "add_norm": layer_norm_ops.USE_KERNELS,
+          "triton_conv_applies": inner_ops.triton_conv_applies}
+
+
+def _composed(x, backend) -> bool:
+    """triton_conv_applies for --mixer-inner composed: never, so the CPU path's composition runs, on
+    the GPU's Triton conv and scan."""
+    return False
+
+
 def apply_kernel_choices(args: argparse.Namespace) -> dict:
-    """Set the modules' switches from the flags; returns what runs, for the JSON info."""
-    if args.mlp_gate is not None:
-        swiglu_ops.USE_KERNELS = args.mlp_gate == "kernel"
-    if args.add_norm is not None:
-        layer_norm_ops.USE_KERNELS = args.add_norm == "kernel"
-    if args.mixer_inner == "composed":  # the CPU path's composition, on the GPU's Triton conv and scan
-        inner_ops.triton_conv_applies = lambda x, backend: False
+    """Set the modules' switches from the flags (starx's own where a flag is not given); returns
+    what runs, for the JSON info."""
+    swiglu_ops.USE_KERNELS = _STARX["mlp_gate"] if args.mlp_gate is None else args.mlp_gate == "kernel"
+    layer_norm_ops.USE_KERNELS = _STARX["add_norm"] if args.add_norm is None else args.add_norm == "kernel"
+    inner_ops.triton_conv_applies = _composed if args.mixer_inner == "composed" else _STARX["triton_conv_applies"]
     return {"mlp_gate": "kernel" if swiglu_ops.USE_KERNELS else "inductor",
             "add_norm": "kernel" if layer_norm_ops.USE_KERNELS else "inductor", "mixer_inner": args.mixer_inner}

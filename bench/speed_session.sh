@@ -28,6 +28,8 @@
 #   add_norm_tests  the add + LayerNorm kernels' GPU tests (starx.ops.layer_norm) and tests/test_gpu_kernels.py
 #   add_norm_k4     whole k=4 steps, add + LayerNorm compiled by Inductor, then on starx's kernels
 #   add_norm_ft     the same for the fine-tuning step beside timm's ViT-B/16
+#   ab_add_norm, ab_mlp_gate  whole k=4 steps of two kernel choices built in one process and timed in alternating
+#                   rounds (bench/ab_step.py: add + LayerNorm Inductor's / starx's kernels; the SwiGLU gate the same)
 #   add_norm_tiles  one add + LayerNorm forward + backward at k=4, Inductor's then the kernels' with each tile set
 #                   (LN_TILES: FWD/BWD tile sets, each BMxWARPS/BMxROWSxWARPSxPREFETCH; bench/layer_norm.py --time)
 #   inner_tests     the GPU tests the fused mixer node (starx.ops.triton_inner) touches: conv, scan, STAR-B steps, SwiGLU
@@ -136,6 +138,10 @@ run_part() {  # run_part PART: one part of the list above (a composite part runs
     add_norm_tests)  # the add + LayerNorm kernels' GPU tests, and the whole-model ones they touch
         part add_norm_tests 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_layer_norm.py \
             tests/test_gpu_kernels.py ;;
+    ab_add_norm) part ab_add_norm 420 python3 bench/ab_step.py --k 4 --flag add-norm --variants inductor kernel \
+        --out "$OUT/ab_add_norm_k4.json" ;;
+    ab_mlp_gate) part ab_mlp_gate 420 python3 bench/ab_step.py --k 4 --flag mlp-gate --variants inductor kernel \
+        --out "$OUT/ab_mlp_gate_k4.json" ;;
     add_norm_tiles)
         part add_norm_tiles 300 python3 bench/layer_norm.py --time --tiles default ${LN_TILES:-} \
             --out "$OUT/layer_norm_tiles.jsonl" ;;
