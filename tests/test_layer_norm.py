@@ -67,7 +67,11 @@ def test_interpreted_layer_norm_kernels_match_fp64():
 
 @pytest.mark.gpu
 @requires_gpu
-def test_kernels_match_the_twin_at_star_base_shape():
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_kernels_match_the_twin_at_star_base_shape(prefetch, monkeypatch):
+    """Forward and backward at STAR-B's width, 8 sequences of 624 tokens,
+    the backward with and without issuing the next step's loads first."""
+    monkeypatch.setitem(ln.TILES, "bwd", (*ln.TILES["bwd"][:3], prefetch))
     gen = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(8, 624, 768, generator=gen, device="cuda").to(torch.bfloat16).requires_grad_()
     r = torch.randn(8, 624, 768, generator=gen, device="cuda").mul(4).requires_grad_()
