@@ -45,7 +45,7 @@ def _rows(t: Tensor) -> Tensor:
 
 
 def _halves(ab: Tensor) -> tuple[Tensor, Tensor]:
-    """The (M, N) row views a and b of [a | b] as contiguous (M, 2N) rows."""
+    """a and b: (M, N) views of [a | b] made contiguous (M, 2N) rows."""
     if ab.shape[-1] % 2:
         raise ValueError(f"the gate's input holds a and b side by side: its last dimension must be even, "
                          f"got {ab.shape[-1]}")
