@@ -142,6 +142,18 @@ def test_launch_section_is_validated_at_load_before_anything_is_written(tmp_path
     assert not any(tmp_path.iterdir())  # no run directory was created
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_local_run_whose_backend_cannot_load_here_is_refused_before_it_starts(tmp_path):
+    """model.backend=cuda on a machine without CUDA: exit 2 naming the field, the job never starts
+    (no result.json, launch.json or train.log); a SLURM job would run on the cluster's nodes instead."""
+    run = _cli("run", "specs/quickstart.yaml", f"output_dir={tmp_path}", "model.backend=cuda")
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "field 'model.backend'" in lines[0] and "launch.kind=local" in lines[0]
+    (run_dir,) = (tmp_path / "quickstart").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["derived.json", "spec.yaml"]
+
+
 def test_spec_and_model_config_import_without_torch():
     code = ("import sys; from starx.spec import load_spec, derive; from starx.models.config import model_config; "
             "derive(load_spec(None)); print('torch' in sys.modules)")

@@ -250,6 +250,8 @@ def launch(prepared: Prepared, *, follow: bool = False, kind: Optional[str | Lau
                 handle.wait(follow=stream or sys.stderr)
             return handle
 
+    if k in (LaunchKind.local, LaunchKind.subprocess):
+        check_backend_runs_here(prepared.cfg, k)
     if k is LaunchKind.local:
         return _run_local(handle, entry)
 
@@ -276,6 +278,23 @@ def launch(prepared: Prepared, *, follow: bool = False, kind: Optional[str | Lau
     if follow:
         handle.wait(follow=stream or sys.stderr)
     return handle
+
+
+def check_backend_runs_here(cfg: Any, kind: LaunchKind) -> None:
+    """A run on this machine (local, subprocess) whose ``model.backend`` cannot load here is bad
+    input, refused before it starts (a SpecError naming the field), not a job that fails once
+    started. A SLURM job is not checked: it runs on the cluster's nodes, not on the login node."""
+    import torch
+
+    from starx.ops import KernelUnavailableError, scan_backend
+    from starx.spec import SpecError
+
+    backend = str(OmegaConf.select(cfg, "model.backend", default="auto"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        scan_backend(backend, torch.empty(0, device=device))
+    except KernelUnavailableError as e:
+        raise SpecError(f"field 'model.backend': {e} (launch.kind={kind.value} runs on this machine)") from None
 
 
 def _run_local(handle: LaunchHandle, entry: str) -> LaunchHandle:
