@@ -35,22 +35,23 @@ from starx.ops import layer_norm as ln  # noqa: E402
 
 N, BLOCK_N = 768, 1024
 TOKENS = 64 * 624  # a k=4 step's encoder tokens
-TYPES = {"x_ptr": "*bf16", "y_ptr": "*bf16", "dy_ptr": "*bf16", "dx_ptr": "*bf16", "eps": "fp32"}  # the rest fp32
+TYPES = {"x_ptr": "*bf16", "y_ptr": "*bf16", "y2_ptr": "*bf16", "dy_ptr": "*bf16", "dy2_ptr": "*bf16", "dx_ptr": "*bf16",
+         "eps": "fp32"}  # the rest fp32
 
 
-def report(kind: str, tiles: tuple[int, ...]) -> str:
+def report(kind: str, tiles: tuple[int, ...], twice: bool = False) -> str:
     fn = K.add_ln_fwd if kind == "fwd" else K.add_ln_bwd
     types = {n: TYPES.get(n, "*fp32") for n in fn.arg_names if n.endswith("_ptr") or n == "eps"}
-    consts = {"HAS_RES": True, "HAS_BIAS": True, "BM": tiles[0], "BLOCK_N": BLOCK_N} if kind == "fwd" else \
-        {"HAS_DS_IN": True, "HAS_RES": True, "BM": tiles[0], "BLOCK_N": BLOCK_N, "ROWS": tiles[1],
-         "PREFETCH": bool(tiles[3])}
+    consts = {"HAS_RES": True, "HAS_BIAS": True, "HAS_Y2": twice, "BM": tiles[0], "BLOCK_N": BLOCK_N} \
+        if kind == "fwd" else {"HAS_DS_IN": True, "HAS_RES": True, "HAS_Y2": twice, "BM": tiles[0], "BLOCK_N": BLOCK_N,
+                               "ROWS": tiles[1], "PREFETCH": bool(tiles[3])}
     sass, regs, spills = S.compile_sass(fn, types, {"M": TOKENS, "N": N}, consts, tiles[1 if kind == "fwd" else 2])
     loops = S.inner_loops(sass)
     count = sum(loops[-1].values()) if kind == "bwd" and loops else len(S.instructions(sass))
     widths = collections.Counter(m[1] for m in re.finditer(r"\b((?:LDG|STG)\.E[.A-Z0-9]*)", sass))
     where = "the row loop" if kind == "bwd" else "the kernel"
-    return (f"{kind} {'x'.join(map(str, tiles))}: {regs} registers, {spills} bytes spilled, {count} instructions in "
-            f"{where}, global {dict(widths)}")
+    name = f"{kind}{' twice' if twice else ''} {'x'.join(map(str, tiles))}"
+    return f"{name}: {regs} registers, {spills} bytes spilled, {count} instructions in {where}, global {dict(widths)}"
 
 
 def time_tiles(configs: list[str], out: Path | None) -> None:
@@ -99,6 +100,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fwd", nargs="*", default=["x".join(map(str, ln.TILES["fwd"]))], help="BMxWARPS")
     p.add_argument("--bwd", nargs="*", default=["x".join(map(str, ln.TILES["bwd"]))], help="BMxROWSxWARPSxPREFETCH")
+    p.add_argument("--twice", action="store_true", help="the static model with a second LayerNorm (a decoder tap)")
     p.add_argument("--time", action="store_true", help="time the kernels on the GPU against Inductor's LayerNorm")
     p.add_argument("--tiles", nargs="+", default=["default"], help="with --time: tile sets, FWD/BWD "
                    "(BMxWARPS/BMxROWSxWARPSxPREFETCH)")
@@ -108,7 +110,7 @@ def main() -> None:
         return time_tiles(args.tiles, args.out)
     for kind in ("fwd", "bwd"):
         for t in getattr(args, kind):
-            print(report(kind, tuple(int(v) for v in t.split("x"))), flush=True)
+            print(report(kind, tuple(int(v) for v in t.split("x")), args.twice), flush=True)
 
 
 if __name__ == "__main__":

@@ -300,14 +300,14 @@ SWIGLU_CASES = {
 
 
 def layer_norm_case(*, rows=37, channels=40, residual=True, bias=True, ds_in=True, dtype="float32",
-                    prefetch=0) -> dict:
+                    prefetch=0, twice=False) -> dict:
     """The largest relative error of the add + LayerNorm kernels (y, s, dx, dresidual, dweight,
-    dbias) against fp64 autograd of the twin (starx.ops.norm.add_layer_norm_torch), on small
-    tiles so that rows end inside a step and a band, and channels inside BLOCK_N. ds_in: the
-    stream output has a gradient of its own (the next layer's), else only y does. prefetch: the
-    backward issuing the next step's loads first."""
+    dbias) against fp64 autograd of the twin (starx.ops.norm), on small tiles so that rows end
+    inside a step and a band, and channels inside BLOCK_N. ds_in: the stream output has a gradient
+    of its own (the next layer's), else only y does. prefetch: the backward issuing the next step's
+    loads first. twice: a second LayerNorm of the stream (y2, dweight2, dbias2: a decoder tap)."""
     from starx.ops import layer_norm as ln
-    from starx.ops.norm import add_layer_norm_torch
+    from starx.ops.norm import add_layer_norm_twice_torch
 
     ln.TILES.update(fwd=(4, 1), bwd=(4, 8, 1, prefetch))
     gen = torch.Generator().manual_seed(rows + channels)
@@ -315,51 +315,70 @@ def layer_norm_case(*, rows=37, channels=40, residual=True, bias=True, ds_in=Tru
     x = torch.randn(2, rows, channels, generator=gen).mul(2).add(0.5).to(dt)
     r = torch.randn(2, rows, channels, generator=gen) if residual else None
     w, b = torch.randn(channels, generator=gen), torch.randn(channels, generator=gen) if bias else None
+    w2, b2 = (torch.randn(channels, generator=gen), torch.randn(channels, generator=gen) if bias else None) if twice \
+        else (None, None)
     dy = torch.randn(2, rows, channels, generator=gen).to(dt)
+    dy2 = torch.randn(2, rows, channels, generator=gen).to(dt) if twice else None
     ds = torch.randn(2, rows, channels, generator=gen) if ds_in else None
-    y, st = ln.layer_norm_forward(x, r, w, b, 1e-5)
-    dx, dr, sums = ln.layer_norm_backward(dy, ds, st, w, 1e-5, bias, residual)
-    dw, db = sums[0], (sums[1] if bias else sums[1:])
-    leaves = [t.double().requires_grad_() for t in (x, r, w, b) if t is not None]
-    lx, lr = leaves[0], leaves[1] if residual else None
-    lw, lb = leaves[1 + residual], leaves[2 + residual] if bias else None
-    ref_y, ref_s = add_layer_norm_torch(lx, lr, lw, lb, 1e-5)
-    torch.autograd.backward([ref_y, ref_s] if ds_in else [ref_y], [dy.double(), ds.double()] if ds_in else [dy.double()])
+    y, y2, st = ln.layer_norm_forward(x, r, w, b, w2, b2, 1e-5)
+    dx, dr, sums = ln.layer_norm_backward(dy, dy2, ds, st, w, w2, 1e-5, bias, residual)
+    grads = dict(zip(["dweight", "dbias", "dweight2", "dbias2"] if bias else ["dweight", "dweight2"], sums))
+    params = {"x": x, "r": r, "w": w, "b": b, "w2": w2, "b2": b2}
+    leaves = {k: t.double().requires_grad_() for k, t in params.items() if t is not None}
+    lw2 = leaves.get("w2", leaves["w"].detach())  # (without a second LayerNorm its output is not used)
+    ref_y, ref_y2, ref_s = add_layer_norm_twice_torch(leaves["x"], leaves.get("r"), leaves["w"], leaves.get("b"),
+                                                      lw2, leaves.get("b2"), 1e-5)
+    outs, douts = [ref_y], [dy.double()]
+    if twice:
+        outs, douts = outs + [ref_y2], douts + [dy2.double()]
+    if ds_in:
+        outs, douts = outs + [ref_s], douts + [ds.double()]
+    torch.autograd.backward(outs, douts)
     rel = lambda a, ref: ((a.double() - ref).abs().max() / ref.abs().max()).item()  # noqa: E731
-    errors = {"y": rel(y, ref_y.detach()), "s": rel(st, ref_s.detach()), "dx": rel(dx, lx.grad), "dweight": rel(dw, lw.grad)}
-    errors["dresidual"] = rel(dr, lr.grad) if residual else float(dr.numel())
-    errors["dbias"] = rel(db, lb.grad) if bias else float(db.numel())
+    errors = {"y": rel(y, ref_y.detach()), "s": rel(st, ref_s.detach()), "dx": rel(dx, leaves["x"].grad),
+              "dweight": rel(grads["dweight"], leaves["w"].grad)}
+    errors["dresidual"] = rel(dr, leaves["r"].grad) if residual else float(dr.numel())
+    errors["dbias"] = rel(grads["dbias"], leaves["b"].grad) if bias else float(sums.shape[0] - (2 if twice else 1))
+    if twice:
+        errors |= {"y2": rel(y2, ref_y2.detach()), "dweight2": rel(grads["dweight2"], leaves["w2"].grad)}
+        if bias:
+            errors["dbias2"] = rel(grads["dbias2"], leaves["b2"].grad)
+    else:
+        errors["no_y2"] = float(y2.numel())
     return errors
 
 
 def layer_norm_op_case() -> dict:
     """The add + LayerNorm custom ops through torch.library.opcheck and torch.compile (the kernels
-    registered here for CPU tensors, which the interpreter runs), the stream used downstream and
-    not: errors of the compiled outputs and gradients against fp64 autograd of the twin."""
+    registered here for CPU tensors, which the interpreter runs), with one LayerNorm (the stream
+    used downstream and not) and with two (a decoder tap): errors of the compiled outputs and
+    gradients against fp64 autograd of the twin."""
     from starx.ops import layer_norm as ln
-    from starx.ops.norm import add_layer_norm_torch
+    from starx.ops.norm import add_layer_norm_twice_torch
 
     ln.TILES.update(fwd=(4, 1), bwd=(4, 8, 1, 0))
     torch.library.register_kernel("starx::add_ln_fwd", "cpu", ln.layer_norm_forward)
     torch.library.register_kernel("starx::add_ln_bwd", "cpu", ln.layer_norm_backward)
     gen = torch.Generator().manual_seed(5)
+    names = ("x", "residual", "weight", "bias", "weight2", "bias2")
     errors = {}
-    for use_stream in (True, False):
-        ins = [torch.randn(*shape, generator=gen).requires_grad_() for shape in ((2, 9, 40), (2, 9, 40), (40,), (40,))]
-        torch.library.opcheck(torch.ops.starx.add_ln_fwd.default, (*ins, 1e-5))
+    for tag in ("stream_used", "stream_unused", "twice"):
+        ins = [torch.randn(*shape, generator=gen).requires_grad_()
+               for shape in ((2, 9, 40), (2, 9, 40), (40,), (40,), (40,), (40,))]
+        args = ins if tag == "twice" else ins[:4] + [None, None]
+        torch.library.opcheck(torch.ops.starx.add_ln_fwd.default, (*args, 1e-5))
 
-        def f(x, r, w, b, use_stream=use_stream):
-            y, st = ln.add_ln_fwd(x, r, w, b, 1e-5)
-            return (y * st).sum() if use_stream else y.square().sum()
+        def loss(y, y2, st, tag=tag):
+            if tag == "stream_unused":
+                return y.square().sum()
+            return (y * st).sum() + ((y2 * y).sum() if tag == "twice" else 0)
 
-        torch.compile(f)(*ins).backward()
+        torch.compile(lambda *a: loss(*ln.add_ln_fwd(*a, 1e-5)))(*args).backward()
         ref_ins = [t.detach().double().requires_grad_() for t in ins]
-        ref_y, ref_s = add_layer_norm_torch(*ref_ins, 1e-5)
-        ((ref_y * ref_s).sum() if use_stream else ref_y.square().sum()).backward()
+        loss(*add_layer_norm_twice_torch(*ref_ins, 1e-5)).backward()
         rel = lambda a, ref: ((a.double() - ref).abs().max() / ref.abs().max()).item()  # noqa: E731
-        tag = "stream_used" if use_stream else "stream_unused"
-        errors |= {f"d{n}_{tag}": rel(t.grad, r.grad) for n, t, r in zip(("x", "residual", "weight", "bias"), ins,
-                                                                          ref_ins)}
+        used = names if tag == "twice" else names[:4]
+        errors |= {f"d{n}_{tag}": rel(t.grad, r.grad) for n, t, r in zip(names, ins, ref_ins) if n in used}
     return errors
 
 
@@ -372,6 +391,9 @@ LAYER_NORM_CASES = {
     "prefetch": {"prefetch": 1},
     "prefetch_no_ds_in": {"ds_in": False, "residual": False, "prefetch": 1},
     "prefetch_one_partial_step": {"rows": 1, "channels": 7, "prefetch": 1},
+    "twice": {"twice": True},
+    "twice_no_bias_no_ds_in_prefetch": {"twice": True, "bias": False, "ds_in": False, "prefetch": 1},
+    "twice_fp16_first_layer": {"twice": True, "dtype": "float16", "residual": False},
 }
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor
 
-from starx.ops import add_layer_norm
+from starx.ops import add_layer_norm, add_layer_norm_twice
 from starx.ops.span_attention import span_attention
 from starx.ops.swiglu import swiglu_mlp_gate
 
@@ -83,10 +83,26 @@ class MambaMLPBlock(nn.Module):
         self.backend = backend
 
     def forward(self, out: Tensor, residual: Tensor | None = None, **mixer_kwargs) -> tuple[Tensor, Tensor]:
-        h, residual = add_norm(self.norm1, out, residual, self.backend)
+        out, residual, _ = self.forward_tapped(out, residual, None, **mixer_kwargs)
+        return out, residual
+
+    def forward_tapped(self, out: Tensor, residual: Tensor | None, tap: nn.LayerNorm | None, **mixer_kwargs
+                       ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``forward``, also returning ``tap`` applied to the incoming stream (None without a tap),
+        normalised in the same pass as norm1 (starx.ops.add_layer_norm_twice): STAR's decoder
+        reads the stream that this block normalises first."""
+        if tap is None:
+            (h, residual), tapped = add_norm(self.norm1, out, residual, self.backend), None
+        elif tap.eps == self.norm1.eps:
+            n1 = self.norm1
+            h, tapped, residual = add_layer_norm_twice(out, residual, n1.weight, n1.bias, tap.weight, tap.bias,
+                                                       n1.eps, self.backend)
+        else:
+            tapped = add_norm(tap, out, residual, self.backend, prenorm=False)
+            h, residual = add_norm(self.norm1, out, residual, self.backend)
         out = self.drop_path(self.mixer(h, **mixer_kwargs))
         h, residual = add_norm(self.norm2, out, residual, self.backend)
-        return self.drop_path(self.mlp(h)), residual
+        return self.drop_path(self.mlp(h)), residual, tapped
 
 
 class CrossAttention(nn.Module):

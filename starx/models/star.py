@@ -158,33 +158,45 @@ class STARPretrain(nn.Module):
             )
         return n // cfg.seq_multiplier
 
-    def encode(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """The encoder's stream (sequences, num_tokens, D) after each block in ``self.taps``, as
-        (last branch output, fp32 residual) pairs summing to it: ``decode``'s LayerNorms add them as
-        they normalise (starx.ops.add_layer_norm), as every block's do."""
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """The encoder's stream (sequences, num_tokens, D) after each block in ``self.taps``,
+        normalised by its decoder LayerNorm (``enc_norms``).
+
+        A tap at depth d < depth is normalised by block d + 1 together with its own norm1, from the
+        stream it computes anyway (``MambaMLPBlock.forward_tapped``): the stream is then added and
+        read once, and its gradient from the decoder enters that LayerNorm's backward instead of
+        being added to the encoder's in kernels of its own. A second tap of the same depth and a
+        tap of the last block are normalised on their own (starx.ops.add_layer_norm)."""
         n_seq = self._check_input(images)
-        lay, D = self.layout, self.cfg.embed_dim
+        lay, D, backend = self.layout, self.cfg.embed_dim, self.cfg.backend
         x = self.patch_embed(images)[:, self.order] + self.pos_embed  # (N, image tokens, D), cluster order
         x = x.view(n_seq, lay.k, lay.image_tokens, D)
         sep = self.separator()
         if sep is not None:
             x = torch.cat([sep.to(x.dtype).expand(n_seq, -1, -1, -1), x], dim=2)
         x = x.reshape(n_seq, lay.seq_len, D)[:, : lay.num_tokens]
-        feats: dict[int, tuple[Tensor, Tensor]] = {}
-        residual = None
+        taps_at: dict[int, list[int]] = {}
+        for i, depth in enumerate(self.taps):
+            taps_at.setdefault(depth, []).append(i)
+        feats: list[Tensor | None] = [None] * len(self.taps)
+        residual, carried = None, []  # carried: the taps of the last block run, for the next one's norm1
         mixer_kwargs = {} if self.reset is None else {"reset": self.reset}
         for depth, block in enumerate(self.layers, start=1):
-            x, residual = block(x, residual, **mixer_kwargs)
-            if depth in self.taps:
-                feats[depth] = (x, residual)
-        return [feats[t] for t in self.taps]
+            for i in carried[1:]:
+                feats[i] = add_norm(self.enc_norms[i], x, residual, backend, prenorm=False)
+            tap = self.enc_norms[carried[0]] if carried else None
+            x, residual, tapped = block.forward_tapped(x, residual, tap, **mixer_kwargs)
+            if carried:
+                feats[carried[0]] = tapped
+            carried = taps_at.get(depth, [])
+        for i in carried:  # taps of the last block
+            feats[i] = add_norm(self.enc_norms[i], x, residual, backend, prenorm=False)
+        return feats
 
-    def decode(self, feats: list[tuple[Tensor, Tensor]]) -> Tensor:
-        """Predicted pixels (sequences, T, patch_pixels) of every target patch."""
-        normed = [add_norm(norm, x, residual, self.cfg.backend, prenorm=False)
-                  for norm, (x, residual) in zip(self.enc_norms, feats)]
-        kvs = self.enc2dec(torch.cat(normed, dim=-1)).chunk(len(self.dec_blocks), dim=-1)
-        q = (self.ar_token + self.dec_pos).expand(feats[0][0].shape[0], -1, -1)
+    def decode(self, feats: list[Tensor]) -> Tensor:
+        """Predicted pixels (sequences, T, patch_pixels) of every target patch from ``encode``'s features."""
+        kvs = self.enc2dec(torch.cat(feats, dim=-1)).chunk(len(self.dec_blocks), dim=-1)
+        q = (self.ar_token + self.dec_pos).expand(feats[0].shape[0], -1, -1)
         for block, kv in zip(self.dec_blocks, kvs):
             q = block(q, kv, self.mask, self.spans)
         return self.ar_pred(self.ar_norm(q))

@@ -28,7 +28,7 @@ from starx.ops.inner import (
     mamba_inner_directions_channel_last,
     mamba_inner_time_major,
 )
-from starx.ops.norm import add_layer_norm, add_layer_norm_torch
+from starx.ops.norm import add_layer_norm, add_layer_norm_torch, add_layer_norm_twice
 from starx.ops.scan import selective_scan, selective_scan_ref, selective_scan_time_major, selective_scan_torch
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "KernelUnavailableError",
     "add_layer_norm",
     "add_layer_norm_torch",
+    "add_layer_norm_twice",
     "causal_conv1d",
     "causal_conv1d_channel_last",
     "causal_conv1d_time_major",

@@ -39,7 +39,7 @@ def add_layer_norm(
     """
     if layer_norm.USE_KERNELS and layer_norm.kernels_take(x, residual, weight, bias) and \
             scan_backend(backend, x) == "triton":
-        y, stream = layer_norm.add_ln_fwd(x, residual, weight, bias, eps)
+        y, _, stream = layer_norm.add_ln_fwd(x, residual, weight, bias, None, None, eps)
         return (y, stream) if prenorm else y
     if not torch.compiler.is_compiling() and use_cuda_kernels(backend, x, residual):
         return kernels_or_raise().layer_norm_fn(
@@ -48,14 +48,53 @@ def add_layer_norm(
     return add_layer_norm_torch(x, residual, weight, bias, eps, prenorm)
 
 
+def add_layer_norm_twice(
+    x: Tensor,
+    residual: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None,
+    weight2: Tensor,
+    bias2: Tensor | None,
+    eps: float,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(LN(x + residual) by weight / bias, LN(x + residual) by weight2 / bias2, x + residual): the
+    stream and its statistics once for two LayerNorms of it (one eps; biases both or neither), as
+    ``add_layer_norm`` with ``prenorm`` computes one. STAR's decoder taps are the second: the
+    stream the next block normalises is the one the decoder reads (starx.models.star)."""
+    if (bias is None) != (bias2 is None):
+        raise ValueError("add_layer_norm_twice takes two LayerNorms with biases both or neither")
+    if layer_norm.USE_KERNELS and layer_norm.kernels_take(x, residual, weight, bias, weight2, bias2) and \
+            scan_backend(backend, x) == "triton":
+        return layer_norm.add_ln_fwd(x, residual, weight, bias, weight2, bias2, eps)
+    if not torch.compiler.is_compiling() and use_cuda_kernels(backend, x, residual):
+        y, stream = add_layer_norm(x, residual, weight, bias, eps, backend=backend)
+        return y, F.layer_norm(stream, (stream.shape[-1],), weight2, bias2, eps).to(x.dtype), stream
+    return add_layer_norm_twice_torch(x, residual, weight, bias, weight2, bias2, eps)
+
+
+def _stream(x: Tensor, residual: Tensor | None) -> Tensor:
+    """x + residual in fp32 (or fp64 for fp64 inputs): the twin's stream."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    if residual is not None:
+        dtype = torch.promote_types(dtype, residual.dtype)
+    return x.to(dtype) if residual is None else x.to(dtype) + residual.to(dtype)
+
+
 def add_layer_norm_torch(
     x: Tensor, residual: Tensor | None, weight: Tensor, bias: Tensor | None, eps: float, prenorm: bool = True
 ) -> tuple[Tensor, Tensor] | Tensor:
     """The torch twin of ``add_layer_norm``, the same arithmetic: sum and statistics in fp32
     (or in fp64 for fp64 inputs)."""
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    if residual is not None:
-        dtype = torch.promote_types(dtype, residual.dtype)
-    stream = x.to(dtype) if residual is None else x.to(dtype) + residual.to(dtype)
+    stream = _stream(x, residual)
     out = F.layer_norm(stream, (stream.shape[-1],), weight, bias, eps).to(x.dtype)
     return (out, stream) if prenorm else out
+
+
+def add_layer_norm_twice_torch(x: Tensor, residual: Tensor | None, weight: Tensor, bias: Tensor | None,
+                               weight2: Tensor, bias2: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The torch twin of ``add_layer_norm_twice``."""
+    stream = _stream(x, residual)
+    shape = (stream.shape[-1],)
+    return (F.layer_norm(stream, shape, weight, bias, eps).to(x.dtype),
+            F.layer_norm(stream, shape, weight2, bias2, eps).to(x.dtype), stream)
