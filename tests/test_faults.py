@@ -32,6 +32,9 @@ def test_a_second_run_of_a_training_spec_is_refused_and_touches_nothing(tmp_path
     proc = _start(run.run_dir)
     try:
         _wait_for_step(proc, run.run_dir, 2)
+        # frozen, the trainer keeps its lock and cannot finish first: the refusals below are tested
+        # against a run in progress, not raced against its last steps (seen: "already done", exit 0)
+        proc.send_signal(signal.SIGSTOP)
         result_before = (run.run_dir / "result.json").read_text()
         with pytest.raises(RunLocked, match=rf"{run.run_dir.name} is in use by pid {proc.pid}"):
             run_job(run.run_dir)

@@ -131,9 +131,8 @@ def test_state_reset_isolates_each_packed_image():
     x = torch.randn(4, 1, 16, 16)
     moved = x[[2, 1, 0, 3]]  # image 2 first
 
-    def last_stream(images):  # the encoder's stream after its last block, (last branch output, residual) summed
-        out, residual = model.encode(images)[-1]
-        return out + residual
+    def last_stream(images):  # the encoder's stream after its last block, normalised for the decoder (per token)
+        return model.encode(images)[-1]
 
     with torch.no_grad():
         in_place, first = last_stream(x)[0, 2 * segment : 3 * segment], last_stream(moved)[0, :segment]
