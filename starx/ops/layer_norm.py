@@ -131,8 +131,7 @@ def _backward(ctx, dy, dy2, ds):
     dx, dr, sums = add_ln_bwd(dy, dy2 if weight2 is not None else None, ds, s, weight, weight2, ctx.eps,
                               ctx.has_bias, ctx.has_residual)
     per_norm = 2 if ctx.has_bias else 1  # rows of sums a LayerNorm: dweight (, dbias)
-    grads = [sums[i] for i in range(sums.shape[0])]
-    first, second = grads[:per_norm], grads[per_norm:]
+    first, second = sums[:per_norm], sums[per_norm:]
     return (dx, dr if ctx.has_residual else None, first[0], first[1] if ctx.has_bias else None,
             second[0] if weight2 is not None else None,
             second[1] if weight2 is not None and ctx.has_bias else None, None)

@@ -23,6 +23,12 @@ from starx.ops import layer_norm
 from starx.ops._kernels import kernels_or_raise, scan_backend, use_cuda_kernels
 
 
+def _on_kernels(backend: str, x: Tensor, residual: Tensor | None, *params: Tensor | None) -> bool:
+    """Whether starx's add + LayerNorm kernels run it: on, taking these tensors, on the triton backend."""
+    return layer_norm.USE_KERNELS and layer_norm.kernels_take(x, residual, *params) and \
+        scan_backend(backend, x) == "triton"
+
+
 def add_layer_norm(
     x: Tensor,
     residual: Tensor | None,
@@ -37,8 +43,7 @@ def add_layer_norm(
     ``residual`` None means the stream is x alone. The sum is taken and returned in fp32 (fp64
     for fp64 inputs); the normalised output has x's dtype.
     """
-    if layer_norm.USE_KERNELS and layer_norm.kernels_take(x, residual, weight, bias) and \
-            scan_backend(backend, x) == "triton":
+    if _on_kernels(backend, x, residual, weight, bias):
         y, _, stream = layer_norm.add_ln_fwd(x, residual, weight, bias, None, None, eps)
         return (y, stream) if prenorm else y
     if not torch.compiler.is_compiling() and use_cuda_kernels(backend, x, residual):
@@ -64,8 +69,7 @@ def add_layer_norm_twice(
     stream the next block normalises is the one the decoder reads (starx.models.star)."""
     if (bias is None) != (bias2 is None):
         raise ValueError("add_layer_norm_twice takes two LayerNorms with biases both or neither")
-    if layer_norm.USE_KERNELS and layer_norm.kernels_take(x, residual, weight, bias, weight2, bias2) and \
-            scan_backend(backend, x) == "triton":
+    if _on_kernels(backend, x, residual, weight, bias, weight2, bias2):
         return layer_norm.add_ln_fwd(x, residual, weight, bias, weight2, bias2, eps)
     if not torch.compiler.is_compiling() and use_cuda_kernels(backend, x, residual):
         y, stream = add_layer_norm(x, residual, weight, bias, eps, backend=backend)
