@@ -36,7 +36,7 @@ def test_interpreted_triton_conv_matches_the_fp64_twin():
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert {r["case"] for r in results} == {"plain", "no_bias_no_silu", "seq_idx_l", "seq_idx_bl", "strided_x",
                                             "ahead_3", "width_2", "width_3_tile_16", "short", "block_partials",
-                                            "gate_and_dout2", "gate_and_dout2_no_segments"}
+                                            "gate_and_dout2", "gate_and_dout2_no_segments", "opcheck"}
     for r in results:
         assert len(r["errors"]) >= 3
         for name, err in r["errors"].items():

@@ -81,6 +81,25 @@ def conv_gate_case(*, L=37, d=6, seq="bl", dtype=torch.float32) -> dict:
             "dweight": rel(dweight, leaves[1].grad), "dbias": rel(dbias, leaves[2].grad)}
 
 
+def conv_op_case() -> dict:
+    """torch.library.opcheck of the backward op, bias and segments on, atomic and per-block sums (it
+    compares the real outputs' metadata with its fake implementation's), and the storage offset of
+    each output, which must be 0: dweight and dbias are sums in one buffer, and an output that stays
+    a view of it (fp32 dbias under atomics did, session 21) fails opcheck on the GPU."""
+    gen = torch.Generator().manual_seed(3)
+    x, dout = torch.randn(2, 19, 6, generator=gen), torch.randn(2, 19, 6, generator=gen)
+    weight, bias = torch.randn(6, 4, generator=gen), torch.randn(6, generator=gen)
+    seq_idx = (torch.arange(19) // 7).to(torch.int32)
+    offsets = {}
+    for sums in ("atomic", "blocks"):
+        tc.TILES.update(fwd=(8, 8, 2, 1), bwd=(8, 8, 3, 1), sums=sums)
+        args = (x, weight, bias, seq_idx, dout, True)
+        torch.library.opcheck(torch.ops.starx.triton_conv_bwd.default, args)
+        outs = torch.ops.starx.triton_conv_bwd.default(*args)
+        offsets |= {f"{sums}_{name}_offset": float(t.storage_offset()) for name, t in zip(("dx", "dw", "db"), outs)}
+    return offsets
+
+
 CONV_CASES = {
     "plain": {},
     "no_bias_no_silu": {"bias": False, "silu": False},
@@ -100,3 +119,4 @@ if __name__ == "__main__":
         print(json.dumps({"case": case, "errors": conv_case(**kwargs)}), flush=True)
     print(json.dumps({"case": "gate_and_dout2", "errors": conv_gate_case()}), flush=True)
     print(json.dumps({"case": "gate_and_dout2_no_segments", "errors": conv_gate_case(L=19, seq=None)}), flush=True)
+    print(json.dumps({"case": "opcheck", "errors": conv_op_case()}), flush=True)

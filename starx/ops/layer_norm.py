@@ -20,16 +20,16 @@ from torch import Tensor
 # Forward: (rows a program, warps); backward: (rows a step, rows a program, warps, prefetch: 1 to
 # issue the next step's loads before this step's arithmetic, 0 not). A row of 768
 # channels is one BLOCK_N = 1024 vector. Timed alone at k=4 on the H200 (bench/layer_norm.py --time,
-# bench/README.md session 20): the forward 0.090 ms whatever its tiles (its bytes at 4.1 TB/s), the
-# backward 0.154 ms at 1x64x4 (Inductor's LayerNorm backward: 0.151, without the bf16 copy);
-# 2-8 rows a step or 8 warps were slower (0.17-0.30). With prefetch (two steps of rows in flight a
-# program; static model: 111 registers against 92, no spills) not yet timed.
-TILES = {"fwd": (2, 4), "bwd": (1, 64, 4, 0)}
-# Whether the triton backend runs add + LayerNorm on these kernels. Off: in whole steps on the H200
-# (bench/speed_session.sh add_norm_k4, session 20) the first backward (loads after the statistics,
-# 0.205 ms) lost 1.6% images/s at k=4 and 1.7% in fine-tuning; the current one has not yet been
-# timed beside Inductor's in one call.
-USE_KERNELS = False
+# bench/README.md sessions 20-21): the forward 0.090 ms whatever its tiles (its bytes at 4.1 TB/s);
+# the backward 0.133 ms at 1x16x4 with prefetch (0.134 at 1x16x8x1, 0.138 at 1x8x4x1, 0.151 at
+# session 20's 1x64x4 without; Inductor's LayerNorm backward 0.149, without the bf16 copy);
+# 2-8 rows a step or 8 warps without prefetch were slower (0.17-0.30).
+TILES = {"fwd": (2, 4), "bwd": (1, 16, 4, 1)}
+# Whether the triton backend runs add + LayerNorm on these kernels. On: whole k=4 steps in one process,
+# alternating with Inductor's LayerNorm (bench/ab_step.py --flag add-norm, session 21, H200): median
+# +2.4% images/s, every one of six rounds faster (+1.3% to +4.7%); in fine-tuning (drop path, which
+# Inductor fuses into its LayerNorm) 1699 against 1672 images/s in one call.
+USE_KERNELS = True
 KERNEL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # x's; the stream is fp32
 MAX_CHANNELS = 4096  # a row is one program's vector
 

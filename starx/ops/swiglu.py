@@ -32,9 +32,10 @@ from torch import Tensor, nn
 # (session 18's pick by the static model) took 0.282 and Inductor's pointwise backward 0.189 plus its
 # bias sums. The forward's tiles mattered less than the runs' noise (0.115-0.137 ms).
 TILES = {"fwd": (16, 128, 64, 4), "bwd": (4, 128, 128, 2)}
-# Whether the triton backend runs the gate on the kernels. Whole k=4 steps, Inductor's gate against
-# these kernels, in two device calls: 3193 -> 3200 and 3259 -> 3273 images/s (+0.2%, +0.4%: the
-# anchor's own spread between the calls was 3%, so only the sign repeats; results/pretrain_step_h200_session19.jsonl).
+# Whether the triton backend runs the gate on the kernels. With w1 and w2 as one GEMM, whole k=4 steps
+# in one process alternating with Inductor's gate (bench/ab_step.py --flag mlp-gate, session 21, H200):
+# median +2.7% images/s, every one of six rounds faster (+1.0% to +3.9%). One MLP alone (bench/swiglu.py):
+# 0.935x Inductor's time at k=4, 0.906x at k=1, 0.949x at k=8.
 USE_KERNELS = True
 KERNEL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # (fp32 arithmetic inside)
 

@@ -108,9 +108,11 @@ def conv_backward(
     )  # fmt: skip
     REGISTERS["bwd"] = getattr(kernel, "n_regs", None)
     total = (lambda t: t.select(-2, 0)) if atomic else (lambda t: t.sum(-2))  # noqa: E731
-    # (a copy always: dbias may be a view of the same buffer, and the op's outputs may not alias)
+    # (copies always: both are views of one buffer, and an op's outputs may neither alias nor start at an
+    # offset the fake tensors lack; fp32 dbias under atomics was a view at offset 4 * parts * d, which opcheck
+    # refused on the H200, session 21)
     dweight = total(dw)[4 - weight.shape[1] :].t().to(weight.dtype, memory_format=torch.contiguous_format, copy=True)
-    return dx, dweight, total(db).to(bias.dtype) if bias is not None else x.new_empty(0)
+    return dx, dweight, total(db).to(bias.dtype, copy=True) if bias is not None else x.new_empty(0)
 
 
 @torch.library.custom_op("starx::triton_conv_fwd", mutates_args=())
