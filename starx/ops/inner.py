@@ -214,16 +214,21 @@ def mamba_inner_directions_channel_last(
     The token orders are applied by permutation ops whose backward is the inverse permutation
     (a gather, never an index_put with accumulation), and the directions are stacked along
     channels so that one conv and one grouped scan serve all of them.
+
+    The gate y * silu(z) is applied once, after the directions are mapped back and summed: the
+    directions only reorder tokens, so each reads the same token's z, and the gated sum equals the
+    sum of the gated. z is then never copied into the four orders, nor its gradient gathered back.
     """
     (g, L), (b, two_di) = orders.shape, (xz.shape[0], xz.shape[2])
     di, n, dt_rank = two_di // 2, A.shape[1], delta_proj_weight.shape[2]
-    # direction j reads xz in orders[j]: (b, l, g, di) each, so (b, l, g * di) are views
+    # direction j reads x in orders[j]: (b, l, g, di), so (b, l, g * di) is a view
     x = scatter_directions(xz[..., :di], orders, inverses).view(b, L, g * di)
-    z = scatter_directions(xz[..., di:], orders, inverses).view(b, L, g * di)
     x = causal_conv1d_channel_last(x, conv1d_weight, conv1d_bias, "silu", backend=backend)
     x_dbl = torch.einsum("blgd,gkd->blgk", x.view(b, L, g, di), x_proj_weight.to(x.dtype))
     dt, B, C = x_dbl.split([dt_rank, n, n], dim=3)
     dt = torch.einsum("blgr,gdr->blgd", dt, delta_proj_weight.to(dt.dtype)).reshape(b, L, g * di)
     y = selective_scan_triton(x.transpose(1, 2), dt.transpose(1, 2), A, B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1),
-                              D, z.transpose(1, 2), delta_bias, delta_softplus)  # (b, g*di, l), channel-last
-    return gather_directions(y.transpose(1, 2).view(b, L, g, di), orders, inverses)
+                              D, None, delta_bias, delta_softplus)  # (b, g*di, l), channel-last
+    y = gather_directions(y.transpose(1, 2).view(b, L, g, di), orders, inverses)
+    z = xz[..., di:]
+    return (y.float() * F.silu(z.float())).to(y.dtype)  # (fp32 as the scan's own gate)
