@@ -264,7 +264,7 @@ def _scan_and_grads(inputs, backend, reset=None):
     B, C = ins["B"], ins["C"]
     if B.shape[1] == 1:
         B, C = B[:, 0], C[:, 0]
-    out = selective_scan(ins["u"], ins["delta"], ins["A"], B, C, ins["D"], ins["z"], ins["delta_bias"],
+    out = selective_scan(ins["u"], ins["delta"], ins["A"], B, C, ins["D"], ins.get("z"), ins["delta_bias"],
                          True, backend=backend, reset=reset)
     w = torch.randn(out.shape, generator=torch.Generator(device="cuda").manual_seed(1), device="cuda")
     (out.float() * w).sum().backward()
@@ -293,6 +293,16 @@ def test_triton_scan_matches_the_twin_on_gpu(shape, dtype, reset, bwd, request, 
     if fast_math:
         monkeypatch.setitem(ts.TILES, "fast_math", {"precise": "", "fast_math_bwd": "bwd"}[fast_math])
     _matches_the_twin(shape, dtype, reset, request)
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("shape", [(2, 768, 624, 1), (2, 3072, 197, 4)], ids=["k4", "finetune4dir"])
+@DTYPES
+def test_triton_scan_without_a_gate_matches_the_twin_on_gpu(shape, dtype, request):
+    """z = None, as the fine-tuning mixer runs its grouped scan (it gates once, after the directions
+    are summed back): the kernels' HAS_Z = False variants, forward and the default backward."""
+    _matches_the_twin(shape, dtype, False, request, gate=False)
 
 
 @pytest.mark.gpu
@@ -326,7 +336,7 @@ def test_rows_backward_candidate_matches_the_twin_on_gpu(shape, dtype, reset, va
     _matches_the_twin(shape, dtype, reset, request, states_adjacent=rows.VARIANTS[name].pack_bc)
 
 
-def _matches_the_twin(shape, dtype, reset, request, states_adjacent=False):
+def _matches_the_twin(shape, dtype, reset, request, states_adjacent=False, gate=True):
     b, d, L, g = shape
     if reset and g > 1:
         pytest.skip("the twin has no grouped reset")
@@ -335,6 +345,8 @@ def _matches_the_twin(shape, dtype, reset, request, states_adjacent=False):
         rs = torch.zeros(L, dtype=torch.int8, device="cuda")
         rs[L // 4 :: L // 4] = 1
     inputs = _gpu_inputs(b, d, L, g, dtype)
+    if not gate:
+        del inputs["z"]
     if states_adjacent:
         for k in ("B", "C"):
             inputs[k] = inputs[k].detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()
