@@ -139,17 +139,19 @@ def rel_errors(fwd_a, fwd_b, args_a, dout, args_b) -> dict:
 BF16_ARGS = ("u_ptr", "dt_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddt_ptr", "dz_ptr", "B_ptr", "C_ptr")
 
 
-def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 1) -> tuple[dict, dict, dict]:
+def launch_spec(fn, shape: str, bd: int, T: int, unroll: int = 1, stages: int = 1,
+                gate: bool = True) -> tuple[dict, dict, dict]:
     """(pointer types, integer values, constexprs) of a launch of scan kernel ``fn`` (or a study of
     it with the same argument names) at ``shape``, channel-last as the mixer calls it, for
-    bench/sass.py: gate, D, dt bias and softplus present, no reset."""
+    bench/sass.py: gate (unless ``gate`` is False: the fine-tuning mixer's scan), D, dt bias and
+    softplus present, no reset."""
     b, d, L, g = SHAPES[shape]
     xdbl = 48 + 2 * N  # x_proj's output row (dt_rank 48 + B + C), which B and C are views of
     values = dict(L=L, DPG=d // g, DIM=d, su_b=L * d, su_l=d, su_d=1, sdt_b=L * d, sdt_l=d, sdt_d=1,
                   sz_b=L * 2 * d, sz_l=2 * d, sz_d=1, so_b=L * d, so_l=d, so_d=1, sg_b=L * d, sg_l=d, sg_d=1,
                   sB_b=L * xdbl, sB_g=N, sB_l=xdbl, sB_n=1, sC_b=L * xdbl, sC_g=N, sC_l=xdbl, sC_n=1, sr_b=L,
                   sdu_b=L * d, sdu_l=d, sdu_d=1, sdB_b=d // bd * L * N, sdB_l=N, sw_p=T * bd * (N + 1))
-    consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
+    consts = dict(N=N, BD=bd, T=T, HAS_D=True, HAS_Z=gate, HAS_BIAS=True, SOFTPLUS=True, HAS_RESET=False,
                   UNROLL=unroll, STAGES=stages, SAVE_STATES=True, ATOMIC_SUMS=True, SMEM_WORK=False, SMEM_DY=True,
                   KEEP_A=False, KEEP_DT=False, CLAMP=False, L2_AHEAD=0, PACKED_BC=False, CARRY_LAST=False,
                   BC_IN_STEP=False, FAST_MATH=0)
@@ -237,7 +239,7 @@ def parse_config(config: str) -> dict:
                 fast_math={"0": "", "b": "bwd", "fb": "fwd+bwd"}[rest[3]] if len(rest) > 3 else d["fast_math"])
 
 
-def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",)) -> None:
+def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = ("triton",), gate: bool = True) -> None:
     """The static cost model of ``--sass`` (no GPU needed): bench/sass.py."""
     from bench import sass as S
     from starx.ops import _triton_scan_kernels as K
@@ -254,7 +256,7 @@ def sass_model(shapes: list[str], configs: list[str], bwd_kernels: list[str] = (
                 gluon = isinstance(launched, ts.WithConstants)  # the Gluon backwards
                 fn = launched.kernel if gluon else launched
                 bd = ts._block_channels(d // g, bd)
-                types, values, consts = launch_spec(fn, name, bd, steps, unroll, stages)
+                types, values, consts = launch_spec(fn, name, bd, steps, unroll, stages, gate)
                 consts |= getattr(launched, "constants", {})
                 if kind == "fwd":
                     consts["L2_AHEAD"] = ahead if L >= min_len else 0
@@ -289,9 +291,11 @@ def main() -> None:
                         "(the plain Triton scan_bwd), rows (bench/scan_bwd_rows.py, one channel a lane, in "
                         "Gluon) and its variants")
     p.add_argument("--sass", action="store_true", help="print the static sm_90 cost model (no GPU needed) and exit")
+    p.add_argument("--no-gate", action="store_true",
+                   help="with --sass: the kernels without the gate z (as the fine-tuning mixer launches them)")
     args = p.parse_args()
     if args.sass:
-        return sass_model(args.shapes, args.configs, args.bwd_kernels)
+        return sass_model(args.shapes, args.configs, args.bwd_kernels, gate=not args.no_gate)
 
     bw, exp_rate = copy_bandwidth(), sm_exp_rate()
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
