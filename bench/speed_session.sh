@@ -8,6 +8,7 @@
 #
 # Parts (default: the first two, ~8 minutes on a cold machine, where compiling STAR-B and the anchor
 # at two k took 240 s on 2026-11-30; a part cut by its box leaves what it wrote):
+#   gpu_suite       every GPU test (about 3 min on 2026-12-02) but the rows candidates' and, without .gpu-ffcv, FFCV's
 #   gpu_tests       the GPU tests of the Triton scan, conv and span attention (no kernel change is measured before
 #                   they pass)
 #   pretrain_k4_k1  STAR-B pretraining step vs the causal ViT-B anchor, reduce-overhead, k = 4 and 1, and
@@ -95,6 +96,7 @@ part() {  # part NAME SECONDS CMD...: run CMD time-boxed, its output to $OUT/NAM
     timeout "$box" "$@" > "$OUT/$name.txt" 2>&1
     echo "   rc $?"
     grep -v -i "warn" "$OUT/$name.txt" | tail -8
+    grep -E "[0-9]+ (passed|failed|error)" "$OUT/$name.txt" | tail -1  # pytest's summary (it names its warnings)
 }
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
@@ -106,6 +108,10 @@ step() {  # step NAME SECONDS ARGS...: a part timing bench/pretrain_step.py, com
 run_part() {  # run_part PART: one part of the list above (a composite part runs its constituents)
     local p=$1
     case $p in
+    gpu_suite)  # every GPU test but the rows candidates' (and FFCV's unless .gpu-ffcv was carried), FAILED lines kept
+        part gpu_suite 420 python3 -m pytest -q -m gpu -p no:cacheprovider -rf tests/ -k "not rows" \
+            $([ -e .gpu-ffcv/env.sh ] || echo --ignore tests/test_data.py --ignore tests/test_loader_ownership.py)
+        grep -E "^FAILED|^ERROR" "$OUT/gpu_suite.txt" | head -20 ;;
     gpu_tests)  # (+ the loader's GPU buffers test where FFCV was carried)
         part gpu_tests 280 python3 -m pytest -q -m gpu -p no:cacheprovider -k "not rows" tests/test_triton_scan.py \
             tests/test_triton_conv.py tests/test_span_attention.py $([ -e .gpu-ffcv/env.sh ] && echo tests/test_loader_ownership.py) ;;
