@@ -41,7 +41,7 @@ def _scan_views(xc: Tensor, dt: Tensor, x_dbl: Tensor, z: Tensor, dt_rank: int, 
     return xc.transpose(1, 2), dt.transpose(1, 2), B, C, z.transpose(1, 2)
 
 
-def _gate(y: Tensor, z: Tensor) -> Tensor:
+def silu_gate(y: Tensor, z: Tensor) -> Tensor:
     """y * silu(z) in fp32, as the scan's kernels compute it, in y's dtype."""
     return (y.float() * F.silu(z.float())).to(y.dtype)
 
@@ -74,7 +74,7 @@ class _MambaInner(torch.autograd.Function):
         y = y.transpose(1, 2)  # (b, l, d)
         ungated = None if gate_in_scan else y
         if not gate_in_scan:
-            y = _gate(ungated, xz[..., d:])
+            y = silu_gate(ungated, xz[..., d:])
         ctx.softplus, ctx.gate_in_scan = softplus, gate_in_scan
         ctx.dtypes = (x_proj_w.dtype, dt_proj_w.dtype)
         ctx.save_for_backward(xz, conv_w, conv_b, seq_idx, wx, wdt, xc, x_dbl, dt, A, D, delta_bias, reset, states,
@@ -126,4 +126,4 @@ def mamba_inner_triton(
                              seq_idx, reset, delta_softplus, save)
 
 
-__all__ = ["mamba_inner_triton"]
+__all__ = ["mamba_inner_triton", "silu_gate"]
