@@ -66,6 +66,8 @@ def test_resolved_spec_is_read_only():
     (["data.crop_scale=[0.5,0.2]"], "field 'data.crop_scale'"),
     (["model.separator=none", "model.separator_len=4"], "field 'model.separator_len'"),
     (["no_equals_sign"], "expected key=value"),
+    (["data.dataset=imagenet"], "field 'data.dataset': unknown data source 'imagenet'"),
+    (["data.eval_dataset=tfds:mnist"], "field 'data.eval_dataset': unknown data source 'tfds:mnist'"),
 ])
 def test_bad_overrides_are_one_line_errors_naming_the_field(overrides, fragment):
     with pytest.raises(SpecError) as info:

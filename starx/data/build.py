@@ -17,7 +17,8 @@ from pathlib import Path
 from starx.rundir import pid_alive
 
 from .errors import DataError
-from .sources import SourceRef, open_source, parse_source
+from .source_ref import SourceRef, parse_source
+from .sources import open_source
 
 log = logging.getLogger(__name__)
 

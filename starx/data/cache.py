@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import DataError
-from .sources import SourceRef, check_split, parse_source
+from .source_ref import SourceRef, is_beton_file, parse_source
+from .sources import check_split
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def ensure_dataset(source: str, cache_dir: str | Path, split: str = "train", **o
     """
     from .build import build_dataset
 
-    if str(source).endswith(".beton") and ":" not in str(source):  # an already built file
+    if is_beton_file(source):
         path = Path(source).expanduser().resolve()
         if not path.is_file():
             raise DataError(f"{path}: no such dataset file")

@@ -6,39 +6,14 @@ replicated to three channels here because FFCV's image field stores RGB.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DataError
+from .source_ref import SourceRef, parse_source
 
-KINDS = ("imagefolder", "idx", "npz", "embedded")
 SPLITS = ("train", "test", "val")
-
-
-@dataclass(frozen=True)
-class SourceRef:
-    """A parsed source string: `embedded`, `imagefolder:PATH`, `idx:PATH` or `npz:PATH`."""
-
-    kind: str
-    path: Path | None = None
-
-    def __str__(self) -> str:
-        return self.kind if self.path is None else f"{self.kind}:{self.path}"
-
-
-def parse_source(source: str) -> SourceRef:
-    """Parse a source string; the path is resolved to an absolute path but not checked."""
-    kind, sep, rest = str(source).partition(":")
-    if kind == "embedded" and not rest:
-        return SourceRef("embedded")
-    if kind not in KINDS or not sep or not rest:
-        raise DataError(
-            f"unknown data source {source!r}: expected 'embedded', 'imagefolder:PATH', "
-            "'idx:PATH' or 'npz:PATH'"
-        )
-    return SourceRef(kind, Path(rest).expanduser().resolve())
 
 
 def check_split(split: str) -> str:

@@ -24,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from starx.choices import not_one_of
+from starx.data.errors import DataError
+from starx.data.source_ref import is_beton_file, parse_source
 from starx.rundir import name_problem
 from starx.spec.schema import ExperimentSpec
 
@@ -377,6 +379,13 @@ def validate(cfg: DictConfig) -> None:
     if (d.batch_size // m.seq_multiplier) % cfg.optim.accum_steps:
         raise SpecError(f"field 'optim.accum_steps': {d.batch_size // m.seq_multiplier} sequences per batch "
                         f"do not split into {cfg.optim.accum_steps} micro-batches")
+    for key in ("data.dataset", "data.eval_dataset"):  # the source's form; whether it exists is the run's check
+        source = OmegaConf.select(cfg, key)
+        if source is not None and not is_beton_file(source):
+            try:
+                parse_source(source)
+            except DataError as e:
+                raise SpecError(f"field '{key}': {e}") from None
     for key in ("data.crop_scale", "finetune.crop_scale"):
         scale = list(OmegaConf.select(cfg, key))
         if len(scale) != 2 or not (0 < scale[0] <= scale[1] <= 1):
