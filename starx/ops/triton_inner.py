@@ -71,10 +71,9 @@ class _MambaInner(torch.autograd.Function):
         gate_in_scan = GATE_IN_SCAN
         y, states = triton_scan_fwd(u, delta, A, B, C, D, z if gate_in_scan else None, delta_bias, reset, softplus,
                                     save)
-        y = y.transpose(1, 2)  # (b, l, d)
-        ungated = None if gate_in_scan else y
+        y, ungated = y.transpose(1, 2), None  # (b, l, d)
         if not gate_in_scan:
-            y = silu_gate(ungated, xz[..., d:])
+            ungated, y = y, silu_gate(y, xz[..., d:])
         ctx.softplus, ctx.gate_in_scan = softplus, gate_in_scan
         ctx.dtypes = (x_proj_w.dtype, dt_proj_w.dtype)
         ctx.save_for_backward(xz, conv_w, conv_b, seq_idx, wx, wdt, xc, x_dbl, dt, A, D, delta_bias, reset, states,
