@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench.kernel_choices import add_kernel_choices, apply_kernel_choices  # noqa: E402
 from bench.pretrain_step import build, engine_throughput  # noqa: E402
 
-FLAGS = ("mlp-gate", "add-norm", "mixer-inner", "mixer-gate")
+FLAGS = ("mlp-gate", "add-norm", "mixer-inner")
 
 
 def choice_args(flag: str, value: str) -> argparse.Namespace:

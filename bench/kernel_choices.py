@@ -12,7 +12,6 @@ import argparse
 from starx.ops import inner as inner_ops
 from starx.ops import layer_norm as layer_norm_ops
 from starx.ops import swiglu as swiglu_ops
-from starx.ops import triton_inner as triton_inner_ops
 
 
 def add_kernel_choices(p: argparse.ArgumentParser) -> None:
@@ -27,15 +26,11 @@ def add_kernel_choices(p: argparse.ArgumentParser) -> None:
                         "autograd node (starx.ops.triton_inner, starx's) or composed of the conv's and the scan's own "
                         "autograd ops (as before 2026-12-02: autograd adds the conv output's two gradients and joins "
                         "dx and dz in kernels of their own)")
-    p.add_argument("--mixer-gate", default=None, choices=["scan", "outside"],
-                   help="where the fused mixer node applies the gate y * silu(z): inside the scan's kernels, or "
-                        "after the scan in pointwise ops of its own (default: starx's choice, "
-                        "starx.ops.triton_inner.GATE_IN_SCAN)")
 
 
 # starx's own choices, restored by a run that does not set a flag (bench/ab_step.py sets them in turn)
 _STARX = {"mlp_gate": swiglu_ops.USE_KERNELS, "add_norm": layer_norm_ops.USE_KERNELS,
-          "triton_conv_applies": inner_ops.triton_conv_applies, "mixer_gate": triton_inner_ops.GATE_IN_SCAN}
+          "triton_conv_applies": inner_ops.triton_conv_applies}
 
 
 def _composed(x, backend) -> bool:
@@ -50,7 +45,5 @@ def apply_kernel_choices(args: argparse.Namespace) -> dict:
     swiglu_ops.USE_KERNELS = _STARX["mlp_gate"] if args.mlp_gate is None else args.mlp_gate == "kernel"
     layer_norm_ops.USE_KERNELS = _STARX["add_norm"] if args.add_norm is None else args.add_norm == "kernel"
     inner_ops.triton_conv_applies = _composed if args.mixer_inner == "composed" else _STARX["triton_conv_applies"]
-    triton_inner_ops.GATE_IN_SCAN = _STARX["mixer_gate"] if args.mixer_gate is None else args.mixer_gate == "scan"
     return {"mlp_gate": "kernel" if swiglu_ops.USE_KERNELS else "inductor",
-            "add_norm": "kernel" if layer_norm_ops.USE_KERNELS else "inductor", "mixer_inner": args.mixer_inner,
-            "mixer_gate": "scan" if triton_inner_ops.GATE_IN_SCAN else "outside"}
+            "add_norm": "kernel" if layer_norm_ops.USE_KERNELS else "inductor", "mixer_inner": args.mixer_inner}

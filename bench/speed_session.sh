@@ -31,7 +31,6 @@
 #   add_norm_ft     the same for the fine-tuning step beside timm's ViT-B/16
 #   ab_add_norm, ab_mlp_gate  whole k=4 steps of two kernel choices built in one process and timed in alternating
 #                   rounds (bench/ab_step.py: add + LayerNorm Inductor's / starx's kernels; the SwiGLU gate the same)
-#   ab_mixer_gate   the same for where the fused mixer node applies the gate: in the scan, or after it (GATE_IN_SCAN)
 #   add_norm_tiles  one add + LayerNorm forward + backward at k=4, Inductor's then the kernels' with each tile set
 #                   (LN_TILES: FWD/BWD tile sets, each BMxWARPS/BMxROWSxWARPSxPREFETCH; bench/layer_norm.py --time)
 #   inner_tests     the GPU tests the fused mixer node (starx.ops.triton_inner) touches: conv, scan, STAR-B steps, SwiGLU
@@ -147,8 +146,6 @@ run_part() {  # run_part PART: one part of the list above (a composite part runs
             tests/test_gpu_kernels.py ;;
     ab_add_norm) part ab_add_norm 420 python3 bench/ab_step.py --k 4 --flag add-norm --variants inductor kernel \
         --out "$OUT/ab_add_norm_k4.json" ;;
-    ab_mixer_gate) part ab_mixer_gate 420 python3 bench/ab_step.py --k 4 --flag mixer-gate --variants scan outside \
-        --out "$OUT/ab_mixer_gate_k4.json" ;;
     ab_mlp_gate) part ab_mlp_gate 420 python3 bench/ab_step.py --k 4 --flag mlp-gate --variants inductor kernel \
         --out "$OUT/ab_mlp_gate_k4.json" ;;
     add_norm_tiles)

@@ -22,7 +22,7 @@ from starx.ops._kernels import kernels_or_raise, use_cuda_kernels
 from starx.ops.conv import causal_conv1d, causal_conv1d_channel_last, causal_conv1d_time_major, triton_conv_applies
 from starx.ops.permute import gather_directions, scatter_directions
 from starx.ops.scan import selective_scan, selective_scan_time_major
-from starx.ops.triton_inner import mamba_inner_triton, silu_gate
+from starx.ops.triton_inner import mamba_inner_triton
 from starx.ops.triton_scan import selective_scan_triton
 
 
@@ -230,4 +230,5 @@ def mamba_inner_directions_channel_last(
     y = selective_scan_triton(x.transpose(1, 2), dt.transpose(1, 2), A, B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1),
                               D, None, delta_bias, delta_softplus)  # (b, g*di, l), channel-last
     y = gather_directions(y.transpose(1, 2).view(b, L, g, di), orders, inverses)
-    return silu_gate(y, xz[..., di:])
+    z = xz[..., di:]
+    return (y.float() * F.silu(z.float())).to(y.dtype)  # (fp32 as the scan's own gate)

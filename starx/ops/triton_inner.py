@@ -14,11 +14,13 @@ session 18's profile).
 The backward of the two projections is written out (four GEMMs, as autograd runs them), in the
 activations' dtype: the weights are cast once in the forward, as autocast would.
 
-The gate y * silu(z) runs inside the scan's kernels, or (GATE_IN_SCAN off) after the scan in
-pointwise ops of its own: the scan's backward then has no y to recompute for dz (static sm_90
-model at k=4: 570 -> 485 instructions a step, the forward 268 -> 244;
-bench/results/triton_scan_static_gate_session21.txt), at the cost of saving the ungated y and one
-more pass over y, z and the gradients each way.
+The gate y * silu(z) runs inside the scan's kernels. Applied after the scan instead, in pointwise
+ops of its own, the scan's backward has no y to recompute for dz (static sm_90 model at k=4: 570
+-> 485 instructions a step; bench/results/triton_scan_static_gate_session21.txt), at the cost of
+saving the ungated y and one more pass over y, z and the gradients each way. Built so in session
+21, whole k=4 steps on an H200 read 1.004x this node's (six alternating rounds, 5 ahead), but the
+compiled fp32 mixer with resets returned zeros in its GPU test, so it was removed
+(bench/results/gpu_tests_session22.txt, ab_step_h200_session22.jsonl).
 """
 
 import torch
@@ -28,29 +30,12 @@ from torch import Tensor
 from starx.ops.triton_conv import conv_arguments, triton_conv_bwd, triton_conv_fwd
 from starx.ops.triton_scan import scan_arguments, scan_gradients, triton_scan_fwd
 
-# Whether the gate runs inside the scan's kernels (see above). Outside is not yet timed on a GPU
-# (written in session 21 after the device time was spent): bench/ab_step.py --flag mixer-gate
-# times the two in one process; keep whichever wins, and only it.
-GATE_IN_SCAN = True
-
 
 def _scan_views(xc: Tensor, dt: Tensor, x_dbl: Tensor, z: Tensor, dt_rank: int, n: int) -> tuple:
     """The scan's (u, delta, B, C, z) as (b, d, l) / (b, 1, n, l) views of the channel-last tensors."""
     B = x_dbl[..., dt_rank : dt_rank + n].transpose(1, 2).unsqueeze(1)
     C = x_dbl[..., dt_rank + n :].transpose(1, 2).unsqueeze(1)
     return xc.transpose(1, 2), dt.transpose(1, 2), B, C, z.transpose(1, 2)
-
-
-def silu_gate(y: Tensor, z: Tensor) -> Tensor:
-    """y * silu(z) in fp32, as the scan's kernels compute it, in y's dtype."""
-    return (y.float() * F.silu(z.float())).to(y.dtype)
-
-
-def _gate_backward(dy: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-    """(dy silu(z), the gate's input gradient dz) in fp32, each in its tensor's dtype."""
-    zf, dyf = z.float(), dy.float()
-    sig = torch.sigmoid(zf)
-    return (dyf * zf * sig).to(dy.dtype), (dyf * y.float() * sig * (1.0 + zf * (1.0 - sig))).to(z.dtype)
 
 
 def _rows(t: Tensor) -> Tensor:
@@ -68,32 +53,22 @@ class _MambaInner(torch.autograd.Function):
         dt = F.linear(x_dbl[..., :r], wdt)
         u, delta, B, C, z = _scan_views(xc, dt, x_dbl, xz[..., d:], r, n)
         A, B, C, D, delta_bias, reset = scan_arguments(u, delta, A, B, C, D, delta_bias, reset)
-        gate_in_scan = GATE_IN_SCAN
-        y, states = triton_scan_fwd(u, delta, A, B, C, D, z if gate_in_scan else None, delta_bias, reset, softplus,
-                                    save)
-        y, ungated = y.transpose(1, 2), None  # (b, l, d)
-        if not gate_in_scan:
-            ungated, y = y, silu_gate(y, xz[..., d:])
-        ctx.softplus, ctx.gate_in_scan = softplus, gate_in_scan
+        y, states = triton_scan_fwd(u, delta, A, B, C, D, z, delta_bias, reset, softplus, save)
+        ctx.softplus = softplus
         ctx.dtypes = (x_proj_w.dtype, dt_proj_w.dtype)
-        ctx.save_for_backward(xz, conv_w, conv_b, seq_idx, wx, wdt, xc, x_dbl, dt, A, D, delta_bias, reset, states,
-                              ungated)
-        return y
+        ctx.save_for_backward(xz, conv_w, conv_b, seq_idx, wx, wdt, xc, x_dbl, dt, A, D, delta_bias, reset, states)
+        return y.transpose(1, 2)  # (b, l, d)
 
     @staticmethod
     def backward(ctx, dy):
-        xz, conv_w, conv_b, seq_idx, wx, wdt, xc, x_dbl, dt, A, D, delta_bias, reset, states, ungated = \
-            ctx.saved_tensors
+        xz, conv_w, conv_b, seq_idx, wx, wdt, xc, x_dbl, dt, A, D, delta_bias, reset, states = ctx.saved_tensors
         if states.numel() == 0:
             raise RuntimeError("the Mamba inner node's forward ran without saving states (no input needed a gradient)")
         d, n, r = xc.shape[-1], A.shape[1], wdt.shape[1]
         u, delta, B, C, z = _scan_views(xc, dt, x_dbl, xz[..., d:], r, n)
-        if not ctx.gate_in_scan:  # the gate's backward first; the scan runs without it
-            dy, dz_outside = _gate_backward(dy, ungated, xz[..., d:])
-            z = None
         du, ddelta, dA, dB, dC, dD, dbias, dz = scan_gradients(
             u, delta, A, B, C, D, z, delta_bias, reset, states, dy.transpose(1, 2), ctx.softplus)
-        dz = dz.transpose(1, 2) if ctx.gate_in_scan else dz_outside  # (b, l, d)
+        dz = dz.transpose(1, 2)  # (b, l, d)
         ddt = _rows(ddelta.transpose(1, 2))  # (b l, d): the scan's gradients come laid out as u, channel-last
         # x_dbl's gradient (under torch.compile the casts of dB and dC fuse into the concatenation)
         d_x_dbl = torch.cat([ddt @ wdt, _rows(dB[:, 0].transpose(1, 2)), _rows(dC[:, 0].transpose(1, 2))], dim=-1)
@@ -125,4 +100,4 @@ def mamba_inner_triton(
                              seq_idx, reset, delta_softplus, save)
 
 
-__all__ = ["mamba_inner_triton", "silu_gate"]
+__all__ = ["mamba_inner_triton"]
