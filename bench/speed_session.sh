@@ -8,7 +8,7 @@
 #
 # Parts (default: the first two, ~8 minutes on a cold machine, where compiling STAR-B and the anchor
 # at two k took 240 s on 2026-11-30; a part cut by its box leaves what it wrote):
-#   gpu_suite       every GPU test (about 3 min on 2026-12-02) but the rows candidates' and, without .gpu-ffcv, FFCV's
+#   gpu_suite       every GPU test (3-6 min on 2026-12-02) but the rows candidates' and, without .gpu-ffcv, FFCV's
 #   gpu_tests       the GPU tests of the Triton scan, conv and span attention (no kernel change is measured before
 #                   they pass)
 #   pretrain_k4_k1  STAR-B pretraining step vs the causal ViT-B anchor, reduce-overhead, k = 4 and 1, and
